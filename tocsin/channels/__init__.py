@@ -1,0 +1,1 @@
+"""Channels: turning notifications into requests to destinations."""

@@ -1,0 +1,314 @@
+"""The configuration file: a strict schema, decoded from TOML, then checked.
+
+Decoding and checking are separate steps. :func:`load` reads and decodes the
+file with msgspec (unknown keys, wrong types and bad durations fail there, with
+the key path msgspec reports) and then runs the checks a schema cannot express
+(unique names, references between sections). Either step raises
+:class:`~tocsin.errors.ConfigError` with one line naming the file and the key,
+and nothing that runs is touched.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from tocsin.errors import ConfigError
+
+
+class Duration(float):
+    """Seconds, written in the file as ``30s``, ``5m``, ``1h``, ``1d`` or ``250ms``."""
+
+    _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    _PATTERN = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        """Parse one duration, raising :class:`ValueError` if it is not one."""
+        if text == "0":
+            return cls(0.0)
+        match = cls._PATTERN.fullmatch(text)
+        if match is None:
+            raise ValueError(
+                f"invalid duration {text!r} (write it like 30s, 5m, 1h or 1d)"
+            )
+        return cls(float(match[1]) * cls._UNITS[match[2]])
+
+
+def _decode_hook(kind: type, obj: object) -> object:
+    if kind is Duration:
+        if not isinstance(obj, str):
+            raise TypeError("expected a duration string like '30s', '5m' or '1h'")
+        return Duration.parse(obj)
+    raise NotImplementedError(kind)
+
+
+Severity = Literal["critical", "high", "medium", "low"]
+Aggregation = Literal[
+    "avg", "min", "max", "sum", "count", "last", "p50", "p90", "p95", "p99"
+]
+Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
+Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,100}$")]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    pass
+
+
+class DaemonConfig(_Strict):
+    #: Directory of the state database; created if missing.
+    state_dir: str = "./tocsin-state"
+    #: Explicit database file; overrides ``state_dir``.
+    database: str = ""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: How often every live series is evaluated even without new samples.
+    tick: Duration = Duration(1.0)
+    #: How long in-flight deliveries may run on during shutdown.
+    shutdown_timeout: Duration = Duration(10.0)
+
+
+class IngestConfig(_Strict):
+    #: DogStatsD over UDP, ``host:port``; an empty string turns it off.
+    udp: str = "127.0.0.1:8125"
+    #: DogStatsD over a Unix datagram socket (a path); empty turns it off.
+    unix_dgram: str = ""
+    #: NDJSON samples over a Unix stream socket (a path); empty turns it off.
+    unix_stream: str = ""
+    #: Kernel receive buffer asked for on datagram sockets, in bytes.
+    receive_buffer: PositiveInt = 4 * 1024 * 1024
+    #: Samples stamped further in the past than this are dropped and counted.
+    max_sample_age: Duration = Duration(3600.0)
+    #: Samples stamped further in the future than this are dropped and counted.
+    max_sample_skew: Duration = Duration(600.0)
+
+
+class AlertsConfig(_Strict):
+    #: A resolved alert is closed after this long.
+    close_after: Duration = Duration(3600.0)
+
+
+class DatadogExportConfig(_Strict):
+    site: str = "datadoghq.com"
+    #: Full base URL (``https://api.datadoghq.eu``); overrides ``site``.
+    base_url: str = ""
+    #: Environment variable holding the API key.
+    api_key_env: str = "DD_API_KEY"
+    #: File holding the API key; a relative name is looked up in
+    #: ``$CREDENTIALS_DIRECTORY`` first (a systemd credential).
+    api_key_file: str = ""
+    interval: Duration = Duration(60.0)
+    metric_prefix: str = ""
+    tags: list[str] = []
+    #: Metric names to export; empty exports every ingested metric.
+    metrics: list[str] = []
+    compression: Literal["deflate", "gzip"] = "deflate"
+    timeout: Duration = Duration(10.0)
+    max_attempts: PositiveInt = 5
+    #: Host reported as the series' ``host`` resource; empty sends none.
+    host: str = ""
+
+
+class ExportConfig(_Strict):
+    datadog: DatadogExportConfig = DatadogExportConfig()
+
+
+class _ChannelBase(_Strict, tag_field="type"):
+    name: Name
+    #: Delivery attempts before a notification is dead-lettered.
+    max_attempts: PositiveInt = 8
+    #: Delay before the first retry; doubled on each attempt, with jitter.
+    backoff: Duration = Duration(1.0)
+    max_backoff: Duration = Duration(300.0)
+    #: Whether resolve notifications go to this channel.
+    send_resolved: bool = True
+
+
+class WebhookChannelConfig(_ChannelBase, tag="webhook"):
+    #: Destination URL. Prefer ``url_env`` or ``url_file``: a webhook URL is a
+    #: secret.
+    url: str = ""
+    url_env: str = ""
+    url_file: str = ""
+    headers: dict[str, str] = {}
+    timeout: Duration = Duration(5.0)
+
+
+class LogChannelConfig(_ChannelBase, tag="log"):
+    level: Literal["info", "warning", "error"] = "warning"
+
+
+ChannelConfig = WebhookChannelConfig | LogChannelConfig
+_CHANNEL_TYPES = ("webhook", "log")
+
+
+class RuleConfig(_Strict, kw_only=True):
+    name: Name
+    metric: str
+    #: Label matchers; every one must equal the sample's tag value.
+    match: dict[str, str] = {}
+    #: Labels whose values make one series of this rule.
+    group_by: list[str] = []
+    aggregation: Aggregation = "avg"
+    window: Duration = Duration(300.0)
+    op: Comparison = ">"
+    threshold: float
+    #: How long the condition must hold before the alert fires.
+    for_: Duration = msgspec.field(name="for", default=Duration(0.0))
+    severity: Severity = "medium"
+    channels: list[Name] = []
+    #: After an alert of a series fires, a new one for that series waits this long.
+    cooldown: Duration = Duration(0.0)
+    #: At most this many alerts per rule per UTC day; 0 means no cap.
+    daily_cap: Annotated[int, msgspec.Meta(ge=0)] = 0
+    summary: str = ""
+    description: str = ""
+    runbook: str = ""
+    recommended_actions: list[str] = []
+    #: Extra labels attached to every alert of the rule (team, project, ...).
+    labels: dict[str, str] = {}
+    #: Free-form metadata copied into notifications.
+    metadata: dict[str, str] = {}
+
+
+class Config(_Strict):
+    daemon: DaemonConfig = DaemonConfig()
+    ingest: IngestConfig = IngestConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    export: ExportConfig = ExportConfig()
+    channels: list[ChannelConfig] = []
+    rules: list[RuleConfig] = []
+
+    @property
+    def database_path(self) -> Path:
+        if self.daemon.database:
+            return Path(self.daemon.database)
+        return Path(self.daemon.state_dir) / "tocsin.db"
+
+    def channel(self, name: str) -> ChannelConfig:
+        for channel in self.channels:
+            if channel.name == name:
+                return channel
+        raise KeyError(name)
+
+
+_MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+_MISSING_FIELD = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+
+
+def _split_msgspec_error(error: msgspec.MSGSPEC_ERRORS) -> tuple[str, str | None]:
+    """Turn msgspec's ``message - at `$.a[0].b``` into ``(message, "a[0].b")``."""
+    match = _MSGSPEC_PATH.match(str(error))
+    assert match is not None
+    message = match["message"]
+    path = (match["path"] or "").lstrip(".") or None
+    for pattern, replacement in (
+        (_UNKNOWN_FIELD, "unknown key"),
+        (_MISSING_FIELD, "missing required key"),
+    ):
+        found = pattern.match(message)
+        if found:
+            field = found["field"]
+            path = f"{path}.{field}" if path else field
+            message = replacement
+    if path and path.endswith("].type") and message.startswith("Invalid value"):
+        known = ", ".join(sorted(_CHANNEL_TYPES))
+        message = (
+            f"unknown channel type ({message[len('Invalid value ') :]}); known: {known}"
+        )
+    return message, path
+
+
+def parse(text: str | bytes, source: str = "<memory>") -> Config:
+    """Decode and check a configuration document.
+
+    :raises ConfigError: if the document is not valid TOML, does not match the
+        schema, or fails a check between sections.
+    """
+    try:
+        config = msgspec.toml.decode(text, type=Config, dec_hook=_decode_hook)
+    except msgspec.ValidationError as error:
+        message, path = _split_msgspec_error(error)
+        raise ConfigError(source, message, path) from None
+    except msgspec.DecodeError as error:
+        raise ConfigError(source, f"not valid TOML: {error}") from None
+    _check(config, source)
+    return config
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read, decode and check the configuration file at ``path``.
+
+    :raises ConfigError: if the file cannot be read or is not a valid config.
+    """
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_bytes()
+    except OSError as error:
+        raise ConfigError(source, f"cannot read the file: {error.strerror}") from None
+    return parse(text, source)
+
+
+def _check(config: Config, source: str) -> None:
+    """Run the checks a schema cannot express."""
+    seen: set[str] = set()
+    for index, channel in enumerate(config.channels):
+        if channel.name in seen:
+            raise ConfigError(
+                source,
+                f"duplicate channel name {channel.name!r}",
+                f"channels[{index}].name",
+            )
+        seen.add(channel.name)
+        if isinstance(channel, WebhookChannelConfig):
+            given = [k for k in ("url", "url_env", "url_file") if getattr(channel, k)]
+            if len(given) != 1:
+                raise ConfigError(
+                    source,
+                    "set exactly one of url, url_env and url_file",
+                    f"channels[{index}]",
+                )
+            if channel.url and not channel.url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    source,
+                    "must start with http:// or https://",
+                    f"channels[{index}].url",
+                )
+
+    names: set[str] = set()
+    for index, rule in enumerate(config.rules):
+        where = f"rules[{index}]"
+        if rule.name in names:
+            raise ConfigError(
+                source, f"duplicate rule name {rule.name!r}", f"{where}.name"
+            )
+        names.add(rule.name)
+        if rule.window <= 0:
+            raise ConfigError(source, "must be longer than 0s", f"{where}.window")
+        if not rule.metric:
+            raise ConfigError(source, "must not be empty", f"{where}.metric")
+        if not math.isfinite(rule.threshold):
+            raise ConfigError(source, "must be a finite number", f"{where}.threshold")
+        for position, channel in enumerate(rule.channels):
+            if channel not in seen:
+                raise ConfigError(
+                    source,
+                    f"no channel named {channel!r}",
+                    f"{where}.channels[{position}]",
+                )
+        if len(set(rule.group_by)) != len(rule.group_by):
+            raise ConfigError(source, "a label is listed twice", f"{where}.group_by")
+
+    export = config.export.datadog
+    if export.interval < 1:
+        raise ConfigError(source, "must be at least 1s", "export.datadog.interval")
+    if export.timeout <= 0:
+        raise ConfigError(source, "must be longer than 0s", "export.datadog.timeout")
+    if config.daemon.tick <= 0:
+        raise ConfigError(source, "must be longer than 0s", "daemon.tick")

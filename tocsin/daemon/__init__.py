@@ -1,0 +1,1 @@
+"""The process: configuration, listeners, signals, and wiring of the parts."""

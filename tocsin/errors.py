@@ -1,0 +1,52 @@
+"""Every exception Tocsin raises on purpose, in one flat module."""
+
+from __future__ import annotations
+
+
+class TocsinError(Exception):
+    """Root of every error Tocsin raises on purpose."""
+
+
+class ConfigError(TocsinError):
+    """Raised when a configuration file cannot be read, parsed or validated.
+
+    The message is one line that names the file and, where there is one, the key
+    path inside it (``rules[1].window``).
+    """
+
+    def __init__(self, path: str, message: str, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        self.detail = message
+        where = f"{path}: {key}: " if key else f"{path}: "
+        super().__init__(where + message)
+
+
+class StateError(TocsinError):
+    """Raised when the state database cannot be opened, migrated or written."""
+
+
+class DeliveryError(TocsinError):
+    """Raised by a channel when one delivery attempt fails.
+
+    :param reason: a short, fixed word (``timeout``, ``rate_limited``, ``auth``,
+        ``client_error``, ``server_error``, ``transport``) that also labels
+        Tocsin's own metrics.
+    :param retryable: whether the same request may succeed later.
+    :param retry_after: seconds the destination asked us to wait, if it did.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.reason = reason
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(message)

@@ -1,0 +1,1 @@
+"""State that must survive a crash: alerts, transitions, the outbox."""

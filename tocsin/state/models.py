@@ -1,0 +1,80 @@
+"""Rows of the state database, as the rest of Tocsin sees them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+AlertState = Literal["triggered", "resolved", "closed"]
+NotificationEvent = Literal["trigger", "resolve"]
+
+
+class AlertSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a new alert needs; copied from the rule and the decision."""
+
+    rule: str
+    series: str
+    #: Series labels merged with the rule's own labels.
+    labels: dict[str, str]
+    severity: str
+    metric: str
+    aggregation: str
+    window: float
+    op: str
+    threshold: float
+    value: float | None
+    samples: int
+    #: When the condition started to hold.
+    started_at: float
+    #: When the alert fired.
+    fired_at: float
+    reason: str
+    summary: str = ""
+    description: str = ""
+    runbook: str = ""
+    recommended_actions: list[str] = []
+    metadata: dict[str, str] = {}
+
+
+class Alert(msgspec.Struct, kw_only=True):
+    """An alert as stored: its spec, identity and lifecycle state."""
+
+    id: int
+    #: Stable external identifier (used as the dedup key by destinations).
+    uid: str
+    state: AlertState
+    spec: AlertSpec
+    #: Last aggregated value the engine reported for this alert.
+    value: float | None
+    resolved_at: float | None = None
+    closed_at: float | None = None
+
+
+class Transition(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    alert_id: int
+    from_state: AlertState | None
+    to_state: AlertState
+    at: float
+    actor: str
+    reason: str
+    comment: str = ""
+
+
+class Notification(msgspec.Struct, frozen=True, kw_only=True):
+    """One message to one channel about one transition; a row of the outbox.
+
+    ``key`` is the idempotency key: the same on every attempt, different for
+    every (transition, channel) pair.
+    """
+
+    id: int
+    key: str
+    channel: str
+    event: NotificationEvent
+    alert: Alert
+    transition: Transition
+    #: Attempts already made before this one.
+    attempts: int
+    created_at: float
