@@ -63,3 +63,86 @@ class IngestStats:
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+def tag_labels(tags: tuple[str, ...]) -> dict[str, str]:
+    """Turn ``key:value`` tags into labels; a bare tag ``key`` is ``key=""``.
+
+    A tag splits on its first colon only, so ``addr:10.0.0.1:443`` is
+    ``addr=10.0.0.1:443``. When a key repeats, the last value wins.
+    """
+    labels: dict[str, str] = {}
+    for tag in tags:
+        key, _, value = tag.partition(":")
+        labels[key] = value
+    return labels
+
+
+class _Discard:
+    """The handle of a series nothing consumes: no rule matches, no export."""
+
+    __slots__ = ()
+
+    def add(self, value: float, rate: float, timestamp: float) -> None:
+        pass
+
+    def add_member(self, member: str, timestamp: float) -> None:
+        pass
+
+
+class _Fanout:
+    """Feeds one series to its export aggregate and to every rule series."""
+
+    __slots__ = ("export", "targets", "is_counter")
+
+    def __init__(self, export, targets, is_counter: bool) -> None:
+        self.export = export
+        self.targets = targets
+        self.is_counter = is_counter
+
+    def add(self, value: float, rate: float, timestamp: float) -> None:
+        if self.export is not None:
+            self.export.add(value, rate, timestamp)
+        if self.is_counter and rate != 1.0:
+            # A sampled counter stands for 1/rate increments; rules see the
+            # estimate, as Datadog does.
+            value = value / rate
+        for target in self.targets:
+            target.add(value, timestamp)
+
+    def add_member(self, member: str, timestamp: float) -> None:
+        if self.export is not None:
+            self.export.add_member(member, timestamp)
+
+
+DISCARD = _Discard()
+
+
+class IngestRouter:
+    """The :class:`IngestSink` of the daemon: samples to export and to rules.
+
+    :param engine: the rule engine; ``engine.targets()`` is asked once per
+        distinct series, and ``engine.evaluate_dirty()`` after every batch.
+    :param buffer: the Datadog export buffer, or ``None`` when export is off.
+    :param on_decisions: called with the decisions of each evaluation that
+        produced any.
+    """
+
+    def __init__(self, engine, buffer, on_decisions) -> None:
+        self.engine = engine
+        self.buffer = buffer
+        self.on_decisions = on_decisions
+
+    def resolve(self, name: str, kind: str, tags: tuple[str, ...]) -> SeriesHandle:
+        export = self.buffer.series(name, kind, tags) if self.buffer else None
+        # Sets carry members, not numbers; no rule aggregates them.
+        targets = [] if kind == "s" else self.engine.targets(name, tag_labels(tags))
+        if export is None and not targets:
+            return DISCARD
+        return _Fanout(export, tuple(targets), kind == "c")
+
+    def evaluate(self, now: float) -> None:
+        """Evaluate the series that received samples since the last call."""
+        decisions = self.engine.evaluate_dirty(now)
+        if decisions:
+            self.on_decisions(decisions)

@@ -1,0 +1,194 @@
+"""The config file: what loads, and the exact error line for what does not."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tocsin import config
+from tocsin.errors import ConfigError
+
+GOOD = """
+[daemon]
+state_dir = "/tmp/tocsin-test"
+tick = "500ms"
+
+[ingest]
+udp = "127.0.0.1:8125"
+unix_dgram = "/tmp/tocsin-test/dsd.sock"
+
+[export.datadog]
+interval = "10s"
+metric_prefix = "ml."
+tags = ["env:prod"]
+
+[[channels]]
+name = "ops"
+type = "webhook"
+url_env = "OPS_WEBHOOK_URL"
+
+[[channels]]
+name = "log"
+type = "log"
+
+[[rules]]
+name = "fraud-drift"
+metric = "model.drift.psi"
+match = { model = "fraud_v3" }
+group_by = ["model"]
+aggregation = "p95"
+window = "5m"
+op = ">="
+threshold = 0.2
+for = "30s"
+severity = "critical"
+channels = ["ops", "log"]
+cooldown = "1h"
+daily_cap = 10
+"""
+
+
+def test_a_full_config_loads_with_durations_in_seconds():
+    loaded = config.parse(GOOD, "good.toml")
+
+    rule = loaded.rules[0]
+    assert rule.window == 300.0
+    assert rule.for_ == 30.0
+    assert rule.cooldown == 3600.0
+    assert rule.match == {"model": "fraud_v3"}
+    assert loaded.daemon.tick == 0.5
+    assert loaded.export.datadog.interval == 10.0
+    assert [channel.name for channel in loaded.channels] == ["ops", "log"]
+    assert str(loaded.database_path) == "/tmp/tocsin-test/tocsin.db"
+
+
+def test_an_empty_file_is_a_valid_config_with_defaults():
+    loaded = config.parse("", "empty.toml")
+
+    assert loaded.ingest.udp == "127.0.0.1:8125"
+    assert loaded.export.datadog.interval == 60.0
+    assert loaded.rules == []
+
+
+RULE = '[[rules]]\nname = "r"\nmetric = "m"\nthreshold = 1\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            RULE + RULE.replace('"r"', '"s"') + 'window = "5x"\n',
+            "bad.toml: rules[1].window: invalid duration '5x' "
+            "(write it like 30s, 5m, 1h or 1d)",
+        ),
+        (
+            RULE + "window = 5\n",
+            "bad.toml: rules[0].window: "
+            "expected a duration string like '30s', '5m' or '1h'",
+        ),
+        ("[daemon]\nstate_dri = 'x'\n", "bad.toml: daemon.state_dri: unknown key"),
+        (RULE + "colour = 'red'\n", "bad.toml: rules[0].colour: unknown key"),
+        (
+            '[[rules]]\nname = "r"\nmetric = "m"\n',
+            "bad.toml: rules[0].threshold: missing required key",
+        ),
+        (RULE + 'op = "=>"\n', "bad.toml: rules[0].op: Invalid enum value '=>'"),
+        (
+            RULE + 'severity = "urgent"\n',
+            "bad.toml: rules[0].severity: Invalid enum value 'urgent'",
+        ),
+        (
+            RULE + 'channels = ["pager"]\n',
+            "bad.toml: rules[0].channels[0]: no channel named 'pager'",
+        ),
+        (
+            RULE + RULE,
+            "bad.toml: rules[1].name: duplicate rule name 'r'",
+        ),
+        (
+            '[[channels]]\nname = "x"\ntype = "carrier-pigeon"\n',
+            "bad.toml: channels[0].type: unknown channel type "
+            "('carrier-pigeon'); known: log, webhook",
+        ),
+        (
+            '[[channels]]\nname = "x"\ntype = "webhook"\n',
+            "bad.toml: channels[0]: set exactly one of url, url_env and url_file",
+        ),
+        (
+            '[export.datadog]\ninterval = "500ms"\n',
+            "bad.toml: export.datadog.interval: must be at least 1s",
+        ),
+        (
+            RULE + 'threshold = "high"\n',
+            "bad.toml: not valid TOML: Cannot overwrite a value (at line 5, column 19)",
+        ),
+        (RULE + 'window = "0s"\n', "bad.toml: rules[0].window: must be longer than 0s"),
+        (
+            "[daemon\n",
+            "bad.toml: not valid TOML: "
+            "Expected ']' at the end of a table declaration (at line 1, column 8)",
+        ),
+    ],
+)
+def test_a_bad_config_is_one_line_naming_file_and_key(text, expected):
+    with pytest.raises(ConfigError) as raised:
+        config.parse(text, "bad.toml")
+
+    assert str(raised.value) == expected
+    assert "\n" not in str(raised.value)
+
+
+def test_a_missing_file_names_the_file(tmp_path):
+    missing = tmp_path / "nope.toml"
+
+    with pytest.raises(ConfigError) as raised:
+        config.load(missing)
+
+    assert str(raised.value).startswith(f"{missing}: cannot read the file")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("1h", 3600), ("1d", 86400), ("250ms", 0.25), ("0", 0)],
+)
+def test_durations(text, seconds):
+    assert config.Duration.parse(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "5 m", "-5s", "1w", "5M", "1h30m", "s"])
+def test_bad_durations(text):
+    with pytest.raises(ValueError, match="invalid duration"):
+        config.Duration.parse(text)
+
+
+def test_check_config_command_exits_non_zero_and_touches_nothing(tmp_path):
+    state = tmp_path / "state"
+    path = tmp_path / "tocsin.toml"
+    path.write_text(f'[daemon]\nstate_dir = "{state}"\n' + RULE + 'window = "5x"\n')
+
+    for command in (["check-config", str(path)], ["run", "--config", str(path)]):
+        result = subprocess.run(
+            [sys.executable, "-m", "tocsin", *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2
+        assert f"{path}: rules[0].window: invalid duration '5x'" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not state.exists()
+
+
+def test_check_config_command_accepts_a_good_file(tmp_path):
+    path = tmp_path / "tocsin.toml"
+    path.write_text(GOOD)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tocsin", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{path}: ok (1 rules, 2 channels)"

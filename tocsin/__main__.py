@@ -1,0 +1,5 @@
+import sys
+
+from tocsin.daemon.cli import main
+
+sys.exit(main())

@@ -1,0 +1,194 @@
+"""From rule decisions to stored alerts and queued notifications.
+
+The rules engine decides synchronously, inside the ingest path; writing to
+SQLite is asynchronous. Decisions are therefore queued here and written in
+order by one task, so the ingest path never waits on the disk. A decision whose
+write fails is retried, never dropped: the alert and its notifications are
+written in one transaction or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from tocsin.clock import Clock
+from tocsin.config import ChannelConfig, RuleConfig
+from tocsin.errors import StateError
+from tocsin.rules.decisions import Decision
+from tocsin.state.models import AlertSpec
+
+log = logging.getLogger(__name__)
+
+#: Longest wait between two attempts to write a decision the database refused.
+_MAX_RETRY_DELAY = 5.0
+
+
+def alert_spec(rule: RuleConfig, decision: Decision) -> AlertSpec:
+    """Describe the alert a ``fire`` decision opens, from its rule."""
+    return AlertSpec(
+        rule=rule.name,
+        series=decision.series,
+        labels={**rule.labels, **decision.labels},
+        severity=rule.severity,
+        metric=rule.metric,
+        aggregation=rule.aggregation,
+        window=float(rule.window),
+        op=rule.op,
+        threshold=rule.threshold,
+        value=decision.value,
+        samples=decision.samples,
+        started_at=decision.since,
+        fired_at=decision.at,
+        reason=decision.reason,
+        summary=rule.summary,
+        description=rule.description,
+        runbook=rule.runbook,
+        recommended_actions=list(rule.recommended_actions),
+        metadata=dict(rule.metadata),
+    )
+
+
+class AlertPipeline:
+    """Writes decisions to the alert store and wakes delivery.
+
+    :param rules: rule configs by name.
+    :param channels: channel configs by name (for ``send_resolved``).
+    :param store: the :class:`~tocsin.state.alerts.AlertStore`.
+    :param on_written: called after a transition queued notifications.
+    """
+
+    def __init__(
+        self,
+        rules: Mapping[str, RuleConfig],
+        channels: Mapping[str, ChannelConfig],
+        store,
+        on_written,
+        clock: Clock,
+    ) -> None:
+        self.rules = rules
+        self.channels = channels
+        self.store = store
+        self.on_written = on_written
+        self.clock = clock
+        self.fired = 0
+        self.resolved = 0
+        self._queue: asyncio.Queue[Decision | None] = asyncio.Queue()
+
+    def submit(self, decisions: Sequence[Decision]) -> None:
+        """Queue decisions for writing; never blocks the caller."""
+        for decision in decisions:
+            self._queue.put_nowait(decision)
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        """Write queued decisions until :meth:`stop` is called."""
+        while True:
+            decision = await self._queue.get()
+            if decision is None:
+                return
+            await self._write_with_retry(decision)
+
+    async def stop(self) -> None:
+        """Write what is queued, then end :meth:`run`."""
+        self._queue.put_nowait(None)
+
+    async def _write_with_retry(self, decision: Decision) -> None:
+        delay = 0.1
+        warned = False
+        while True:
+            try:
+                await self._write(decision)
+                if warned:
+                    log.info("state writes recovered", extra={"rule": decision.rule})
+                return
+            except StateError as error:
+                if not warned:
+                    log.warning(
+                        "cannot record an alert decision; retrying",
+                        extra={
+                            "rule": decision.rule,
+                            "series": decision.series,
+                            "error": str(error),
+                        },
+                    )
+                    warned = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_RETRY_DELAY)
+
+    async def _write(self, decision: Decision) -> None:
+        rule = self.rules.get(decision.rule)
+        if rule is None:
+            log.warning("decision for an unknown rule", extra={"rule": decision.rule})
+            return
+        context = {
+            "rule": rule.name,
+            "series": decision.series,
+            "reason": decision.reason,
+        }
+        if decision.action == "fire":
+            alert = await self.store.fire(alert_spec(rule, decision), rule.channels)
+            if alert is None:
+                log.debug("series already has an open alert", extra=context)
+                return
+            self.fired += 1
+            log.info("alert fired", extra={**context, "alert": alert.uid})
+        else:
+            channels = [
+                name for name in rule.channels if self.channels[name].send_resolved
+            ]
+            alert = await self.store.resolve(
+                rule.name,
+                decision.series,
+                at=decision.at,
+                value=decision.value,
+                reason=decision.reason,
+                channels=channels,
+            )
+            if alert is None:
+                log.debug("no open alert to resolve", extra=context)
+                return
+            self.resolved += 1
+            log.info("alert resolved", extra={**context, "alert": alert.uid})
+        self.on_written()
+
+
+async def restore(store, engine, rules: Mapping[str, RuleConfig], now: float) -> int:
+    """Tell the engine which series already fire and what fired today.
+
+    Run once at start-up, before any sample arrives, so that a series that was
+    firing before a crash or restart is the same alert afterwards, and the daily
+    cap and cooldown count the fires that happened before.
+
+    :return: the number of open alerts restored.
+    """
+    restored = 0
+    for alert in await store.open_alerts():
+        spec = alert.spec
+        if spec.rule not in rules:
+            continue
+        labels = {
+            k: v for k, v in spec.labels.items() if k in rules[spec.rule].group_by
+        }
+        engine.restore(
+            spec.rule,
+            spec.series,
+            labels,
+            since=spec.started_at,
+            fired_at=spec.fired_at,
+        )
+        restored += 1
+    midnight = datetime.fromtimestamp(now, UTC).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    for name, rule in rules.items():
+        since = min(midnight.timestamp(), now - float(rule.cooldown))
+        fired = await store.fires_since(name, since)
+        if fired:
+            engine.restore_fires(name, fired)
+    return restored

@@ -1,0 +1,299 @@
+"""The daemon: start every part in order, run, and stop in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from contextlib import AsyncExitStack
+
+import aiohttp
+
+from tocsin import __version__
+from tocsin.channels.base import build_channels
+from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer, api_key
+from tocsin.channels.delivery import Dispatcher
+from tocsin.clock import Clock, SystemClock
+from tocsin.config import Config
+from tocsin.daemon import listeners
+from tocsin.daemon.alerting import AlertPipeline, restore
+from tocsin.daemon.dogstatsd import DogStatsDParser
+from tocsin.daemon.ingest import IngestRouter, IngestStats
+from tocsin.daemon.ndjson import NdjsonDecoder
+from tocsin.errors import StateError
+from tocsin.rules.engine import RuleEngine
+from tocsin.state.alerts import AlertStore
+from tocsin.state.db import Database
+from tocsin.state.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+#: How often resolved alerts are checked for closing.
+_CLOSE_EVERY = 60.0
+
+
+class Daemon:
+    """One Tocsin process.
+
+    :param config: the checked configuration.
+    :param config_path: where it was read from (for the logs).
+    """
+
+    def __init__(self, config: Config, config_path: str, clock: Clock | None = None):
+        self.config = config
+        self.config_path = config_path
+        self.clock = clock or SystemClock()
+        self.stats: dict[str, IngestStats] = {}
+        self.should_exit = asyncio.Event()
+        self._stop_signal: str | None = None
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Begin a clean shutdown; safe to call more than once."""
+        if self._stop_signal is None:
+            self._stop_signal = reason
+            log.info("stop requested", extra={"reason": reason})
+        self.should_exit.set()
+
+    async def run(self) -> int:
+        """Run until a stop is requested; return the process exit status."""
+        config = self.config
+        log.info(
+            "starting tocsin",
+            extra={
+                "version": __version__,
+                "pid": os.getpid(),
+                "config": self.config_path,
+                "rules": len(config.rules),
+                "channels": len(config.channels),
+            },
+        )
+        self._install_signal_handlers()
+        async with AsyncExitStack() as stack:
+            try:
+                await self._start(stack)
+            except StateError as error:
+                log.error("cannot open the state database", extra={"error": str(error)})
+                return 1
+            except OSError as error:
+                log.error("cannot open a listener", extra={"error": str(error)})
+                return 1
+            log.info(
+                "ready",
+                extra={
+                    "listeners": [
+                        f"{item.name} {item.address}" for item in self._listeners
+                    ]
+                },
+            )
+            await self.should_exit.wait()
+            log.info("shutting down", extra={"reason": self._stop_signal})
+        log.info("stopped")
+        return 0
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(
+                signum, self.request_stop, signal.Signals(signum).name
+            )
+        # Without a handler SIGHUP would kill the process; rules are not
+        # reloaded in place yet, so say how to apply a changed file.
+        loop.add_signal_handler(
+            signal.SIGHUP,
+            lambda: log.warning(
+                "SIGHUP ignored: restart tocsin to apply a changed config"
+            ),
+        )
+
+    async def _start(self, stack: AsyncExitStack) -> None:
+        config = self.config
+        clock = self.clock
+        timeout = float(config.daemon.shutdown_timeout)
+
+        # State first: nothing may be accepted that could not be recorded.
+        database = await Database.open(config.database_path, clock=clock)
+        stack.push_async_callback(self._close_database, database)
+        store = AlertStore(database, clock)
+        outbox = Outbox(database, clock)
+        log.info("state database open", extra={"path": str(config.database_path)})
+
+        engine = RuleEngine(config.rules)
+        rules = {rule.name: rule for rule in config.rules}
+        restored = await restore(store, engine, rules, clock.time())
+        if restored:
+            log.info("restored open alerts", extra={"count": restored})
+
+        session = aiohttp.ClientSession()
+        stack.push_async_callback(session.close)
+
+        # Delivery: pending notifications from before a restart go out now.
+        channels = build_channels(config.channels, session)
+        dispatcher = Dispatcher(outbox, channels, clock)
+        dispatcher.start()
+        stack.push_async_callback(self._stop_delivery, dispatcher, channels, timeout)
+
+        pipeline = AlertPipeline(
+            rules,
+            {channel.name: channel for channel in config.channels},
+            store,
+            dispatcher.wake,
+            clock,
+        )
+        pipeline_task = asyncio.create_task(pipeline.run(), name="alert-pipeline")
+        stack.push_async_callback(self._stop_pipeline, pipeline, pipeline_task, timeout)
+
+        buffer = await self._start_export(stack, session, timeout)
+        router = IngestRouter(engine, buffer, pipeline.submit)
+
+        background = asyncio.create_task(
+            self._tick(engine, pipeline, store), name="rule-tick"
+        )
+        stack.push_async_callback(_cancel, background)
+
+        self._listeners = await self._open_listeners(router)
+        stack.push_async_callback(self._close_listeners)
+
+        self.engine = engine
+        self.pipeline = pipeline
+        self.dispatcher = dispatcher
+
+    async def _start_export(self, stack, session, timeout):
+        settings = self.config.export.datadog
+        key = api_key(settings)
+        if key is None:
+            log.info(
+                "datadog export off: no API key configured",
+                extra={"detail": f"set ${settings.api_key_env} or api_key_file"},
+            )
+            return None
+        buffer = ExportBuffer(settings.metrics)
+        exporter = DatadogExporter(
+            settings, key, buffer, clock=self.clock, session=session
+        )
+        task = asyncio.create_task(exporter.run(), name="datadog-export")
+
+        async def stop_export() -> None:
+            await _cancel(task)
+            log.info("flushing the datadog export")
+            await exporter.flush(timeout)
+            exporter.close()
+
+        stack.push_async_callback(stop_export)
+        log.info(
+            "datadog export on",
+            extra={"detail": f"every {settings.interval:g}s to {exporter.base_url}"},
+        )
+        return buffer
+
+    async def _open_listeners(self, router: IngestRouter) -> list:
+        ingest = self.config.ingest
+        clock = self.clock
+        opened = []
+        limits = {
+            "max_sample_age": float(ingest.max_sample_age),
+            "max_sample_skew": float(ingest.max_sample_skew),
+        }
+
+        def datagram_handler(name: str):
+            stats = self.stats.setdefault(name, IngestStats())
+            parser = DogStatsDParser(router, stats, clock, **limits)
+            feed = parser.feed
+            evaluate = router.evaluate
+
+            def on_datagram(data: bytes) -> None:
+                feed(data)
+                evaluate(clock.time())
+
+            return on_datagram
+
+        if ingest.udp:
+            opened.append(
+                await listeners.open_udp(
+                    ingest.udp,
+                    datagram_handler("udp"),
+                    receive_buffer=ingest.receive_buffer,
+                )
+            )
+        if ingest.unix_dgram:
+            opened.append(
+                await listeners.open_unix_dgram(
+                    ingest.unix_dgram,
+                    datagram_handler("unix_dgram"),
+                    receive_buffer=ingest.receive_buffer,
+                )
+            )
+        if ingest.unix_stream:
+            stats = self.stats.setdefault("unix_stream", IngestStats())
+
+            def new_connection():
+                decoder = NdjsonDecoder(router, stats, clock, **limits)
+
+                def on_chunk(data: bytes) -> None:
+                    decoder.feed(data)
+                    router.evaluate(clock.time())
+
+                return on_chunk
+
+            opened.append(
+                await listeners.open_unix_stream(ingest.unix_stream, new_connection)
+            )
+        return opened
+
+    async def _close_listeners(self) -> None:
+        for listener in self._listeners:
+            listener.close()
+        log.info("listeners closed", extra={"count": len(self._listeners)})
+
+    async def _tick(self, engine, pipeline: AlertPipeline, store) -> None:
+        """Evaluate every series on a clock, and close old resolved alerts."""
+        interval = float(self.config.daemon.tick)
+        close_after = float(self.config.alerts.close_after)
+        next_close = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            now = self.clock.time()
+            decisions = engine.tick(now)
+            if decisions:
+                pipeline.submit(decisions)
+            if now >= next_close:
+                next_close = now + _CLOSE_EVERY
+                try:
+                    closed = await store.close_resolved(now - close_after)
+                except StateError as error:
+                    log.warning(
+                        "cannot close resolved alerts", extra={"error": str(error)}
+                    )
+                else:
+                    if closed:
+                        log.info("closed resolved alerts", extra={"count": closed})
+
+    async def _stop_pipeline(
+        self, pipeline: AlertPipeline, task, timeout: float
+    ) -> None:
+        log.info("recording queued decisions", extra={"count": pipeline.backlog})
+        await pipeline.stop()
+        try:
+            await asyncio.wait_for(task, timeout)
+        except TimeoutError:
+            log.error(
+                "gave up recording queued decisions",
+                extra={"count": pipeline.backlog},
+            )
+
+    async def _stop_delivery(self, dispatcher, channels, timeout: float) -> None:
+        log.info("finishing in-flight deliveries")
+        await dispatcher.stop(timeout)
+        for channel in channels.values():
+            await channel.close()
+
+    async def _close_database(self, database) -> None:
+        await database.close()
+        log.info("state database closed")
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

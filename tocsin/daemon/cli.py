@@ -1,0 +1,71 @@
+"""The ``tocsin`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from tocsin import __version__, config, logs
+from tocsin.errors import ConfigError
+
+log = logging.getLogger("tocsin")
+
+#: Exit status for a configuration that does not load.
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tocsin", description="Alerting daemon for ML models in production."
+    )
+    parser.add_argument("--version", action="version", version=f"tocsin {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", "-c", required=True, help="path to tocsin.toml")
+
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file", help="path to tocsin.toml")
+    return parser
+
+
+def _check_config(path: str) -> int:
+    try:
+        loaded = config.load(path)
+    except ConfigError as error:
+        print(f"tocsin: config error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{path}: ok ({len(loaded.rules)} rules, {len(loaded.channels)} channels)")
+    return 0
+
+
+def _run(path: str) -> int:
+    logs.setup()
+    try:
+        loaded = config.load(path)
+    except ConfigError as error:
+        log.error(
+            "config error: %s",
+            error,
+            extra={"path": error.path, "detail": error.key or ""},
+        )
+        return EXIT_CONFIG
+    logs.setup(loaded.daemon.log_level)
+
+    import uvloop
+
+    from tocsin.daemon.app import Daemon
+
+    return uvloop.run(Daemon(loaded, path).run())
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    if arguments.command == "check-config":
+        return _check_config(arguments.file)
+    return _run(arguments.config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
