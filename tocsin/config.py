@@ -120,8 +120,9 @@ class ExportConfig(_Strict):
 
 class _ChannelBase(_Strict, tag_field="type"):
     name: Name
-    #: Delivery attempts before a notification is dead-lettered.
-    max_attempts: PositiveInt = 8
+    #: Delivery attempts before a notification is dead-lettered. With the
+    #: default backoff, 15 attempts span about 40 minutes of outage.
+    max_attempts: PositiveInt = 15
     #: Delay before the first retry; doubled on each attempt, with jitter.
     backoff: Duration = Duration(1.0)
     max_backoff: Duration = Duration(300.0)

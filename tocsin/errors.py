@@ -30,8 +30,8 @@ class DeliveryError(TocsinError):
     """Raised by a channel when one delivery attempt fails.
 
     :param reason: a short, fixed word (``timeout``, ``rate_limited``, ``auth``,
-        ``client_error``, ``server_error``, ``transport``) that also labels
-        Tocsin's own metrics.
+        ``client_error``, ``server_error``, ``transport``, or ``internal`` for a
+        fault inside Tocsin) that also labels Tocsin's own metrics.
     :param retryable: whether the same request may succeed later.
     :param retry_after: seconds the destination asked us to wait, if it did.
     """

@@ -1,0 +1,389 @@
+"""Delivery: retries, backoff, dead letters, wake-ups, restarts and shutdown."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import aiohttp
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.standins.webhook import Reply, WebhookStandin
+from tests.state.test_alerts import T0, make_spec
+from tocsin.channels.delivery import JITTER, Dispatcher
+from tocsin.channels.log import LogChannel
+from tocsin.channels.webhook import WebhookChannel
+from tocsin.clock import ManualClock
+from tocsin.config import LogChannelConfig, WebhookChannelConfig
+from tocsin.state.alerts import AlertStore
+from tocsin.state.db import Database
+from tocsin.state.outbox import Outbox
+
+SEED = 7
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(T0)
+
+
+@pytest.fixture
+async def db(tmp_path, clock):
+    database = await Database.open(tmp_path / "tocsin.db", clock=clock)
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def store(db, clock):
+    return AlertStore(db, clock)
+
+
+@pytest.fixture
+def outbox(db, clock):
+    return Outbox(db, clock)
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture
+async def hook():
+    async with WebhookStandin() as standin:
+        yield standin
+
+
+def webhook(name, hook, session, clock, **fields) -> WebhookChannel:
+    config = WebhookChannelConfig(name=name, url=hook.url, **fields)
+    return WebhookChannel(config, hook.url, session, clock=clock)
+
+
+async def settle(dispatcher, outbox, clock, limit: int = 50) -> list[float]:
+    """Run delivery of channel ``ops`` at each due time until nothing is pending.
+
+    :return: the delay chosen after each failed attempt.
+    """
+    now = T0
+    delays = []
+    await dispatcher.run_once(now)
+    for _ in range(limit):
+        due = await outbox.next_due("ops")
+        if due is None:
+            return delays
+        delays.append(due - now)
+        clock.set(due)
+        now = due
+        await dispatcher.run_once(now)
+    raise AssertionError("delivery never settled")
+
+
+def reference_delays(count: int, backoff: float, cap: float) -> list[float]:
+    """The backoff the dispatcher must choose with a Random(SEED)."""
+    rng = random.Random(SEED)
+    return [
+        min(backoff * 2 ** (attempt - 1), cap) * rng.uniform(1 - JITTER, 1.0)
+        for attempt in range(1, count + 1)
+    ]
+
+
+@pytest.mark.parametrize("outage", [1, 4, 7])
+async def test_f12_slow_receiver_then_outage_then_recovery(
+    hook, session, clock, db, store, outbox, outage
+):
+    # A receiver that answers after the client gave up, then 503 `outage`
+    # times, then 200.
+    hook.reply(200, hold=True)
+    hook.reply(503, times=outage)
+    channel = webhook("ops", hook, session, clock, timeout=0.2, max_attempts=10)
+    dispatcher = Dispatcher(outbox, {"ops": channel}, clock, rng=random.Random(SEED))
+    alert = await store.fire(make_spec(), ["ops"])
+
+    delays = await settle(dispatcher, outbox, clock)
+
+    # Every attempt carried the same key and the same body.
+    attempts = outage + 2
+    assert len(hook.requests) == attempts
+    key = hook.requests[0].headers["Idempotency-Key"]
+    assert key.startswith(f"tocsin-{alert.uid}-")
+    assert {r.headers["Idempotency-Key"] for r in hook.requests} == {key}
+    assert {r.headers["webhook-id"] for r in hook.requests} == {key}
+    assert len({r.body for r in hook.requests}) == 1
+
+    # Exponential backoff, exactly as the seeded jitter dictates.
+    assert delays == pytest.approx(reference_delays(attempts - 1, 1.0, 300.0))
+    assert delays == sorted(set(delays))
+
+    # Every attempt is in the audit log.
+    [row] = await db.fetchall("SELECT id FROM outbox")
+    audit = await outbox.attempts(row[0])
+    assert [a.attempt for a in audit] == list(range(1, attempts + 1))
+    assert [a.outcome for a in audit] == ["retry"] * (attempts - 1) + ["delivered"]
+    assert [a.reason for a in audit] == ["timeout"] + ["server_error"] * outage + [None]
+    assert [a.status for a in audit] == [None] + [503] * outage + [200]
+    assert all("secret-token" not in (a.error or "") for a in audit)
+    assert await outbox.pending_count() == 0
+
+
+async def test_f12_ten_minute_outage_costs_a_bounded_number_of_attempts(
+    hook, session, clock, store, outbox
+):
+    outage_ends = T0 + 600
+    hook.responder = lambda: Reply(503 if clock.time() < outage_ends else 200)
+    channel = webhook("ops", hook, session, clock, max_attempts=12)
+    dispatcher = Dispatcher(outbox, {"ops": channel}, clock, rng=random.Random(SEED))
+    await store.fire(make_spec(), ["ops"])
+
+    delays = await settle(dispatcher, outbox, clock)
+
+    statuses = [r.status for r in hook.requests]
+    assert statuses[-1] == 200
+    assert set(statuses[:-1]) == {503}
+    # 1 + 2 + 4 + ... with jitter reaches ten minutes after 10 retries.
+    assert len(hook.requests) == 11
+    assert sum(delays) >= 600
+    assert len({r.headers["Idempotency-Key"] for r in hook.requests}) == 1
+
+
+async def test_dead_letter_after_max_attempts_logs_one_warning_and_one_error(
+    hook, session, clock, store, outbox, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="tocsin.channels.delivery")
+    hook.default = Reply(503)
+    channel = webhook("ops", hook, session, clock, max_attempts=4)
+    dispatcher = Dispatcher(outbox, {"ops": channel}, clock, rng=random.Random(SEED))
+    await store.fire(make_spec(), ["ops"])
+
+    await settle(dispatcher, outbox, clock)
+
+    assert len(hook.requests) == 4
+    [letter] = await outbox.dead_letters(10)
+    assert (letter.attempts, letter.last_status) == (4, 503)
+    assert letter.last_error == "channel ops: HTTP 503 Service Unavailable"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in warnings] == ["delivery failed; retrying"]
+    assert [r.getMessage() for r in errors] == [
+        "notification dead-lettered after 4 attempts"
+    ]
+    assert errors[0].channel == "ops"
+    assert errors[0].reason == "server_error"
+    assert (dispatcher.retried, dispatcher.dead_lettered) == (3, 1)
+
+
+async def test_a_final_error_dead_letters_at_once(
+    hook, session, clock, store, outbox, caplog
+):
+    hook.reply(401)
+    channel = webhook("ops", hook, session, clock)
+    dispatcher = Dispatcher(outbox, {"ops": channel}, clock)
+    await store.fire(make_spec(), ["ops"])
+
+    assert await dispatcher.run_once(T0) == 1
+
+    assert len(hook.requests) == 1
+    [letter] = await outbox.dead_letters(10)
+    assert (letter.attempts, letter.last_status) == (1, 401)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].reason == "auth"
+
+
+async def test_one_warning_per_change_of_error_and_a_note_on_recovery(
+    hook, session, clock, store, outbox, caplog
+):
+    caplog.set_level(logging.INFO, logger="tocsin.channels.delivery")
+    for status in (503, 503, 503, 429, 429):
+        hook.reply(status)
+    channel = webhook("ops", hook, session, clock, max_attempts=10)
+    dispatcher = Dispatcher(outbox, {"ops": channel}, clock, rng=random.Random(SEED))
+    await store.fire(make_spec(), ["ops"])
+
+    await settle(dispatcher, outbox, clock)
+
+    lines = [
+        (r.levelname, r.getMessage(), getattr(r, "status", None))
+        for r in caplog.records
+        if r.name == "tocsin.channels.delivery"
+    ]
+    assert lines == [
+        ("WARNING", "delivery failed; retrying", 503),
+        ("WARNING", "delivery failed; retrying", 429),
+        ("INFO", "channel delivers again", None),
+    ]
+
+
+async def test_retry_after_is_honoured_even_beyond_max_backoff(
+    hook, session, clock, store, outbox
+):
+    hook.reply(429, headers={"Retry-After": "120"})
+    channel = webhook("ops", hook, session, clock, max_backoff=30.0)
+    dispatcher = Dispatcher(outbox, {"ops": channel}, clock)
+    await store.fire(make_spec(), ["ops"])
+
+    await dispatcher.run_once(T0)
+
+    assert await outbox.next_due("ops") == T0 + 120
+
+
+@given(
+    attempt=st.integers(1, 200),
+    backoff=st.floats(0.0, 1000.0),
+    cap=st.floats(0.0, 100_000.0),
+    retry_after=st.none() | st.floats(0.0, 86400.0),
+    seed=st.integers(0, 2**32),
+)
+def test_retry_delay_matches_the_policy(attempt, backoff, cap, retry_after, seed):
+    class Policy:
+        pass
+
+    policy = Policy()
+    policy.backoff, policy.max_backoff = backoff, cap
+    dispatcher = Dispatcher(None, {}, ManualClock(), rng=random.Random(seed))
+
+    delay = dispatcher.retry_delay(policy, attempt, retry_after)
+
+    # Brute force: double `attempt - 1` times, stopping at the cap.
+    full = backoff
+    for _ in range(attempt - 1):
+        full = min(full * 2, cap)
+    full = min(full, cap)
+    lowest = full * (1 - JITTER)
+    if retry_after is not None and retry_after > full:
+        assert delay == retry_after
+    else:
+        assert lowest - 1e-9 <= delay <= full + 1e-9
+        if retry_after is not None:
+            assert delay >= retry_after
+
+
+class Exploding:
+    """A channel with a bug: every send raises something unexpected."""
+
+    name = "buggy"
+    send_resolved = True
+    max_attempts = 3
+    backoff = 1.0
+    max_backoff = 10.0
+
+    async def send(self, notification):
+        raise ZeroDivisionError("bug")
+
+    async def close(self):
+        pass
+
+
+async def test_an_unexpected_channel_error_is_retried_not_fatal(
+    clock, db, store, outbox
+):
+    dispatcher = Dispatcher(outbox, {"buggy": Exploding()}, clock)
+    await store.fire(make_spec(), ["buggy"])
+
+    assert await dispatcher.run_once(T0) == 1
+
+    [row] = await db.fetchall("SELECT id FROM outbox")
+    [attempt] = await outbox.attempts(row[0])
+    assert (attempt.outcome, attempt.reason) == ("retry", "internal")
+    assert attempt.error == "channel buggy: unexpected ZeroDivisionError"
+
+
+async def test_the_log_channel_writes_one_structured_line(clock, store, outbox, caplog):
+    caplog.set_level(logging.INFO, logger="tocsin.channels.log")
+    channel = LogChannel(LogChannelConfig(name="audit", level="error"))
+    dispatcher = Dispatcher(outbox, {"audit": channel}, clock)
+    alert = await store.fire(make_spec(), ["audit"])
+
+    await dispatcher.run_once(T0)
+
+    [record] = [r for r in caplog.records if r.name == "tocsin.channels.log"]
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == (
+        "alert firing: drift model=a (avg 0.31 > 0.2 for 30s)"
+    )
+    assert (record.channel, record.alert, record.rule, record.series) == (
+        "audit",
+        alert.uid,
+        "drift",
+        "model=a",
+    )
+    assert (record.status, record.reason) == ("firing", "avg 0.31 > 0.2 for 30s")
+    assert await outbox.pending_count() == 0
+
+
+async def test_a_slow_channel_does_not_delay_another(
+    hook, session, clock, db, store, outbox, caplog
+):
+    async with WebhookStandin() as stuck:
+        stuck.reply(200, hold=True)
+        slow = webhook("slow", stuck, session, clock, timeout=30.0)
+        fast = webhook("fast", hook, session, clock)
+        dispatcher = Dispatcher(outbox, {"slow": slow, "fast": fast}, clock)
+        await store.fire(make_spec(), ["slow", "fast"])
+
+        dispatcher.start()
+        await stuck.wait_for(1)
+        await hook.wait_for(1)
+        # The slow send is still in flight: shutdown cuts it short.
+        await dispatcher.stop(timeout=0.05)
+
+    assert await outbox.pending_channels() == {"slow": 1}
+    cut = [r for r in caplog.records if "cut short" in r.getMessage()]
+    assert [r.channel for r in cut] == ["slow"]
+    [row] = await db.fetchall("SELECT attempts FROM outbox WHERE channel = 'slow'")
+    assert row == (0,)
+
+
+async def test_wake_delivers_rows_written_after_start(
+    hook, session, clock, store, outbox
+):
+    dispatcher = Dispatcher(
+        outbox, {"ops": webhook("ops", hook, session, clock)}, clock
+    )
+    dispatcher.start()
+
+    alert = await store.fire(make_spec(), ["ops"])
+    dispatcher.wake()
+    [request] = await hook.wait_for(1)
+    await dispatcher.stop(timeout=5.0)
+
+    assert request.json["alert"]["uid"] == alert.uid
+    assert await outbox.pending_count() == 0
+    assert dispatcher.delivered == 1
+
+
+async def test_pending_rows_are_delivered_after_a_restart(
+    tmp_path, hook, session, clock, caplog
+):
+    path = tmp_path / "restart.db"
+    db = await Database.open(path, clock=clock)
+    await AlertStore(db, clock).fire(make_spec(), ["ops", "removed"])
+    await db.close()
+
+    db = await Database.open(path, clock=clock)
+    try:
+        outbox = Outbox(db, clock)
+        channels = {"ops": webhook("ops", hook, session, clock)}
+        dispatcher = Dispatcher(outbox, channels, clock)
+        dispatcher.start()
+        await hook.wait_for(1)
+        await dispatcher.stop(timeout=5.0)
+        await dispatcher.stop(timeout=5.0)
+
+        assert await outbox.pending_channels() == {"removed": 1}
+    finally:
+        await db.close()
+    unknown = [r for r in caplog.records if "not configured" in r.getMessage()]
+    assert [(r.channel, r.count) for r in unknown] == [("removed", 1)]
+
+
+async def test_stop_before_start_and_twice_is_harmless(clock, outbox):
+    dispatcher = Dispatcher(outbox, {}, clock)
+
+    await dispatcher.stop(timeout=1.0)
+    await dispatcher.stop(timeout=1.0)
+
+    assert dispatcher.delivered == 0

@@ -1,0 +1,153 @@
+"""A local webhook receiver for tests: records every request, answers as scripted.
+
+Usage::
+
+    async with WebhookStandin() as hook:
+        hook.reply(503, headers={"Retry-After": "7"})
+        hook.reply(200)
+        ...  # POST to hook.url
+        requests = await hook.wait_for(2)
+
+Replies are used in order, one per request; when the queue is empty the
+``default`` reply is used, or ``responder()`` when one is set (for replies
+that depend on something the test controls, such as a manual clock). A reply
+with ``hold=True`` never answers until :meth:`WebhookStandin.release` is called,
+which forces the client to time out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    #: Do not answer until released.
+    hold: bool = False
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as it arrived."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    #: The parsed JSON body, or ``None`` if it was not JSON.
+    json: object
+    #: When it arrived (POSIX seconds); for information, never for asserts.
+    at: float
+    #: The status it was (or, once released, will be) answered with.
+    status: int
+    #: Whether the answer was held back.
+    held: bool
+
+
+class WebhookStandin:
+    """An aiohttp server on 127.0.0.1 and a free port."""
+
+    def __init__(self, default: Reply | None = None) -> None:
+        self.default = default or Reply(200, body=b'{"ok":true}')
+        self.responder: Callable[[], Reply] | None = None
+        self.requests: list[Received] = []
+        self._replies: deque[Reply] = deque()
+        self._arrived = asyncio.Event()
+        self._released = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> WebhookStandin:
+        """Start listening; :attr:`url` is then the address to POST to."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}/hook/secret-token-0123456789"
+        return self
+
+    async def close(self) -> None:
+        """Answer every held request and stop the server."""
+        self.release()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> WebhookStandin:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def reply(
+        self,
+        status: int = 200,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        hold: bool = False,
+        times: int = 1,
+    ) -> None:
+        """Queue the answer to the next request (``times`` requests)."""
+        for _ in range(times):
+            self._replies.append(Reply(status, headers or {}, body, hold))
+
+    def release(self) -> None:
+        """Let every held request (now and later) be answered."""
+        self._released.set()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """Wait until ``count`` requests arrived and return them all.
+
+        ``timeout`` only guards against a hung test; it is not a timing check.
+        """
+        async with asyncio.timeout(timeout):
+            while len(self.requests) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+        return list(self.requests)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        try:
+            parsed = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            parsed = None
+        if self._replies:
+            reply = self._replies.popleft()
+        elif self.responder is not None:
+            reply = self.responder()
+        else:
+            reply = self.default
+        self.requests.append(
+            Received(
+                method=request.method,
+                path=request.path,
+                headers=dict(request.headers),
+                body=body,
+                json=parsed,
+                at=time.time(),
+                status=reply.status,
+                held=reply.hold,
+            )
+        )
+        self._arrived.set()
+        if reply.hold:
+            await self._released.wait()
+
+        return web.Response(status=reply.status, headers=reply.headers, body=reply.body)

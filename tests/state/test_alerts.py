@@ -1,0 +1,279 @@
+"""The alert store: one transaction per transition, and what survives a restart."""
+
+from __future__ import annotations
+
+import pytest
+
+from tocsin.clock import ManualClock
+from tocsin.errors import StateError
+from tocsin.state.alerts import AlertStore
+from tocsin.state.db import Database
+from tocsin.state.models import AlertSpec
+
+T0 = 1_750_000_000.0
+
+
+def make_spec(rule: str = "drift", series: str = "model=a", **fields) -> AlertSpec:
+    """An AlertSpec as the alerting pipeline would build it."""
+    values = {
+        "labels": {"model": "a", "team": "ml"},
+        "severity": "high",
+        "metric": "model.drift",
+        "aggregation": "avg",
+        "window": 300.0,
+        "op": ">",
+        "threshold": 0.2,
+        "value": 0.31,
+        "samples": 12,
+        "started_at": T0 - 30,
+        "fired_at": T0,
+        "reason": "avg 0.31 > 0.2 for 30s",
+        "summary": "Drift on model a",
+        "runbook": "https://runbooks.example/drift",
+        "recommended_actions": ["retrain"],
+        "metadata": {"owner": "ml-platform"},
+    }
+    values.update(fields)
+    return AlertSpec(rule=rule, series=series, **values)
+
+
+async def counts(db: Database) -> dict[str, int]:
+    """Rows in each table."""
+    result = {}
+    for table in ("alerts", "transitions", "outbox", "delivery_attempts"):
+        row = await db.fetchone(f"SELECT COUNT(*) FROM {table}")
+        result[table] = row[0]
+    return result
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(T0)
+
+
+@pytest.fixture
+async def db(tmp_path, clock):
+    database = await Database.open(tmp_path / "state" / "tocsin.db", clock=clock)
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def store(db, clock):
+    return AlertStore(db, clock)
+
+
+async def test_fire_writes_alert_transition_and_outbox_together(db, store):
+    spec = make_spec()
+
+    alert = await store.fire(spec, ["ops", "log"])
+
+    assert alert is not None
+    assert alert.state == "triggered"
+    assert alert.spec == spec
+    assert len(alert.uid) == 32
+    assert await counts(db) == {
+        "alerts": 1,
+        "transitions": 1,
+        "outbox": 2,
+        "delivery_attempts": 0,
+    }
+    [transition] = await store.history(alert.id)
+    assert (transition.from_state, transition.to_state) == (None, "triggered")
+    assert (transition.actor, transition.reason) == ("engine", spec.reason)
+    assert transition.at == spec.fired_at
+    rows = await db.fetchall(
+        "SELECT channel, event, key, state, attempts, next_attempt_at, transition_id"
+        " FROM outbox ORDER BY id"
+    )
+    assert rows == [
+        (
+            "ops",
+            "trigger",
+            f"tocsin-{alert.uid}-{transition.id}-ops",
+            "pending",
+            0,
+            T0,
+            transition.id,
+        ),
+        (
+            "log",
+            "trigger",
+            f"tocsin-{alert.uid}-{transition.id}-log",
+            "pending",
+            0,
+            T0,
+            transition.id,
+        ),
+    ]
+
+
+async def test_a_second_fire_for_an_open_series_writes_nothing(db, store):
+    first = await store.fire(make_spec(), ["ops"])
+    before = await counts(db)
+
+    again = await store.fire(make_spec(value=0.9, fired_at=T0 + 60), ["ops"])
+
+    assert again is None
+    assert await counts(db) == before
+    assert [alert.uid for alert in await store.open_alerts()] == [first.uid]
+
+
+async def test_other_series_and_rules_fire_independently(store):
+    a = await store.fire(make_spec(series="model=a"), ["ops"])
+    b = await store.fire(make_spec(series="model=b"), ["ops"])
+    c = await store.fire(make_spec(rule="latency", series="model=a"), ["ops"])
+
+    assert None not in (a, b, c)
+    assert len({a.uid, b.uid, c.uid}) == 3
+    assert [x.id for x in await store.open_alerts()] == [a.id, b.id, c.id]
+
+
+async def test_a_failed_fire_writes_nothing(db, store):
+    # An empty channel name breaks a constraint on the last insert.
+    with pytest.raises(StateError):
+        await store.fire(make_spec(), ["ops", ""])
+
+    assert await counts(db) == {
+        "alerts": 0,
+        "transitions": 0,
+        "outbox": 0,
+        "delivery_attempts": 0,
+    }
+
+
+async def test_a_channel_listed_twice_is_notified_once(db, store):
+    await store.fire(make_spec(), ["ops", "ops"])
+
+    assert (await counts(db))["outbox"] == 1
+
+
+async def test_resolve_writes_state_transition_and_outbox_together(db, store, clock):
+    fired = await store.fire(make_spec(), ["ops", "log"])
+    clock.advance(120)
+
+    resolved = await store.resolve(
+        "drift",
+        "model=a",
+        at=T0 + 100,
+        value=0.1,
+        reason="avg 0.1 <= 0.2",
+        channels=["ops"],
+    )
+
+    assert resolved is not None
+    assert (resolved.id, resolved.uid) == (fired.id, fired.uid)
+    assert (resolved.state, resolved.value, resolved.resolved_at) == (
+        "resolved",
+        0.1,
+        T0 + 100,
+    )
+    assert await store.get(fired.id) == resolved
+    history = await store.history(fired.id)
+    assert [(t.from_state, t.to_state) for t in history] == [
+        (None, "triggered"),
+        ("triggered", "resolved"),
+    ]
+    assert history[1].reason == "avg 0.1 <= 0.2"
+    rows = await db.fetchall(
+        "SELECT channel, event, key, next_attempt_at FROM outbox"
+        " WHERE event = 'resolve'"
+    )
+    assert rows == [
+        ("ops", "resolve", f"tocsin-{fired.uid}-{history[1].id}-ops", T0 + 120)
+    ]
+    assert await store.open_alerts() == []
+
+
+async def test_resolve_without_an_open_alert_writes_nothing(db, store):
+    result = await store.resolve(
+        "drift", "model=a", at=T0, value=0.1, reason="ok", channels=["ops"]
+    )
+
+    assert result is None
+    assert (await counts(db))["transitions"] == 0
+
+
+async def test_a_resolved_series_fires_as_a_new_alert(store):
+    first = await store.fire(make_spec(), ["ops"])
+    await store.resolve(
+        "drift", "model=a", at=T0 + 10, value=0.1, reason="ok", channels=[]
+    )
+
+    second = await store.fire(make_spec(fired_at=T0 + 20), ["ops"])
+
+    assert second is not None
+    assert second.uid != first.uid
+    assert [a.id for a in await store.list_alerts()] == [second.id, first.id]
+    assert [a.id for a in await store.list_alerts(state="resolved")] == [first.id]
+    assert [a.id for a in await store.list_alerts(limit=1)] == [second.id]
+
+
+async def test_everything_survives_a_restart(tmp_path, clock):
+    path = tmp_path / "tocsin.db"
+    db = await Database.open(path, clock=clock)
+    store = AlertStore(db, clock)
+    fired = await store.fire(make_spec(), ["ops"])
+    await db.close()
+
+    db = await Database.open(path, clock=clock)
+    store = AlertStore(db, clock)
+    try:
+        [alert] = await store.open_alerts()
+        assert alert == fired
+        # Still the same alert: a fire after the restart is refused.
+        assert await store.fire(make_spec(fired_at=T0 + 5), ["ops"]) is None
+        assert len(await store.history(fired.id)) == 1
+        assert (await counts(db))["outbox"] == 1
+    finally:
+        await db.close()
+
+
+async def test_close_resolved_closes_old_resolved_alerts_only(db, store, clock):
+    old = await store.fire(make_spec(series="model=a"), ["ops"])
+    recent = await store.fire(make_spec(series="model=b"), ["ops"])
+    still_open = await store.fire(make_spec(series="model=c"), ["ops"])
+    for series, at in (("model=a", T0 + 10), ("model=b", T0 + 500)):
+        await store.resolve(
+            "drift", series, at=at, value=0.0, reason="ok", channels=["ops"]
+        )
+    outbox_before = (await counts(db))["outbox"]
+    clock.advance(1000)
+
+    closed = await store.close_resolved(T0 + 100)
+
+    assert closed == 1
+    assert (await store.get(old.id)).state == "closed"
+    assert (await store.get(old.id)).closed_at == T0 + 1000
+    assert (await store.get(recent.id)).state == "resolved"
+    assert (await store.get(still_open.id)).state == "triggered"
+    last = (await store.history(old.id))[-1]
+    assert (last.from_state, last.to_state, last.actor) == (
+        "resolved",
+        "closed",
+        "engine",
+    )
+    assert (await counts(db))["outbox"] == outbox_before
+    assert await store.close_resolved(T0 + 100) == 0
+
+
+async def test_fires_since_lists_fire_times_of_one_rule(store):
+    for index, at in enumerate((T0 - 7200, T0 - 60, T0)):
+        await store.fire(make_spec(series=f"model={index}", fired_at=at), [])
+    await store.fire(make_spec(rule="other", fired_at=T0), [])
+
+    assert await store.fires_since("drift", T0 - 3600) == [T0 - 60, T0]
+    assert await store.fires_since("drift", 0) == [T0 - 7200, T0 - 60, T0]
+    assert await store.fires_since("nothing", 0) == []
+
+
+async def test_get_of_an_unknown_alert_is_none(store):
+    assert await store.get(12345) is None
+    assert await store.history(12345) == []
+
+
+async def test_a_non_finite_value_is_stored_as_missing(store):
+    alert = await store.fire(make_spec(value=float("nan")), ["ops"])
+
+    stored = await store.get(alert.id)
+    assert stored.spec.value is None

@@ -1,0 +1,195 @@
+"""The state database: opening, pragmas, migrations and transactions."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from tocsin.clock import ManualClock
+from tocsin.errors import StateError
+from tocsin.state.db import Database
+from tocsin.state.migrations import MIGRATIONS, statements
+
+TABLES = {"alerts", "transitions", "outbox", "delivery_attempts"}
+
+
+def _tables(path) -> set[str]:
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        return {row[0] for row in rows}
+
+
+def _user_version(path) -> int:
+    with sqlite3.connect(path) as connection:
+        return connection.execute("PRAGMA user_version").fetchone()[0]
+
+
+async def test_open_creates_the_directory_and_the_schema(tmp_path):
+    path = tmp_path / "deep" / "er" / "tocsin.db"
+    db = await Database.open(path, clock=ManualClock())
+    await db.close()
+
+    assert path.exists()
+    assert _tables(path) == TABLES
+    assert _user_version(path) == len(MIGRATIONS) == 1
+
+
+async def test_pragmas_are_set(tmp_path):
+    db = await Database.open(tmp_path / "t.db", clock=ManualClock(), busy_timeout=2.5)
+    try:
+        assert await db.fetchone("PRAGMA journal_mode") == ("wal",)
+        assert await db.fetchone("PRAGMA foreign_keys") == (1,)
+        assert await db.fetchone("PRAGMA synchronous") == (1,)  # NORMAL
+        assert await db.fetchone("PRAGMA busy_timeout") == (2500,)
+    finally:
+        await db.close()
+
+
+async def test_reopen_keeps_rows_and_does_not_migrate_again(tmp_path):
+    path = tmp_path / "t.db"
+    db = await Database.open(path, clock=ManualClock())
+    async with db.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO alerts (uid, rule, series, state, spec, fired_at, updated_at)"
+            " VALUES ('u1', 'r', '', 'triggered', '{}', 1, 1)"
+        )
+    await db.close()
+
+    db = await Database.open(path, clock=ManualClock())
+    try:
+        assert await db.fetchall("SELECT uid FROM alerts") == [("u1",)]
+        assert await db.fetchone("PRAGMA user_version") == (1,)
+    finally:
+        await db.close()
+
+
+async def test_a_newer_database_is_refused_naming_both_versions(tmp_path):
+    path = tmp_path / "t.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA user_version = 7")
+
+    with pytest.raises(StateError) as caught:
+        await Database.open(path, clock=ManualClock())
+
+    message = str(caught.value)
+    assert "schema version 7" in message
+    assert f"versions up to {len(MIGRATIONS)}" in message
+    assert _user_version(path) == 7
+
+
+async def test_migrations_apply_in_order_each_in_its_own_transaction(tmp_path):
+    path = tmp_path / "t.db"
+    first = "CREATE TABLE a (x INTEGER);"
+    broken = "CREATE TABLE b (y INTEGER); INSERT INTO nowhere VALUES (1);"
+
+    with pytest.raises(StateError, match="migration to schema version 2"):
+        await Database.open(path, clock=ManualClock(), migrations=[first, broken])
+
+    # Version 1 stays; nothing of the failed version 2 remains.
+    assert _user_version(path) == 1
+    assert _tables(path) == {"a"}
+
+    fixed = "CREATE TABLE b (y INTEGER);"
+    db = await Database.open(path, clock=ManualClock(), migrations=[first, fixed])
+    await db.close()
+    assert _user_version(path) == 2
+    assert _tables(path) == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("CREATE TABLE a (x);", ["CREATE TABLE a (x);"]),
+        ("A; B;\n", ["A;", "B;"]),
+        ("INSERT INTO t VALUES ('a;b');", ["INSERT INTO t VALUES ('a;b');"]),
+        (
+            "-- a comment; with a semicolon\nSELECT 1;",
+            ["-- a comment; with a semicolon\nSELECT 1;"],
+        ),
+        ("\n  \n", []),
+    ],
+)
+def test_statements_split_on_complete_statements_only(script, expected):
+    assert statements(script) == expected
+
+
+async def test_a_failing_transaction_rolls_back_and_raises_state_error(tmp_path):
+    db = await Database.open(tmp_path / "t.db", clock=ManualClock())
+    try:
+        with pytest.raises(StateError, match="transaction failed"):
+            async with db.transaction() as tx:
+                await tx.execute(
+                    "INSERT INTO alerts (uid, rule, series, state, spec, fired_at,"
+                    " updated_at) VALUES ('u1', 'r', '', 'triggered', '{}', 1, 1)"
+                )
+                await tx.execute("INSERT INTO nowhere VALUES (1)")
+
+        assert await db.fetchall("SELECT uid FROM alerts") == []
+        assert db.errors == 1
+    finally:
+        await db.close()
+
+
+async def test_an_exception_in_the_body_rolls_back_and_propagates(tmp_path):
+    db = await Database.open(tmp_path / "t.db", clock=ManualClock())
+    try:
+        with pytest.raises(KeyError):
+            async with db.transaction() as tx:
+                await tx.execute(
+                    "INSERT INTO alerts (uid, rule, series, state, spec, fired_at,"
+                    " updated_at) VALUES ('u1', 'r', '', 'triggered', '{}', 1, 1)"
+                )
+                raise KeyError("boom")
+
+        assert await db.fetchall("SELECT uid FROM alerts") == []
+    finally:
+        await db.close()
+
+
+async def test_a_lock_held_by_another_process_becomes_state_error(tmp_path):
+    path = tmp_path / "t.db"
+    db = await Database.open(path, clock=ManualClock(), busy_timeout=0.05)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StateError, match="locked"):
+            async with db.transaction():
+                pass
+        assert db.locked == 1
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    async with db.transaction():
+        pass
+    await db.close()
+
+
+async def test_close_is_idempotent_and_later_use_is_a_state_error(tmp_path):
+    db = await Database.open(tmp_path / "t.db", clock=ManualClock())
+    await db.close()
+    await db.close()
+
+    assert not db.is_open
+    with pytest.raises(StateError, match="closed"):
+        await db.fetchall("SELECT 1")
+
+
+async def test_an_unopenable_path_is_a_state_error(tmp_path):
+    (tmp_path / "dir.db").mkdir()
+
+    with pytest.raises(StateError, match="cannot open the state database"):
+        await Database.open(tmp_path / "dir.db", clock=ManualClock())
+
+
+async def test_foreign_keys_are_enforced(tmp_path):
+    db = await Database.open(tmp_path / "t.db", clock=ManualClock())
+    try:
+        with pytest.raises(StateError, match="FOREIGN KEY"):
+            async with db.transaction() as tx:
+                await tx.execute(
+                    "INSERT INTO transitions (alert_id, to_state, at, actor, reason)"
+                    " VALUES (999, 'triggered', 1, 'engine', 'x')"
+                )
+    finally:
+        await db.close()

@@ -1,0 +1,67 @@
+"""The log channel: each notification as one structured line in Tocsin's log.
+
+Useful as a channel of last resort (it cannot fail while the process runs) and
+to try rules out before any destination is set up.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tocsin.channels.payload import finite
+from tocsin.config import LogChannelConfig
+from tocsin.state.models import Notification
+
+log = logging.getLogger(__name__)
+
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_STATUS = {"trigger": "firing", "resolve": "resolved"}
+
+
+class LogChannel:
+    """Write notifications to the log at the configured level."""
+
+    def __init__(self, config: LogChannelConfig) -> None:
+        self.name = config.name
+        self.send_resolved = config.send_resolved
+        self.max_attempts = config.max_attempts
+        self.backoff = float(config.backoff)
+        self.max_backoff = float(config.max_backoff)
+        self.level = _LEVELS[config.level]
+
+    async def send(self, notification: Notification) -> None:
+        """Log one notification; never raises :class:`DeliveryError`."""
+        alert = notification.alert
+        spec = alert.spec
+        status = _STATUS[notification.event]
+        value = spec.value if notification.event == "trigger" else alert.value
+        log.log(
+            self.level,
+            "alert %s: %s %s (%s)",
+            status,
+            spec.rule,
+            spec.series or "-",
+            notification.transition.reason,
+            extra={
+                "event": notification.event,
+                "channel": self.name,
+                "alert": alert.uid,
+                "rule": spec.rule,
+                "series": spec.series,
+                "transition": notification.transition.id,
+                "notification": notification.key,
+                "status": status,
+                "reason": notification.transition.reason,
+                "detail": {
+                    "severity": spec.severity,
+                    "labels": spec.labels,
+                    "value": finite(value),
+                    "threshold": finite(spec.threshold),
+                    "summary": spec.summary,
+                    "runbook": spec.runbook,
+                },
+            },
+        )
+
+    async def close(self) -> None:
+        """Release nothing."""

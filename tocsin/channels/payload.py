@@ -1,0 +1,114 @@
+"""The generic webhook payload: one JSON object per notification.
+
+The shape follows what receivers of alerting webhooks already parse: a
+``status`` of ``firing`` or ``resolved``, an ``alert`` object with labels and
+the numbers that decided, and the transition that caused the message. The
+``status`` and ``value`` describe the transition being notified; the rest of
+``alert`` describes the alert as it is when the message is built (a trigger
+delivered late may therefore carry ``state: resolved``).
+
+Version ``1`` fields only ever get added to, never renamed or removed.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import orjson
+
+from tocsin.state.models import Notification
+
+#: Version of the payload's shape, sent as ``version``.
+PAYLOAD_VERSION = "1"
+
+_STATUS = {"trigger": "firing", "resolve": "resolved"}
+_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def iso_utc(timestamp: float | None) -> str | None:
+    """Format POSIX seconds as ISO 8601 UTC with milliseconds and a ``Z``."""
+    if timestamp is None or not math.isfinite(timestamp):
+        return None
+    stamp = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def format_duration(seconds: float) -> str:
+    """Write seconds the way the config does: ``5m``, ``1h``, ``90s``, ``250ms``."""
+    if not math.isfinite(seconds):
+        return str(seconds)
+    if seconds > 0 and seconds == int(seconds):
+        for unit, size in _UNITS:
+            if seconds % size == 0:
+                return f"{int(seconds // size)}{unit}"
+    milliseconds = seconds * 1000
+    if milliseconds == int(milliseconds):
+        return f"{int(milliseconds)}ms"
+    return f"{seconds:g}s"
+
+
+def finite(value: float | None) -> float | None:
+    """Return ``value``, or ``None`` for NaN and the infinities.
+
+    JSON has no token for them; a bare ``NaN`` breaks most receivers' parsers.
+    """
+    if value is None or not math.isfinite(value):
+        return None
+    return value
+
+
+def alert_payload(notification: Notification) -> dict:
+    """Describe one notification as the webhook JSON object."""
+    alert = notification.alert
+    spec = alert.spec
+    transition = notification.transition
+    value = spec.value if notification.event == "trigger" else alert.value
+    body = {
+        "id": alert.id,
+        "uid": alert.uid,
+        "name": spec.summary or spec.rule,
+        "rule": spec.rule,
+        "series": spec.series,
+        "state": alert.state,
+        "severity": spec.severity,
+        "labels": spec.labels,
+        "model": spec.labels.get("model"),
+        "project": spec.labels.get("project"),
+        "metric": spec.metric,
+        "aggregation": spec.aggregation,
+        "window": format_duration(spec.window),
+        "window_seconds": finite(spec.window),
+        "op": spec.op,
+        "threshold": finite(spec.threshold),
+        "value": finite(value),
+        "samples": spec.samples,
+        "started_at": iso_utc(spec.started_at),
+        "fired_at": iso_utc(spec.fired_at),
+        "resolved_at": iso_utc(alert.resolved_at),
+        "summary": spec.summary,
+        "description": spec.description,
+        "runbook": spec.runbook,
+        "recommended_actions": spec.recommended_actions,
+        "metadata": spec.metadata,
+    }
+
+    return {
+        "version": PAYLOAD_VERSION,
+        "idempotency_key": notification.key,
+        "event": notification.event,
+        "status": _STATUS[notification.event],
+        "alert": body,
+        "transition": {
+            "from": transition.from_state,
+            "to": transition.to_state,
+            "at": iso_utc(transition.at),
+            "actor": transition.actor,
+            "reason": transition.reason,
+        },
+    }
+
+
+def encode(payload: dict) -> bytes:
+    """Encode a payload as compact JSON bytes."""
+    return orjson.dumps(payload)

@@ -1,0 +1,274 @@
+"""The alert store: alerts, their transitions and the notifications they queue.
+
+Every change of an alert's state is written in one transaction together with
+its transition and one outbox row per channel, so after a crash either all of
+them exist or none does: an alert is never recorded without its notifications,
+nor a notification queued for a transition that did not happen.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import msgspec
+
+from tocsin.clock import Clock
+from tocsin.state.db import Database, Transaction
+from tocsin.state.models import Alert, AlertSpec, NotificationEvent, Transition
+
+#: The actor of transitions Tocsin makes on its own.
+ENGINE = "engine"
+
+_OPEN = "state NOT IN ('resolved', 'closed')"
+_ALERT_COLUMNS = "id, uid, state, spec, value, resolved_at, closed_at"
+_TRANSITION_COLUMNS = "id, alert_id, from_state, to_state, at, actor, reason, comment"
+
+_encode_spec = msgspec.json.Encoder().encode
+_decode_spec = msgspec.json.Decoder(AlertSpec).decode
+
+
+def notification_key(uid: str, transition_id: int, channel: str) -> str:
+    """Return the idempotency key of one (transition, channel) notification."""
+    return f"tocsin-{uid}-{transition_id}-{channel}"
+
+
+def alert_from_row(row: Sequence) -> Alert:
+    """Build an :class:`Alert` from the columns of ``_ALERT_COLUMNS``."""
+    alert_id, uid, state, spec, value, resolved_at, closed_at = row
+    return Alert(
+        id=alert_id,
+        uid=uid,
+        state=state,
+        spec=_decode_spec(spec),
+        value=value,
+        resolved_at=resolved_at,
+        closed_at=closed_at,
+    )
+
+
+def transition_from_row(row: Sequence) -> Transition:
+    """Build a :class:`Transition` from the columns of ``_TRANSITION_COLUMNS``."""
+    id_, alert_id, from_state, to_state, at, actor, reason, comment = row
+    return Transition(
+        id=id_,
+        alert_id=alert_id,
+        from_state=from_state,
+        to_state=to_state,
+        at=at,
+        actor=actor,
+        reason=reason,
+        comment=comment,
+    )
+
+
+class AlertStore:
+    """Reads and changes alerts; every change is one transaction."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def fire(self, spec: AlertSpec, channels: Sequence[str]) -> Alert | None:
+        """Open an alert for ``spec`` and queue its trigger notifications.
+
+        :param channels: the channels to notify; a name listed twice is
+            notified once.
+        :return: the new alert, or ``None`` (and nothing written) when an alert
+            for the same rule and series is already open.
+        :raises StateError: if the write fails; nothing is written then.
+        """
+        now = self._clock.time()
+        uid = uuid.uuid4().hex
+        async with self._db.transaction() as tx:
+            existing = await tx.fetchone(
+                f"SELECT id FROM alerts WHERE rule = ? AND series = ? AND {_OPEN}",
+                (spec.rule, spec.series),
+            )
+            if existing is not None:
+                return None
+            alert_id = await tx.insert(
+                "INSERT INTO alerts (uid, rule, series, state, spec, value,"
+                " fired_at, updated_at) VALUES (?, ?, ?, 'triggered', ?, ?, ?, ?)",
+                (
+                    uid,
+                    spec.rule,
+                    spec.series,
+                    _encode_spec(spec),
+                    spec.value,
+                    spec.fired_at,
+                    now,
+                ),
+            )
+            transition = await _transition(
+                tx, alert_id, None, "triggered", spec.fired_at, spec.reason
+            )
+            await _queue(tx, uid, transition, "trigger", channels, now)
+
+        return Alert(
+            id=alert_id, uid=uid, state="triggered", spec=spec, value=spec.value
+        )
+
+    async def resolve(
+        self,
+        rule: str,
+        series: str,
+        *,
+        at: float,
+        value: float | None,
+        reason: str,
+        channels: Sequence[str],
+    ) -> Alert | None:
+        """Resolve the open alert of a series and queue resolve notifications.
+
+        :param channels: the channels to notify (those that take resolves).
+        :return: the resolved alert, or ``None`` when the series has no open
+            alert (nothing is written then).
+        :raises StateError: if the write fails; nothing is written then.
+        """
+        now = self._clock.time()
+        async with self._db.transaction() as tx:
+            row = await tx.fetchone(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts"
+                f" WHERE rule = ? AND series = ? AND {_OPEN}",
+                (rule, series),
+            )
+            if row is None:
+                return None
+            alert = alert_from_row(row)
+            await tx.execute(
+                "UPDATE alerts SET state = 'resolved', value = ?, resolved_at = ?,"
+                " updated_at = ? WHERE id = ?",
+                (value, at, now, alert.id),
+            )
+            transition = await _transition(
+                tx, alert.id, alert.state, "resolved", at, reason
+            )
+            await _queue(tx, alert.uid, transition, "resolve", channels, now)
+
+        alert.state = "resolved"
+        alert.value = value
+        alert.resolved_at = at
+        return alert
+
+    async def close_resolved(self, resolved_before: float) -> int:
+        """Close every alert resolved before ``resolved_before``; notify nobody.
+
+        :return: how many alerts were closed.
+        """
+        now = self._clock.time()
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO transitions (alert_id, from_state, to_state, at, actor,"
+                " reason) SELECT id, 'resolved', 'closed', ?, ?, ? FROM alerts"
+                " WHERE state = 'resolved' AND resolved_at < ?",
+                (now, ENGINE, "resolved long enough", resolved_before),
+            )
+            closed = await tx.execute(
+                "UPDATE alerts SET state = 'closed', closed_at = ?, updated_at = ?"
+                " WHERE state = 'resolved' AND resolved_at < ?",
+                (now, now, resolved_before),
+            )
+
+        return closed
+
+    async def open_alerts(self) -> list[Alert]:
+        """Return every open alert, oldest first."""
+        rows = await self._db.fetchall(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE {_OPEN} ORDER BY id"
+        )
+        return [alert_from_row(row) for row in rows]
+
+    async def get(self, alert_id: int) -> Alert | None:
+        """Return the alert with id ``alert_id``, or ``None``."""
+        row = await self._db.fetchone(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,)
+        )
+        return None if row is None else alert_from_row(row)
+
+    async def history(self, alert_id: int) -> list[Transition]:
+        """Return the transitions of an alert, oldest first."""
+        rows = await self._db.fetchall(
+            f"SELECT {_TRANSITION_COLUMNS} FROM transitions"
+            " WHERE alert_id = ? ORDER BY id",
+            (alert_id,),
+        )
+        return [transition_from_row(row) for row in rows]
+
+    async def fires_since(self, rule: str, since: float) -> list[float]:
+        """Return when alerts of ``rule`` fired at or after ``since``, in order."""
+        rows = await self._db.fetchall(
+            "SELECT fired_at FROM alerts WHERE rule = ? AND fired_at >= ?"
+            " ORDER BY fired_at",
+            (rule, since),
+        )
+        return [row[0] for row in rows]
+
+    async def list_alerts(
+        self, state: str | None = None, limit: int = 100
+    ) -> list[Alert]:
+        """Return up to ``limit`` alerts, newest first, optionally of one state."""
+        if state is None:
+            rows = await self._db.fetchall(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts ORDER BY id DESC LIMIT ?",
+                (limit,),
+            )
+        else:
+            rows = await self._db.fetchall(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE state = ?"
+                " ORDER BY id DESC LIMIT ?",
+                (state, limit),
+            )
+        return [alert_from_row(row) for row in rows]
+
+
+async def _transition(
+    tx: Transaction,
+    alert_id: int,
+    from_state: str | None,
+    to_state: str,
+    at: float,
+    reason: str,
+) -> Transition:
+    transition_id = await tx.insert(
+        "INSERT INTO transitions (alert_id, from_state, to_state, at, actor, reason)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (alert_id, from_state, to_state, at, ENGINE, reason),
+    )
+    return Transition(
+        id=transition_id,
+        alert_id=alert_id,
+        from_state=from_state,
+        to_state=to_state,
+        at=at,
+        actor=ENGINE,
+        reason=reason,
+    )
+
+
+async def _queue(
+    tx: Transaction,
+    uid: str,
+    transition: Transition,
+    event: NotificationEvent,
+    channels: Sequence[str],
+    now: float,
+) -> None:
+    """Write one outbox row per channel, due at once."""
+    rows = [
+        (
+            transition.alert_id,
+            transition.id,
+            channel,
+            event,
+            notification_key(uid, transition.id, channel),
+            now,
+            now,
+        )
+        for channel in dict.fromkeys(channels)
+    ]
+    await tx.executemany(
+        "INSERT INTO outbox (alert_id, transition_id, channel, event, key,"
+        " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )

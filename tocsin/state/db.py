@@ -1,0 +1,237 @@
+"""The state database: one SQLite file in WAL mode, reached through aiosqlite.
+
+One connection serves the whole process. Its statements run on aiosqlite's
+thread, so a slow disk or a lock held by another process never blocks the event
+loop; an :class:`asyncio.Lock` keeps the coroutines that share the connection
+from interleaving their statements inside one another's transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from tocsin.clock import Clock
+from tocsin.errors import StateError
+from tocsin.state.migrations import MIGRATIONS, migrate
+
+log = logging.getLogger(__name__)
+
+#: A transaction slower than this (seconds, lock wait included) is logged.
+_SLOW_TRANSACTION = 1.0
+
+
+class Transaction:
+    """The statements of one open transaction; see :meth:`Database.transaction`."""
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._connection = connection
+
+    async def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one ``INSERT`` and return the new row's id."""
+        async with self._connection.execute(sql, params) as cursor:
+            return int(cursor.lastrowid)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement and return how many rows it changed."""
+        async with self._connection.execute(sql, params) as cursor:
+            return cursor.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement once per row of parameters."""
+        await self._connection.executemany(sql, rows)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Run one query and return every row."""
+        return list(await self._connection.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        """Run one query and return its first row, or ``None``."""
+        rows = await self._connection.execute_fetchall(sql, params)
+        return next(iter(rows), None)
+
+
+class Database:
+    """An open state database; create it with :meth:`open`.
+
+    Every sqlite error surfaces as :class:`~tocsin.errors.StateError`. The
+    counters (``transactions``, ``errors``, ``locked``, ``slow``) are Tocsin's own
+    health signals: ``locked`` counts writes refused because another process held
+    the database longer than ``busy_timeout``.
+    """
+
+    def __init__(
+        self, connection: aiosqlite.Connection, path: Path, clock: Clock
+    ) -> None:
+        self.path = path
+        self.clock = clock
+        self.transactions = 0
+        self.errors = 0
+        self.locked = 0
+        self.slow = 0
+        self._connection: aiosqlite.Connection | None = connection
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock,
+        busy_timeout: float = 5.0,
+        migrations: Sequence[str] = MIGRATIONS,
+    ) -> Database:
+        """Open (creating if needed) and migrate the database at ``path``.
+
+        :param busy_timeout: seconds a statement waits for a lock another
+            process holds before it fails.
+        :param migrations: the schema scripts; tests pass their own.
+        :raises StateError: if the file cannot be opened or migrated, or holds
+            a schema newer than this code.
+        """
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StateError(
+                f"cannot create the state directory {path.parent}: {error.strerror}"
+            ) from None
+        connection = await _connect(path)
+        try:
+            # busy_timeout first: switching to WAL needs the lock too.
+            await connection.execute(
+                f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}"
+            )
+            rows = await connection.execute_fetchall("PRAGMA journal_mode = WAL")
+            mode = next(iter(rows))[0]
+            if mode != "wal":
+                raise StateError(
+                    f"state database {path}: cannot switch to WAL mode "
+                    f"(journal mode is {mode})"
+                )
+            await connection.execute("PRAGMA synchronous = NORMAL")
+            await connection.execute("PRAGMA foreign_keys = ON")
+            version = await migrate(connection, str(path), migrations)
+        except (sqlite3.Error, StateError) as error:
+            await connection.close()
+            if isinstance(error, StateError):
+                raise
+            raise StateError(
+                f"cannot open the state database {path}: {error}"
+            ) from None
+        log.debug(
+            "state database at schema version %d", version, extra={"path": str(path)}
+        )
+
+        return cls(connection, path, clock)
+
+    async def close(self) -> None:
+        """Close the connection; later calls do nothing."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        async with self._lock:
+            try:
+                await connection.close()
+            except sqlite3.Error as error:
+                raise StateError(
+                    f"state database {self.path}: close failed: {error}"
+                ) from None
+
+    @property
+    def is_open(self) -> bool:
+        return self._connection is not None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """Run the body in one write transaction, committed when it ends.
+
+        ``BEGIN IMMEDIATE`` takes the write lock up front, so a transaction
+        never fails half-way because another writer got there first. An
+        exception in the body rolls everything back.
+
+        :raises StateError: if any statement, or the commit, fails.
+        """
+        started = self.clock.monotonic()
+        async with self._lock:
+            connection = self._require()
+            try:
+                await connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                raise self._error("cannot begin a transaction", error) from None
+            try:
+                yield Transaction(connection)
+                await connection.execute("COMMIT")
+            except sqlite3.Error as error:
+                await self._rollback(connection)
+                raise self._error("transaction failed", error) from None
+            except BaseException:
+                await self._rollback(connection)
+                raise
+        self.transactions += 1
+        elapsed = self.clock.monotonic() - started
+        if elapsed > _SLOW_TRANSACTION:
+            self.slow += 1
+            log.warning(
+                "slow state transaction",
+                extra={"path": str(self.path), "elapsed_ms": round(elapsed * 1000)},
+            )
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Run one read query outside any transaction and return every row.
+
+        :raises StateError: if the query fails.
+        """
+        async with self._lock:
+            connection = self._require()
+            try:
+                return list(await connection.execute_fetchall(sql, params))
+            except sqlite3.Error as error:
+                raise self._error("query failed", error) from None
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        """Run one read query and return its first row, or ``None``."""
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    def _require(self) -> aiosqlite.Connection:
+        if self._connection is None:
+            raise StateError(f"state database {self.path} is closed")
+        return self._connection
+
+    def _error(self, what: str, error: sqlite3.Error) -> StateError:
+        self.errors += 1
+        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+            self.locked += 1
+        return StateError(f"state database {self.path}: {what}: {error}")
+
+    async def _rollback(self, connection: aiosqlite.Connection) -> None:
+        try:
+            await connection.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            # SQLite may already have rolled back on its own (a full disk, an
+            # I/O error); the transaction is over either way.
+            log.debug("rollback after a failed transaction: %s", error)
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    """Open the connection, in autocommit mode: transactions are begun
+    explicitly, never implicitly by the sqlite3 module."""
+    connection = aiosqlite.connect(path, isolation_level=None)
+    try:
+        return await connection
+    except sqlite3.Error as error:
+        # aiosqlite stops its thread by itself after a failed connect; wait for
+        # it, or it may report to an event loop that has closed meanwhile.
+        thread = getattr(connection, "_thread", None)
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 1.0)
+        raise StateError(f"cannot open the state database {path}: {error}") from None

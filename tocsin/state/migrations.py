@@ -1,0 +1,153 @@
+"""The schema of the state database, as an ordered list of migrations.
+
+Migration ``n`` (1-based) turns a database at ``PRAGMA user_version = n - 1``
+into one at ``n``. Each runs in its own transaction together with the version
+bump, so a crash mid-migration leaves the previous version intact. Never edit a
+migration that has shipped: append a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+import aiosqlite
+
+from tocsin.errors import StateError
+
+_V1 = """
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    uid TEXT NOT NULL UNIQUE,
+    rule TEXT NOT NULL,
+    series TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('triggered', 'resolved', 'closed')),
+    -- The AlertSpec as JSON, so an operator can read it with the sqlite3 shell.
+    spec TEXT NOT NULL,
+    value REAL,
+    fired_at REAL NOT NULL,
+    resolved_at REAL,
+    closed_at REAL,
+    updated_at REAL NOT NULL
+);
+
+-- At most one open alert per series: the guarantee that a firing series is
+-- still the same alert after a crash, whatever the engine believes.
+CREATE UNIQUE INDEX alerts_open_series ON alerts (rule, series)
+    WHERE state NOT IN ('resolved', 'closed');
+CREATE INDEX alerts_rule_fired ON alerts (rule, fired_at);
+CREATE INDEX alerts_resolved ON alerts (resolved_at) WHERE state = 'resolved';
+
+CREATE TABLE transitions (
+    id INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL REFERENCES alerts (id),
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    comment TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX transitions_alert ON transitions (alert_id, id);
+
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL REFERENCES alerts (id),
+    transition_id INTEGER NOT NULL REFERENCES transitions (id),
+    channel TEXT NOT NULL CHECK (channel <> ''),
+    event TEXT NOT NULL CHECK (event IN ('trigger', 'resolve')),
+    key TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'delivered', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    last_status INTEGER,
+    created_at REAL NOT NULL,
+    delivered_at REAL
+);
+CREATE INDEX outbox_due ON outbox (channel, next_attempt_at, id)
+    WHERE state = 'pending';
+CREATE INDEX outbox_alert ON outbox (alert_id, channel, id);
+
+CREATE TABLE delivery_attempts (
+    id INTEGER PRIMARY KEY,
+    outbox_id INTEGER NOT NULL REFERENCES outbox (id),
+    attempt INTEGER NOT NULL,
+    at REAL NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('delivered', 'retry', 'dead')),
+    status INTEGER,
+    reason TEXT,
+    error TEXT,
+    duration_ms REAL NOT NULL,
+    UNIQUE (outbox_id, attempt)
+);
+"""
+
+#: Every migration, oldest first; the schema version is the list's length.
+MIGRATIONS: tuple[str, ...] = (_V1,)
+
+
+def statements(script: str) -> list[str]:
+    """Split a script into complete SQL statements.
+
+    ``executescript`` cannot be used: it commits any open transaction first,
+    which would take the migration out of the transaction of its version bump.
+    """
+    found: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n\t;"):
+                found.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n\t;"):
+        found.append(pending.strip())
+
+    return found
+
+
+async def migrate(
+    connection: aiosqlite.Connection,
+    path: str,
+    migrations: Sequence[str] = MIGRATIONS,
+) -> int:
+    """Bring the database up to ``len(migrations)``; return the version reached.
+
+    :raises StateError: if the database is newer than this code, or a
+        migration fails (that migration is then rolled back completely).
+    """
+    target = len(migrations)
+    current = await _user_version(connection)
+    if current > target:
+        raise StateError(
+            f"state database {path} has schema version {current}, but this "
+            f"Tocsin only knows versions up to {target}; run a newer Tocsin "
+            f"or restore a matching database"
+        )
+    for version in range(current + 1, target + 1):
+        await connection.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the lock.
+            if await _user_version(connection) >= version:
+                await connection.execute("ROLLBACK")
+                continue
+            for statement in statements(migrations[version - 1]):
+                await connection.execute(statement)
+            # PRAGMA takes no parameters; version is an int we computed.
+            await connection.execute(f"PRAGMA user_version = {version:d}")
+            await connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            await connection.execute("ROLLBACK")
+            raise StateError(
+                f"state database {path}: migration to schema version {version} "
+                f"failed: {error}"
+            ) from error
+
+    return target
+
+
+async def _user_version(connection: aiosqlite.Connection) -> int:
+    rows = await connection.execute_fetchall("PRAGMA user_version")
+    return int(next(iter(rows))[0])

@@ -1,0 +1,252 @@
+"""The outbox: notifications waiting for delivery, and every attempt made.
+
+A row is written by :class:`~tocsin.state.alerts.AlertStore` in the transaction
+of its alert's transition and leaves the ``pending`` state only through
+:meth:`Outbox.delivered` or :meth:`Outbox.dead`. Each outcome of an attempt is
+written together with its ``delivery_attempts`` row, so the audit log holds
+exactly the attempts that were made.
+
+Notifications of one alert reach one channel in order: a row is not due while an
+older row of the same alert and channel is still pending, so a resolve never
+overtakes the trigger it follows.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from tocsin.clock import Clock
+from tocsin.state.alerts import alert_from_row, transition_from_row
+from tocsin.state.db import Database
+from tocsin.state.models import Notification
+
+Outcome = Literal["delivered", "retry", "dead"]
+
+# The ordering rule above, as SQL: no older pending row for this alert/channel.
+_FIRST_IN_LINE = (
+    "NOT EXISTS (SELECT 1 FROM outbox AS o2 WHERE o2.alert_id = o.alert_id"
+    " AND o2.channel = o.channel AND o2.state = 'pending' AND o2.id < o.id)"
+)
+_DUE = f"""
+SELECT o.id, o.key, o.channel, o.event, o.attempts, o.created_at,
+       a.id, a.uid, a.state, a.spec, a.value, a.resolved_at, a.closed_at,
+       t.id, t.alert_id, t.from_state, t.to_state, t.at, t.actor, t.reason, t.comment
+FROM outbox AS o
+JOIN alerts AS a ON a.id = o.alert_id
+JOIN transitions AS t ON t.id = o.transition_id
+WHERE o.channel = ? AND o.state = 'pending' AND o.next_attempt_at <= ?
+  AND {_FIRST_IN_LINE}
+ORDER BY o.id
+LIMIT ?
+"""
+
+
+class DeliveryAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt to deliver one notification, as audited."""
+
+    outbox_id: int
+    #: 1 for the first attempt.
+    attempt: int
+    at: float
+    outcome: Outcome
+    status: int | None
+    #: The channel's failure reason (``timeout``, ``server_error``, ...).
+    reason: str | None
+    error: str | None
+    duration_ms: float
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A notification that was given up on."""
+
+    id: int
+    key: str
+    channel: str
+    event: str
+    alert_uid: str
+    rule: str
+    series: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    created_at: float
+    #: When the last attempt was made.
+    dead_at: float | None
+
+
+def _notification(row: tuple) -> Notification:
+    id_, key, channel, event, attempts, created_at = row[:6]
+    return Notification(
+        id=id_,
+        key=key,
+        channel=channel,
+        event=event,
+        alert=alert_from_row(row[6:13]),
+        transition=transition_from_row(row[13:21]),
+        attempts=attempts,
+        created_at=created_at,
+    )
+
+
+class Outbox:
+    """Hands due notifications to delivery and records how each attempt ended."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def due(self, channel: str, now: float, limit: int) -> list[Notification]:
+        """Return up to ``limit`` pending notifications of ``channel`` due at
+        ``now``, oldest first."""
+        rows = await self._db.fetchall(_DUE, (channel, now, limit))
+        return [_notification(row) for row in rows]
+
+    async def next_due(self, channel: str) -> float | None:
+        """Return when the next notification of ``channel`` is due, or ``None``."""
+        row = await self._db.fetchone(
+            "SELECT MIN(o.next_attempt_at) FROM outbox AS o"
+            f" WHERE o.channel = ? AND o.state = 'pending' AND {_FIRST_IN_LINE}",
+            (channel,),
+        )
+        return None if row is None else row[0]
+
+    async def delivered(
+        self, notification: Notification, *, status: int | None, duration_ms: float
+    ) -> None:
+        """Record a successful attempt and take the notification out of the queue."""
+        await self._record(
+            notification,
+            "delivered",
+            status=status,
+            reason=None,
+            error=None,
+            duration_ms=duration_ms,
+            next_attempt_at=None,
+        )
+
+    async def retry(
+        self,
+        notification: Notification,
+        *,
+        next_attempt_at: float,
+        status: int | None,
+        reason: str,
+        error: str,
+        duration_ms: float,
+    ) -> None:
+        """Record a failed attempt and schedule the next one."""
+        await self._record(
+            notification,
+            "retry",
+            status=status,
+            reason=reason,
+            error=error,
+            duration_ms=duration_ms,
+            next_attempt_at=next_attempt_at,
+        )
+
+    async def dead(
+        self,
+        notification: Notification,
+        *,
+        status: int | None,
+        reason: str,
+        error: str,
+        duration_ms: float,
+    ) -> None:
+        """Record a failed attempt and give up on the notification."""
+        await self._record(
+            notification,
+            "dead",
+            status=status,
+            reason=reason,
+            error=error,
+            duration_ms=duration_ms,
+            next_attempt_at=None,
+        )
+
+    async def pending_count(self) -> int:
+        """Return how many notifications wait for delivery, on every channel."""
+        row = await self._db.fetchone(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'pending'"
+        )
+        return 0 if row is None else row[0]
+
+    async def pending_channels(self) -> dict[str, int]:
+        """Return how many notifications wait, by channel name."""
+        rows = await self._db.fetchall(
+            "SELECT channel, COUNT(*) FROM outbox WHERE state = 'pending'"
+            " GROUP BY channel ORDER BY channel"
+        )
+        return dict(rows)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Return up to ``limit`` dead notifications, most recent first."""
+        rows = await self._db.fetchall(
+            "SELECT o.id, o.key, o.channel, o.event, a.uid, a.rule, a.series,"
+            " o.attempts, o.last_status, o.last_error, o.created_at,"
+            " (SELECT MAX(d.at) FROM delivery_attempts AS d WHERE d.outbox_id = o.id)"
+            " FROM outbox AS o JOIN alerts AS a ON a.id = o.alert_id"
+            " WHERE o.state = 'dead' ORDER BY o.id DESC LIMIT ?",
+            (limit,),
+        )
+        fields = DeadLetter.__struct_fields__
+        return [DeadLetter(**dict(zip(fields, row, strict=True))) for row in rows]
+
+    async def attempts(self, outbox_id: int) -> list[DeliveryAttempt]:
+        """Return every attempt made for one notification, in order."""
+        rows = await self._db.fetchall(
+            "SELECT outbox_id, attempt, at, outcome, status, reason, error,"
+            " duration_ms FROM delivery_attempts WHERE outbox_id = ? ORDER BY attempt",
+            (outbox_id,),
+        )
+        fields = DeliveryAttempt.__struct_fields__
+        return [DeliveryAttempt(**dict(zip(fields, row, strict=True))) for row in rows]
+
+    async def _record(
+        self,
+        notification: Notification,
+        outcome: Outcome,
+        *,
+        status: int | None,
+        reason: str | None,
+        error: str | None,
+        duration_ms: float,
+        next_attempt_at: float | None,
+    ) -> None:
+        now = self._clock.time()
+        attempt = notification.attempts + 1
+        state = "pending" if outcome == "retry" else outcome
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO delivery_attempts (outbox_id, attempt, at, outcome,"
+                " status, reason, error, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    notification.id,
+                    attempt,
+                    now,
+                    outcome,
+                    status,
+                    reason,
+                    error,
+                    duration_ms,
+                ),
+            )
+            # COALESCE keeps the due time of a finished row: it is never read
+            # again, but a NOT NULL column needs a value.
+            await tx.execute(
+                "UPDATE outbox SET state = ?, attempts = ?, last_status = ?,"
+                " last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at),"
+                " delivered_at = ? WHERE id = ?",
+                (
+                    state,
+                    attempt,
+                    status,
+                    error,
+                    next_attempt_at,
+                    now if outcome == "delivered" else None,
+                    notification.id,
+                ),
+            )
