@@ -22,7 +22,7 @@ from tocsin.daemon.alerting import AlertPipeline, restore
 from tocsin.daemon.dogstatsd import DogStatsDParser
 from tocsin.daemon.ingest import IngestRouter, IngestStats
 from tocsin.daemon.ndjson import NdjsonDecoder
-from tocsin.errors import StateError
+from tocsin.errors import ConfigError, StateError
 from tocsin.rules.engine import RuleEngine
 from tocsin.state.alerts import AlertStore
 from tocsin.state.db import Database
@@ -76,6 +76,9 @@ class Daemon:
             except StateError as error:
                 log.error("cannot open the state database", extra={"error": str(error)})
                 return 1
+            except ConfigError as error:
+                log.error("config error: %s", error, extra={"path": error.path})
+                return 2
             except OSError as error:
                 log.error("cannot open a listener", extra={"error": str(error)})
                 return 1
@@ -129,7 +132,7 @@ class Daemon:
         stack.push_async_callback(session.close)
 
         # Delivery: pending notifications from before a restart go out now.
-        channels = build_channels(config.channels, session)
+        channels = build_channels(config.channels, session, source=self.config_path)
         dispatcher = Dispatcher(outbox, channels, clock)
         dispatcher.start()
         stack.push_async_callback(self._stop_delivery, dispatcher, channels, timeout)
@@ -168,17 +171,21 @@ class Daemon:
                 extra={"detail": f"set ${settings.api_key_env} or api_key_file"},
             )
             return None
-        buffer = ExportBuffer(settings.metrics)
+        buffer = ExportBuffer.from_config(settings)
         exporter = DatadogExporter(
             settings, key, buffer, clock=self.clock, session=session
         )
         task = asyncio.create_task(exporter.run(), name="datadog-export")
 
         async def stop_export() -> None:
-            await _cancel(task)
+            # Let a send in progress finish: its series already left the buffer.
+            exporter.close()
+            try:
+                await asyncio.wait_for(task, timeout)
+            except TimeoutError:
+                log.warning("datadog export did not stop in time; cancelled")
             log.info("flushing the datadog export")
             await exporter.flush(timeout)
-            exporter.close()
 
         stack.push_async_callback(stop_export)
         log.info(
@@ -245,6 +252,10 @@ class Daemon:
         for listener in self._listeners:
             listener.close()
         log.info("listeners closed", extra={"count": len(self._listeners)})
+        for name, stats in self.stats.items():
+            log.info(
+                "ingest totals", extra={"listener": name, "detail": stats.as_dict()}
+            )
 
     async def _tick(self, engine, pipeline: AlertPipeline, store) -> None:
         """Evaluate every series on a clock, and close old resolved alerts."""

@@ -134,7 +134,9 @@ class IngestRouter:
         self.on_decisions = on_decisions
 
     def resolve(self, name: str, kind: str, tags: tuple[str, ...]) -> SeriesHandle:
-        export = self.buffer.series(name, kind, tags) if self.buffer else None
+        export = (
+            self.buffer.series(name, kind, tags) if self.buffer is not None else None
+        )
         # Sets carry members, not numbers; no rule aggregates them.
         targets = [] if kind == "s" else self.engine.targets(name, tag_labels(tags))
         if export is None and not targets:
