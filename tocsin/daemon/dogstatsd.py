@@ -1,0 +1,390 @@
+"""DogStatsD datagrams to samples.
+
+A datagram holds newline-separated lines of three kinds: metrics
+(``name:value[:value...]|type[|@rate][|#tags][|T<seconds>]...``), events
+(``_e{...}``) and service checks (``_sc|...``). Metrics become samples handed to
+an :class:`~tocsin.daemon.ingest.IngestSink`; events and service checks are
+checked and counted, nothing more. A bad line is counted, logged (rate-limited)
+and skipped; the rest of its datagram is still read.
+
+Decided on purpose rather than left to ``float()``:
+
+* a value is an optional sign, digits with an optional fraction (or a bare
+  fraction), and an optional exponent, in ASCII. ``nan``, ``inf``, ``1_000``,
+  hex and padding spaces are parse errors; ``1e999`` is well formed but not
+  finite, so it is refused and counted apart (``non_finite``);
+* ``+5`` and ``-1`` are absolute values: gauges have no deltas;
+* a metric name is any non-empty valid UTF-8 text without ``:``, ``|`` or a
+  newline, kept exactly as sent (exporters adapt names to their destination);
+* a tag ``key:`` is the bare tag ``key``; empty tag entries are dropped;
+* ``|T`` is checked on every line but only honoured for counts and gauges.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+from tocsin.clock import Clock
+from tocsin.daemon.ingest import KINDS, IngestSink, IngestStats, SeriesHandle
+from tocsin.logs import RateLimiter
+
+log = logging.getLogger(__name__)
+
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_LARGEST = sys.float_info.max
+_NAN = float("nan")
+_UNDERSCORE = ord("_")
+# A value starts with a sign, a dot or a digit and ends with a dot or a digit;
+# every byte that float() strips as padding sorts below these.
+_LOWEST_FIRST = ord("+")
+_LOWEST_LAST = ord(".")
+_METRIC_KINDS = frozenset(KINDS)
+_STAMPED_KINDS = frozenset(("c", "g"))
+_CHECK_STATUSES = frozenset(("0", "1", "2", "3"))
+_EVENT_HEADER = re.compile(rb"_e\{([0-9]{1,9}),([0-9]{1,9})\}:")
+_LOGGED_LINE = 200
+
+
+class _Rejected(Exception):
+    """Raised inside the full parse of a line to drop it for ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def clean_tags(tags) -> tuple[str, ...]:
+    """Return ``tags`` without empty entries, a trailing ``:`` making a bare key."""
+    cleaned = []
+    for tag in tags:
+        key, colon, value = tag.partition(":")
+        if colon and not value:
+            tag = key
+        if tag:
+            cleaned.append(tag)
+
+    return tuple(cleaned)
+
+
+def _number(text: str, reason: str) -> float:
+    """Return the finite number ``text`` spells.
+
+    :raises _Rejected: with ``reason`` if ``text`` breaks the value grammar, or
+        with ``non_finite`` if it overflows.
+    """
+    if _NUMBER.fullmatch(text) is None:
+        raise _Rejected(reason)
+    number = float(text)
+    if not -_LARGEST <= number <= _LARGEST:
+        raise _Rejected("non_finite")
+
+    return number
+
+
+class DogStatsDParser:
+    """Turn DogStatsD datagrams into samples for ``sink``.
+
+    Each distinct series is resolved once; the handle is cached under the bytes
+    of the line without its value, so a line of an already-seen series costs a
+    dictionary lookup and a ``float()``. Both caches hold at most
+    ``cache_size`` entries and are emptied when full (the sink then sees
+    ``resolve`` again for the series still sending).
+
+    :param max_sample_age: seconds a ``|T`` stamp may lie in the past.
+    :param max_sample_skew: seconds a ``|T`` stamp may lie in the future.
+    :param listener: names the listener in log lines.
+    """
+
+    def __init__(
+        self,
+        sink: IngestSink,
+        stats: IngestStats,
+        clock: Clock,
+        *,
+        max_sample_age: float = 3600,
+        max_sample_skew: float = 600,
+        cache_size: int = 65536,
+        listener: str = "dogstatsd",
+    ) -> None:
+        self._sink = sink
+        self._stats = stats
+        self._clock = clock
+        self._max_age = max_sample_age
+        self._max_skew = max_sample_skew
+        self._cache_size = max(1, cache_size)
+        self._listener = listener
+        self._limiter = RateLimiter(clock=clock.monotonic)
+        # Line without its value -> (handle.add, rate), or (handle.add_member,
+        # 0.0) for a set.
+        self._lines: dict[bytes, tuple] = {}
+        self._series: dict[tuple[str, str, tuple[str, ...]], SeriesHandle] = {}
+
+    def feed(self, datagram: bytes) -> None:
+        """Parse one datagram received now; never raise."""
+        now = self._clock.time()
+        known = self._lines
+        lines = datagram.split(b"\n")
+        count = len(lines)
+        # A line that takes the fast path yields exactly one sample; the others
+        # are tallied apart so the loop keeps no per-line counter.
+        slow = slow_samples = failed = 0
+        for line in lines:
+            if not line:
+                count -= 1
+                continue
+
+            head, _, tail = line.partition(b"|")
+            name, _, value = head.partition(b":")
+            key = name + b"|" + tail
+            entry = known.get(key)
+            if entry is not None:
+                add, rate = entry
+                if rate:
+                    try:
+                        number = float(value)
+                    except ValueError:
+                        number = _NAN
+                    # float() also takes nan, inf, 1_000 and padded values; they
+                    # and packed values go through the full parse instead.
+                    if (
+                        -_LARGEST <= number <= _LARGEST
+                        and _UNDERSCORE not in value
+                        and value[0] >= _LOWEST_FIRST
+                        and value[-1] >= _LOWEST_LAST
+                    ):
+                        try:
+                            add(number, rate, now)
+                        except Exception:
+                            failed += 1
+                            self._consumer_failed()
+                        continue
+                else:
+                    try:
+                        member = value.decode()
+                    except UnicodeDecodeError:
+                        member = ""
+                    if member:
+                        try:
+                            add(member, now)
+                        except Exception:
+                            failed += 1
+                            self._consumer_failed()
+                        continue
+
+            produced = self._parse_line(line, key, now)
+            if produced < 0:
+                count -= 1
+            else:
+                slow += 1
+                slow_samples += produced
+
+        stats = self._stats
+        stats.datagrams += 1
+        stats.lines += count
+        stats.samples += count - slow - failed + slow_samples
+
+    def _parse_line(self, line: bytes, key: bytes, now: float) -> int:
+        """Parse one line in full; return its samples, or -1 if it is blank."""
+        if line[-1:] == b"\r":
+            line = line[:-1]
+            if not line:
+                return -1
+
+        try:
+            if line.startswith(b"_e{"):
+                self._check_event(line)
+                self._stats.events += 1
+                return 0
+            if line.startswith(b"_sc|"):
+                self._check_service_check(line)
+                self._stats.service_checks += 1
+                return 0
+            return self._metric(line, key, now)
+        except _Rejected as rejected:
+            self._drop(rejected.reason, line)
+        except Exception:
+            self._consumer_failed()
+
+        return 0
+
+    def _metric(self, line: bytes, key: bytes, now: float) -> int:
+        """Deliver the samples of one metric line.
+
+        :raises _Rejected: if the line is malformed, not finite or out of range.
+        """
+        try:
+            text = line.decode()
+        except UnicodeDecodeError:
+            raise _Rejected("utf8") from None
+        head, pipe, tail = text.partition("|")
+        name, colon, value = head.partition(":")
+        if not pipe or not colon:
+            raise _Rejected("syntax")
+        if not name:
+            raise _Rejected("name")
+        if not value:
+            raise _Rejected("value")
+
+        fields = tail.split("|")
+        kind = fields[0]
+        if kind not in _METRIC_KINDS:
+            raise _Rejected("type")
+        rate = 1.0
+        stamp = None
+        is_stamped = False
+        tags: tuple[str, ...] = ()
+        for field in fields[1:]:
+            if field.startswith("@"):
+                rate = _number(field[1:], "rate")
+                if not 0.0 < rate <= 1.0:
+                    raise _Rejected("rate")
+            elif field.startswith("#"):
+                tags = clean_tags(field[1:].split(","))
+            elif field.startswith("T"):
+                stamp = self._stamp(field[1:], kind, now)
+                is_stamped = True
+            # Container ids, external data, cardinality and fields of later
+            # protocol versions do not change what Tocsin does with a sample.
+
+        if kind == "s":
+            values: list = [value]
+        else:
+            values = [_number(item, "value") for item in value.split(":") if item]
+            if not values:
+                raise _Rejected("value")
+
+        handle = self._handle(name, kind, tags)
+        # A stamped line differs from the next one of its series by the stamp:
+        # caching it would fill the cache with lines never seen again.
+        if not is_stamped:
+            if len(self._lines) >= self._cache_size:
+                self._lines.clear()
+            if kind == "s":
+                self._lines[key] = (handle.add_member, 0.0)
+            else:
+                self._lines[key] = (handle.add, rate)
+        return self._deliver(
+            handle, kind, values, rate, now if stamp is None else stamp
+        )
+
+    def _stamp(self, digits: str, kind: str, now: float) -> float | None:
+        """Return the time a ``|T`` field sets, or ``None`` if ``kind`` ignores it.
+
+        :raises _Rejected: if the field is not a positive integer, or the time
+            lies outside the accepted window.
+        """
+        if not (digits.isascii() and digits.isdigit()):
+            raise _Rejected("timestamp")
+        try:
+            seconds = int(digits)
+        except ValueError:
+            raise _Rejected("timestamp") from None
+        if seconds < 1:
+            raise _Rejected("timestamp")
+        if kind not in _STAMPED_KINDS:
+            return None
+        if seconds < now - self._max_age:
+            raise _Rejected("too_old")
+        if seconds > now + self._max_skew:
+            raise _Rejected("too_new")
+
+        return float(seconds)
+
+    def _handle(self, name: str, kind: str, tags: tuple[str, ...]) -> SeriesHandle:
+        series = (name, kind, tags)
+        handle = self._series.get(series)
+        if handle is None:
+            if len(self._series) >= self._cache_size:
+                self._series.clear()
+            handle = self._sink.resolve(name, kind, tags)
+            self._series[series] = handle
+
+        return handle
+
+    def _deliver(self, handle, kind, values, rate, stamp) -> int:
+        """Hand ``values`` to ``handle``; return how many it took."""
+        delivered = 0
+        try:
+            if kind == "s":
+                handle.add_member(values[0], stamp)
+                return 1
+            for value in values:
+                handle.add(value, rate, stamp)
+                delivered += 1
+        except Exception:
+            self._consumer_failed()
+
+        return delivered
+
+    def _check_event(self, line: bytes) -> None:
+        """Check an event line: ``_e{title_len,text_len}:title|text[|fields]``.
+
+        Lengths count UTF-8 bytes. Optional fields are not interpreted.
+
+        :raises _Rejected: if the line is not a well-formed event.
+        """
+        header = _EVENT_HEADER.match(line)
+        if header is None:
+            raise _Rejected("event")
+        title_len, text_len = int(header[1]), int(header[2])
+        body = line[header.end() :]
+        end = title_len + 1 + text_len
+        if (
+            title_len < 1
+            or len(body) < end
+            or body[title_len : title_len + 1] != b"|"
+            or body[end : end + 1] not in (b"", b"|")
+        ):
+            raise _Rejected("event")
+        try:
+            line.decode()
+        except UnicodeDecodeError:
+            raise _Rejected("utf8") from None
+
+    def _check_service_check(self, line: bytes) -> None:
+        """Check a service check line: ``_sc|name|status[|fields]``.
+
+        :raises _Rejected: if the name is empty or the status is not 0-3.
+        """
+        try:
+            parts = line.decode().split("|", 3)
+        except UnicodeDecodeError:
+            raise _Rejected("utf8") from None
+        if len(parts) < 3 or not parts[1] or parts[2] not in _CHECK_STATUSES:
+            raise _Rejected("service_check")
+
+    def _drop(self, reason: str, line: bytes) -> None:
+        stats = self._stats
+        if reason == "non_finite":
+            stats.non_finite += 1
+        elif reason == "too_old":
+            stats.too_old += 1
+        elif reason == "too_new":
+            stats.too_new += 1
+        else:
+            stats.error(reason)
+
+        # A flood of bad lines must not become a flood of log lines.
+        allowed, suppressed = self._limiter.allow(reason)
+        if allowed:
+            log.warning(
+                "dropped a DogStatsD line (%s): %r",
+                reason,
+                line[:_LOGGED_LINE],
+                extra={
+                    "listener": self._listener,
+                    "reason": reason,
+                    "suppressed": suppressed,
+                },
+            )
+
+    def _consumer_failed(self) -> None:
+        self._stats.error("internal")
+        allowed, suppressed = self._limiter.allow("internal")
+        if allowed:
+            log.exception(
+                "ingesting a line failed; its samples are lost",
+                extra={"listener": self._listener, "suppressed": suppressed},
+            )

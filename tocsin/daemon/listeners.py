@@ -1,0 +1,443 @@
+"""The sockets samples arrive on.
+
+DogStatsD comes over UDP and over a Unix datagram socket, one callback call per
+datagram. NDJSON comes over a Unix stream socket; each connection gets a
+callback of its own, called with every chunk the connection delivers.
+Callbacks run on the event loop and must not block.
+
+Each ``open_*`` function binds its socket itself, or takes one already bound
+(``sock=``, as systemd socket activation hands them over), and returns a
+:class:`Listener` to close it with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from tocsin.logs import RateLimiter
+
+log = logging.getLogger(__name__)
+
+#: Called with the payload of every datagram received.
+DatagramCallback = Callable[[bytes], None]
+
+#: Socket files the listeners create: others may connect and send, not read.
+SOCKET_MODE = 0o722
+
+
+#: Called with every chunk a stream connection delivers, in order, and once
+#: with ``b""`` when the connection ends (as a read returns at end of file).
+ChunkCallback = Callable[[bytes], None]
+
+#: Called once per accepted connection for the callback of its chunks.
+ConnectionFactory = Callable[[], ChunkCallback]
+
+
+class Listener:
+    """An open listener.
+
+    :ivar name: ``udp``, ``unix_dgram`` or ``unix_stream``.
+    :ivar address: where it listens, printable (``127.0.0.1:8125``, a path).
+    :ivar receive_buffer: the kernel receive buffer obtained, for datagram
+        sockets (Linux reports twice the size asked for).
+    """
+
+    def __init__(
+        self, name: str, address: str, owned_path: _OwnedPath | None = None
+    ) -> None:
+        self.name = name
+        self.address = address
+        self.receive_buffer: int | None = None
+        self._owned_path = owned_path
+        self._is_closed = False
+
+    def close(self) -> None:
+        """Stop listening and remove the socket file this listener created."""
+        if self._is_closed:
+            return
+
+        self._is_closed = True
+        self._close_transports()
+        if self._owned_path is not None:
+            self._owned_path.remove()
+        log.info(
+            "stopped listening",
+            extra={"listener": self.name, "address": self.address},
+        )
+
+    async def wait_closed(self) -> None:
+        """Wait until the socket and its connections are closed."""
+
+    def _close_transports(self) -> None:
+        raise NotImplementedError
+
+
+class _DatagramListener(Listener):
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        transport: asyncio.DatagramTransport,
+        protocol: _DatagramProtocol,
+        owned_path: _OwnedPath | None = None,
+    ) -> None:
+        super().__init__(name, address, owned_path)
+        self._transport = transport
+        self._protocol = protocol
+
+    def _close_transports(self) -> None:
+        self._transport.close()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._protocol.closed)
+
+
+class _StreamListener(Listener):
+    def __init__(
+        self, name: str, address: str, owned_path: _OwnedPath | None = None
+    ) -> None:
+        super().__init__(name, address, owned_path)
+        self.server: asyncio.AbstractServer | None = None
+        self.connections: dict[asyncio.BaseTransport, asyncio.Future] = {}
+
+    def _close_transports(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for transport in list(self.connections):
+            transport.close()
+
+    async def wait_closed(self) -> None:
+        if self.server is not None:
+            await self.server.wait_closed()
+        if self.connections:
+            await asyncio.gather(*self.connections.values())
+
+
+class _OwnedPath:
+    """A socket file this process created, removed only while still its own."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._identity = self._identify()
+
+    def remove(self) -> None:
+        try:
+            # A newer process may already have replaced the file with its own;
+            # the change time tells them apart should the inode be reused.
+            if self._identify() == self._identity:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def _identify(self) -> tuple[int, int, int]:
+        status = os.lstat(self.path)
+        return status.st_dev, status.st_ino, status.st_ctime_ns
+
+
+class _DatagramProtocol(asyncio.DatagramProtocol):
+    def __init__(self, name: str, on_datagram: DatagramCallback) -> None:
+        self._name = name
+        self._on_datagram = on_datagram
+        self._limiter = RateLimiter()
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        try:
+            self._on_datagram(data)
+        except Exception:
+            _log_failure(self._limiter, self._name, "a datagram callback raised")
+
+    def error_received(self, exc: Exception) -> None:
+        # Errors a receiving socket reports are transient; one line per
+        # interval keeps them visible without drowning the log.
+        allowed, suppressed = self._limiter.allow("socket")
+        if allowed:
+            log.warning(
+                "socket error: %s",
+                exc,
+                extra={"listener": self._name, "suppressed": suppressed},
+            )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _StreamProtocol(asyncio.Protocol):
+    def __init__(self, listener: _StreamListener, factory: ConnectionFactory) -> None:
+        self._listener = listener
+        self._factory = factory
+        self._on_chunk: ChunkCallback | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        self._limiter = RateLimiter()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        closed = asyncio.get_running_loop().create_future()
+        self._listener.connections[transport] = closed
+        try:
+            self._on_chunk = self._factory()
+        except Exception:
+            _log_failure(
+                self._limiter, self._listener.name, "a connection factory raised"
+            )
+            transport.close()
+            return
+        log.debug("connection opened", extra={"listener": self._listener.name})
+
+    def data_received(self, data: bytes) -> None:
+        if self._on_chunk is None:
+            return
+        try:
+            self._on_chunk(data)
+        except Exception:
+            _log_failure(self._limiter, self._listener.name, "a chunk callback raised")
+
+    def eof_received(self) -> bool:
+        self._finish()
+        # Returning False closes our side too: the peer has nothing more to say
+        # and we never write.
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+        closed = self._listener.connections.pop(self._transport, None)
+        if closed is not None and not closed.done():
+            closed.set_result(None)
+        log.debug("connection closed", extra={"listener": self._listener.name})
+
+    def _finish(self) -> None:
+        on_chunk, self._on_chunk = self._on_chunk, None
+        if on_chunk is None:
+            return
+        try:
+            on_chunk(b"")
+        except Exception:
+            _log_failure(self._limiter, self._listener.name, "a chunk callback raised")
+
+
+def _log_failure(limiter: RateLimiter, name: str, message: str) -> None:
+    allowed, suppressed = limiter.allow("callback")
+    if allowed:
+        log.exception(message, extra={"listener": name, "suppressed": suppressed})
+
+
+async def open_udp(
+    address: str,
+    on_datagram: DatagramCallback,
+    *,
+    receive_buffer: int,
+    sock: socket.socket | None = None,
+) -> Listener:
+    """Listen for DogStatsD datagrams on UDP ``host:port`` (``[::1]:8125``).
+
+    :param sock: a bound UDP socket to use instead of binding ``address``.
+    :raises ValueError: if ``address`` is not ``host:port``.
+    :raises OSError: if the address cannot be bound.
+    """
+    if sock is None:
+        sock = _bind_udp(address)
+    return await _open_datagram("udp", sock, on_datagram, receive_buffer, None)
+
+
+async def open_unix_dgram(
+    path: str,
+    on_datagram: DatagramCallback,
+    *,
+    receive_buffer: int,
+    sock: socket.socket | None = None,
+) -> Listener:
+    """Listen for DogStatsD datagrams on a Unix datagram socket at ``path``.
+
+    The parent directory is created; a stale socket file left by a dead
+    process is replaced. The socket file is made writable by everyone and
+    readable by the owner only.
+
+    :param sock: a bound socket to use instead of binding ``path``; its file is
+        then left alone.
+    :raises OSError: if ``path`` exists and is not a socket, another process
+        is listening on it, or it cannot be bound.
+    """
+    owned_path = None
+    if sock is None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            owned_path = _bind_unix(sock, path)
+        except BaseException:
+            sock.close()
+            raise
+    return await _open_datagram(
+        "unix_dgram", sock, on_datagram, receive_buffer, owned_path
+    )
+
+
+async def open_unix_stream(
+    path: str,
+    on_connection: ConnectionFactory,
+    *,
+    sock: socket.socket | None = None,
+) -> Listener:
+    """Accept NDJSON connections on a Unix stream socket at ``path``.
+
+    ``on_connection()`` is called for each accepted connection; the callback it
+    returns is called with every chunk in order, then once with ``b""`` when
+    the connection ends. The socket file is handled as by :func:`open_unix_dgram`.
+
+    :param sock: a bound stream socket to use instead of binding ``path``.
+    :raises OSError: if the socket cannot be bound, as for
+        :func:`open_unix_dgram`.
+    """
+    owned_path = None
+    if sock is None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            owned_path = _bind_unix(sock, path)
+        except BaseException:
+            sock.close()
+            raise
+    sock.setblocking(False)
+    listener = _StreamListener("unix_stream", _printable(sock), owned_path)
+    loop = asyncio.get_running_loop()
+    try:
+        listener.server = await loop.create_unix_server(
+            lambda: _StreamProtocol(listener, on_connection), sock=sock
+        )
+    except BaseException:
+        sock.close()
+        if owned_path is not None:
+            owned_path.remove()
+        raise
+    log.info(
+        "listening",
+        extra={"listener": listener.name, "address": listener.address},
+    )
+
+    return listener
+
+
+async def _open_datagram(
+    name: str,
+    sock: socket.socket,
+    on_datagram: DatagramCallback,
+    receive_buffer: int,
+    owned_path: _OwnedPath | None,
+) -> Listener:
+    sock.setblocking(False)
+    obtained = _set_receive_buffer(sock, receive_buffer, name)
+    address = _printable(sock)
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: _DatagramProtocol(name, on_datagram), sock=sock
+        )
+    except BaseException:
+        sock.close()
+        if owned_path is not None:
+            owned_path.remove()
+        raise
+    listener = _DatagramListener(name, address, transport, protocol, owned_path)
+    listener.receive_buffer = obtained
+    log.info(
+        "listening",
+        extra={
+            "listener": name,
+            "address": address,
+            "detail": f"receive buffer {obtained} bytes",
+        },
+    )
+
+    return listener
+
+
+def _bind_udp(address: str) -> socket.socket:
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit():
+        raise ValueError(f"expected host:port, got {address!r}")
+    host = host.removeprefix("[").removesuffix("]")
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        host or None, int(port), type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.bind(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+
+    return sock
+
+
+def _bind_unix(sock: socket.socket, path: str) -> _OwnedPath:
+    """Bind ``sock`` to ``path``, replacing a stale socket file only."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(status.st_mode):
+            raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
+        if _is_served(path, sock.type):
+            raise OSError(errno.EADDRINUSE, "another process listens on", path)
+        os.unlink(path)
+
+    sock.bind(path)
+    os.chmod(path, SOCKET_MODE)
+
+    return _OwnedPath(path)
+
+
+def _is_served(path: str, kind: int) -> bool:
+    """Tell whether a live socket answers at ``path``, as opposed to a stale file."""
+    probe = socket.socket(socket.AF_UNIX, kind)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+    return True
+
+
+def _set_receive_buffer(sock: socket.socket, size: int, name: str) -> int:
+    """Ask for a ``size``-byte receive buffer; return what the kernel granted."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    except OSError as exc:
+        log.warning(
+            "cannot set the receive buffer: %s",
+            exc,
+            extra={"listener": name},
+        )
+    obtained = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if obtained < size:
+        # Linux caps the request at net.core.rmem_max; bursts beyond the
+        # buffer are lost in the kernel, which the operator should know.
+        log.warning(
+            "receive buffer is %d bytes, %d asked for; raise net.core.rmem_max",
+            obtained,
+            size,
+            extra={"listener": name},
+        )
+
+    return obtained
+
+
+def _printable(sock: socket.socket) -> str:
+    """Return where ``sock`` is bound as ``host:port``, ``[v6]:port`` or a path."""
+    name = sock.getsockname()
+    if isinstance(name, tuple):
+        host, port = name[0], name[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    # An abstract socket's name starts with a NUL byte, written @ by convention.
+    return "@" + name[1:] if name.startswith("\0") else name
