@@ -122,6 +122,10 @@ RULE = '[[rules]]\nname = "r"\nmetric = "m"\nthreshold = 1\n'
             RULE + 'threshold = "high"\n',
             "bad.toml: not valid TOML: Cannot overwrite a value (at line 5, column 19)",
         ),
+        (
+            '[ingest]\nudp = "localhost"\n',
+            "bad.toml: ingest.udp: expected host:port, got 'localhost'",
+        ),
         (RULE + 'window = "0s"\n', "bad.toml: rules[0].window: must be longer than 0s"),
         (
             "[daemon\n",

@@ -306,6 +306,12 @@ def _check(config: Config, source: str) -> None:
         if len(set(rule.group_by)) != len(rule.group_by):
             raise ConfigError(source, "a label is listed twice", f"{where}.group_by")
 
+    udp = config.ingest.udp
+    if udp:
+        host, colon, port = udp.rpartition(":")
+        if not colon or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(source, f"expected host:port, got {udp!r}", "ingest.udp")
+
     export = config.export.datadog
     if export.interval < 1:
         raise ConfigError(source, "must be at least 1s", "export.datadog.interval")
