@@ -1,0 +1,154 @@
+"""A rule's condition: how it compares, when it may fire, and how it says so."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from math import floor
+
+#: Comparison operators of the configuration.
+COMPARISONS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+def condition(
+    op: str, threshold: float, measure: Callable, *, quantile: bool = False
+) -> Callable:
+    """Return the test ``measure(window) op threshold`` of a non-empty window.
+
+    :param quantile: ``measure`` reads a sketch, which costs O(sketch size);
+        the test then decides from the window's exact min and max whenever they
+        settle it, since a quantile lies between them.
+    """
+    compare = COMPARISONS[op]
+    if not quantile:
+        return lambda window: compare(measure(window), threshold)
+
+    # TODO: a condition that min and max do not settle reads the sketch,
+    # O(sketch size) in ddsketch's Python loop (~20 us). Counting, per bin, the
+    # samples at or below the threshold would decide exactly in O(1) and leave
+    # the sketch to the reported value only.
+    monotone = op not in ("==", "!=")
+
+    def holds(window) -> bool:
+        low = window.lowest()
+        high = window.highest()
+        at_low = compare(low, threshold)
+        if (monotone or low == high) and at_low == compare(high, threshold):
+            return at_low
+        return compare(measure(window), threshold)
+
+    return holds
+
+
+_UNITS = (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 0.001))
+
+
+def format_duration(seconds: float) -> str:
+    """Write ``seconds`` the way the configuration does (``30s``, ``5m``, ``1h``).
+
+    The largest unit that divides the duration exactly wins; anything else is
+    written in seconds.
+    """
+    if seconds == 0:
+        return "0s"
+    for unit, size in _UNITS:
+        count = seconds / size
+        if count >= 1 and abs(count - round(count)) < 1e-9:
+            return f"{round(count)}{unit}"
+    return f"{seconds:g}s"
+
+
+def format_number(value: float) -> str:
+    """Write a measured value or threshold briefly (at most 6 significant digits)."""
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+def subject(aggregation: str, metric: str, window: float) -> str:
+    """Return what a rule measures, e.g. ``avg(model.drift.psi) over 5m``."""
+    return f"{aggregation}({metric}) over {format_duration(window)}"
+
+
+def fire_reason(
+    what: str, value: float, op: str, threshold: float, pending: float
+) -> str:
+    """Explain a fire, e.g. ``avg(model.drift.psi) over 5m = 0.31 > 0.2 for 30s``."""
+    reason = f"{what} = {format_number(value)} {op} {format_number(threshold)}"
+    if pending > 0:
+        reason += f" for {format_duration(pending)}"
+    return reason
+
+
+def resolve_reason(what: str, value: float | None, op: str, threshold: float) -> str:
+    """Explain a resolve, e.g. ``avg(x) over 5m = 0.1, no longer > 0.2``."""
+    if value is None:
+        return f"{what}: no samples in window"
+    return f"{what} = {format_number(value)}, no longer {op} {format_number(threshold)}"
+
+
+_DAY = 86400.0
+
+
+class FireLimits:
+    """A rule's cooldown and daily cap: when a fire has to wait.
+
+    The cooldown runs per series key from its last fire; the daily cap counts
+    the rule's fires per UTC calendar day (POSIX day ``floor(t / 86400)``,
+    since POSIX time has no leap seconds).
+    """
+
+    __slots__ = ("cooldown", "daily_cap", "_last_fire", "_fires_by_day")
+
+    def __init__(self, cooldown: float, daily_cap: int) -> None:
+        self.cooldown = cooldown
+        self.daily_cap = daily_cap
+        # Last fire per series key, kept while it can still hold a fire back.
+        self._last_fire: dict[str, float] = {}
+        self._fires_by_day: dict[int, int] = {}
+
+    def blocker(self, key: str, now: float) -> str | None:
+        """Return ``cooldown`` or ``daily_cap`` if a fire of ``key`` must wait."""
+        if self.cooldown > 0:
+            last = self._last_fire.get(key)
+            if last is not None and now - last < self.cooldown:
+                return "cooldown"
+        fired_today = self._fires_by_day.get(floor(now / _DAY), 0)
+        if self.daily_cap and fired_today >= self.daily_cap:
+            return "daily_cap"
+        return None
+
+    def record(self, key: str | None, at: float) -> None:
+        """Count a fire of series ``key`` (``None``: of an unknown series)."""
+        day = floor(at / _DAY)
+        self._fires_by_day[day] = self._fires_by_day.get(day, 0) + 1
+        self.cooled(key, at)
+
+    def record_all(self, fired_at: Sequence[float], keys: Sequence[str]) -> None:
+        """Count earlier fires; ``keys`` names the series of the first ones."""
+        for index, at in enumerate(fired_at):
+            self.record(keys[index] if index < len(keys) else None, at)
+
+    def cooled(self, key: str | None, fired_at: float) -> None:
+        """Start the cooldown of series ``key`` at ``fired_at`` (if later)."""
+        if key is not None and self.cooldown > 0:
+            self._last_fire[key] = max(fired_at, self._last_fire.get(key, fired_at))
+
+    def forget(self, now: float) -> None:
+        """Drop fires that can no longer hold a fire back."""
+        if self._last_fire:
+            cooldown = self.cooldown
+            expired = [k for k, t in self._last_fire.items() if now - t >= cooldown]
+            for key in expired:
+                del self._last_fire[key]
+        today = floor(now / _DAY)
+        for day in [day for day in self._fires_by_day if day < today]:
+            del self._fires_by_day[day]
