@@ -196,3 +196,13 @@ def test_check_config_command_accepts_a_good_file(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{path}: ok (1 rules, 2 channels)"
+
+
+def test_the_annotated_example_config_is_valid():
+    loaded = config.load("examples/tocsin.toml")
+
+    assert [rule.name for rule in loaded.rules] == [
+        "prediction-drift",
+        "prediction-latency",
+        "prediction-errors",
+    ]

@@ -257,13 +257,20 @@ async def test_close_resolved_closes_old_resolved_alerts_only(db, store, clock):
     assert await store.close_resolved(T0 + 100) == 0
 
 
-async def test_fires_since_lists_fire_times_of_one_rule(store):
+async def test_fires_since_lists_series_and_fire_times_of_one_rule(store):
     for index, at in enumerate((T0 - 7200, T0 - 60, T0)):
         await store.fire(make_spec(series=f"model={index}", fired_at=at), [])
     await store.fire(make_spec(rule="other", fired_at=T0), [])
 
-    assert await store.fires_since("drift", T0 - 3600) == [T0 - 60, T0]
-    assert await store.fires_since("drift", 0) == [T0 - 7200, T0 - 60, T0]
+    assert await store.fires_since("drift", T0 - 3600) == [
+        ("model=1", T0 - 60),
+        ("model=2", T0),
+    ]
+    assert [at for _, at in await store.fires_since("drift", 0)] == [
+        T0 - 7200,
+        T0 - 60,
+        T0,
+    ]
     assert await store.fires_since("nothing", 0) == []
 
 

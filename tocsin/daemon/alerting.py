@@ -190,5 +190,6 @@ async def restore(store, engine, rules: Mapping[str, RuleConfig], now: float) ->
         since = min(midnight.timestamp(), now - float(rule.cooldown))
         fired = await store.fires_since(name, since)
         if fired:
-            engine.restore_fires(name, fired)
+            series, times = zip(*fired, strict=True)
+            engine.restore_fires(name, times, series=series)
     return restored

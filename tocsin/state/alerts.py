@@ -195,14 +195,15 @@ class AlertStore:
         )
         return [transition_from_row(row) for row in rows]
 
-    async def fires_since(self, rule: str, since: float) -> list[float]:
-        """Return when alerts of ``rule`` fired at or after ``since``, in order."""
+    async def fires_since(self, rule: str, since: float) -> list[tuple[str, float]]:
+        """Return ``(series, fired_at)`` of every alert of ``rule`` that fired at
+        or after ``since``, oldest first."""
         rows = await self._db.fetchall(
-            "SELECT fired_at FROM alerts WHERE rule = ? AND fired_at >= ?"
+            "SELECT series, fired_at FROM alerts WHERE rule = ? AND fired_at >= ?"
             " ORDER BY fired_at",
             (rule, since),
         )
-        return [row[0] for row in rows]
+        return [(row[0], row[1]) for row in rows]
 
     async def list_alerts(
         self, state: str | None = None, limit: int = 100
