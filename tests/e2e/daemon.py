@@ -79,6 +79,9 @@ class DaemonProcess:
             and all(record.get(key) == value for key, value in fields.items())
         ]
 
+    def find_prefix(self, prefix: str) -> list[dict]:
+        return [r for r in self.logs if str(r.get("message", "")).startswith(prefix)]
+
     async def wait_for_log(self, message: str, count: int = 1, **fields) -> list[dict]:
         """Wait until ``count`` log lines with this message (and fields) exist."""
 
@@ -107,6 +110,14 @@ class DaemonProcess:
         assert self.process is not None
         if self.process.returncode is None:
             self.process.send_signal(signum)
+        code = await asyncio.wait_for(self.process.wait(), WAIT)
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, WAIT)
+        return code
+
+    async def wait_exit(self) -> int:
+        """Wait for the process to exit on its own."""
+        assert self.process is not None
         code = await asyncio.wait_for(self.process.wait(), WAIT)
         if self._reader is not None:
             await asyncio.wait_for(self._reader, WAIT)

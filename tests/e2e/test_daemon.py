@@ -366,3 +366,22 @@ async def test_the_webhook_url_and_api_key_never_reach_the_log(
     assert hook.url not in text
     assert datadog.api_key not in text
     assert orjson.loads(daemon.raw_stderr[0])["message"] == "starting tocsin"
+
+
+async def test_an_unreadable_webhook_url_stops_start_up_before_any_state(tmp_path):
+    text = CONFIG.format(
+        dir=tmp_path,
+        udp_port=free_udp_port(),
+        datadog="http://127.0.0.1:9",
+        interval="1s",
+        hook_env="TOCSIN_TEST_UNSET_VARIABLE",
+    )
+    daemon = DaemonProcess(tmp_path, text)
+
+    await daemon.start(wait_ready=False)
+    code = await daemon.wait_exit()
+
+    assert code == 2
+    [error] = daemon.find_prefix("config error")
+    assert "TOCSIN_TEST_UNSET_VARIABLE" in error["message"]
+    assert not (tmp_path / "state").exists()

@@ -115,7 +115,14 @@ class Daemon:
         clock = self.clock
         timeout = float(config.daemon.shutdown_timeout)
 
-        # State first: nothing may be accepted that could not be recorded.
+        # Secrets first: a webhook URL that cannot be read is a config error,
+        # found before anything is created on disk.
+        session = aiohttp.ClientSession()
+        stack.push_async_callback(session.close)
+        channels = build_channels(config.channels, session, source=self.config_path)
+        export_key = api_key(config.export.datadog)
+
+        # State next: nothing may be accepted that could not be recorded.
         database = await Database.open(config.database_path, clock=clock)
         stack.push_async_callback(self._close_database, database)
         store = AlertStore(database, clock)
@@ -128,11 +135,7 @@ class Daemon:
         if restored:
             log.info("restored open alerts", extra={"count": restored})
 
-        session = aiohttp.ClientSession()
-        stack.push_async_callback(session.close)
-
         # Delivery: pending notifications from before a restart go out now.
-        channels = build_channels(config.channels, session, source=self.config_path)
         dispatcher = Dispatcher(outbox, channels, clock)
         dispatcher.start()
         stack.push_async_callback(self._stop_delivery, dispatcher, channels, timeout)
@@ -147,7 +150,7 @@ class Daemon:
         pipeline_task = asyncio.create_task(pipeline.run(), name="alert-pipeline")
         stack.push_async_callback(self._stop_pipeline, pipeline, pipeline_task, timeout)
 
-        buffer = await self._start_export(stack, session, timeout)
+        buffer = await self._start_export(stack, session, export_key, timeout)
         router = IngestRouter(engine, buffer, pipeline.submit)
 
         background = asyncio.create_task(
@@ -162,9 +165,8 @@ class Daemon:
         self.pipeline = pipeline
         self.dispatcher = dispatcher
 
-    async def _start_export(self, stack, session, timeout):
+    async def _start_export(self, stack, session, key, timeout):
         settings = self.config.export.datadog
-        key = api_key(settings)
         if key is None:
             log.info(
                 "datadog export off: no API key configured",
