@@ -205,23 +205,19 @@ class Daemon:
             "max_sample_skew": float(ingest.max_sample_skew),
         }
 
-        def datagram_handler(name: str):
+        def parser(name: str) -> DogStatsDParser:
             stats = self.stats.setdefault(name, IngestStats())
-            parser = DogStatsDParser(router, stats, clock, **limits)
-            feed = parser.feed
-            evaluate = router.evaluate
+            return DogStatsDParser(router, stats, clock, listener=name, **limits)
 
-            def on_datagram(data: bytes) -> None:
-                feed(data)
-                evaluate(clock.time())
-
-            return on_datagram
+        def evaluate() -> None:
+            router.evaluate(clock.time())
 
         if ingest.udp:
             opened.append(
                 await listeners.open_udp(
                     ingest.udp,
-                    datagram_handler("udp"),
+                    parser("udp").feed,
+                    on_batch=evaluate,
                     receive_buffer=ingest.receive_buffer,
                 )
             )
@@ -229,7 +225,8 @@ class Daemon:
             opened.append(
                 await listeners.open_unix_dgram(
                     ingest.unix_dgram,
-                    datagram_handler("unix_dgram"),
+                    parser("unix_dgram").feed,
+                    on_batch=evaluate,
                     receive_buffer=ingest.receive_buffer,
                 )
             )
@@ -237,11 +234,13 @@ class Daemon:
             stats = self.stats.setdefault("unix_stream", IngestStats())
 
             def new_connection():
-                decoder = NdjsonDecoder(router, stats, clock, **limits)
+                decoder = NdjsonDecoder(
+                    router, stats, clock, listener="unix_stream", **limits
+                )
 
                 def on_chunk(data: bytes) -> None:
                     decoder.feed(data)
-                    router.evaluate(clock.time())
+                    evaluate()
 
                 return on_chunk
 

@@ -115,6 +115,22 @@ class _Fanout:
             self.export.add_member(member, timestamp)
 
 
+class _Direct:
+    """Hands the samples of a series straight to its one rule series.
+
+    The common case — one rule, no export, not a counter — then costs the
+    parser a single call per sample instead of a fan-out in between.
+    """
+
+    __slots__ = ("add",)
+
+    def __init__(self, series) -> None:
+        self.add = series.add_sampled
+
+    def add_member(self, member: str, timestamp: float) -> None:
+        pass
+
+
 DISCARD = _Discard()
 
 
@@ -141,6 +157,8 @@ class IngestRouter:
         targets = [] if kind == "s" else self.engine.targets(name, tag_labels(tags))
         if export is None and not targets:
             return DISCARD
+        if export is None and len(targets) == 1 and kind != "c":
+            return _Direct(targets[0])
         return _Fanout(export, tuple(targets), kind == "c")
 
     def evaluate(self, now: float) -> None:

@@ -1,8 +1,10 @@
 """The sockets samples arrive on.
 
 DogStatsD comes over UDP and over a Unix datagram socket, one callback call per
-datagram. NDJSON comes over a Unix stream socket; each connection gets a
-callback of its own, called with every chunk the connection delivers.
+datagram; every datagram waiting on the socket is read in one wake-up of the
+loop, and an optional second callback runs after each such batch. NDJSON
+comes over a Unix stream socket; each connection gets a callback of its own,
+called with every chunk the connection delivers.
 Callbacks run on the event loop and must not block.
 
 Each ``open_*`` function binds its socket itself, or takes one already bound
@@ -27,6 +29,17 @@ log = logging.getLogger(__name__)
 
 #: Called with the payload of every datagram received.
 DatagramCallback = Callable[[bytes], None]
+
+#: Called after each batch of datagrams read in one wake-up.
+BatchCallback = Callable[[], None]
+
+#: Most datagrams read in one wake-up, so other work on the loop (timers,
+#: deliveries) still runs promptly under a flood.
+_BATCH = 64
+
+#: Largest datagram read; DogStatsD clients send at most 8 KiB, but a Unix
+#: datagram may be larger and must not be cut.
+_MAX_DATAGRAM = 65536
 
 #: Socket files the listeners create: others may connect and send, not read.
 SOCKET_MODE = 0o722
@@ -84,19 +97,17 @@ class _DatagramListener(Listener):
         self,
         name: str,
         address: str,
-        transport: asyncio.DatagramTransport,
-        protocol: _DatagramProtocol,
+        reader: _DatagramReader,
         owned_path: _OwnedPath | None = None,
     ) -> None:
         super().__init__(name, address, owned_path)
-        self._transport = transport
-        self._protocol = protocol
+        self._reader = reader
 
     def _close_transports(self) -> None:
-        self._transport.close()
+        self._reader.close()
 
     async def wait_closed(self) -> None:
-        await asyncio.shield(self._protocol.closed)
+        await asyncio.shield(self._reader.closed)
 
 
 class _StreamListener(Listener):
@@ -141,33 +152,69 @@ class _OwnedPath:
         return status.st_dev, status.st_ino, status.st_ctime_ns
 
 
-class _DatagramProtocol(asyncio.DatagramProtocol):
-    def __init__(self, name: str, on_datagram: DatagramCallback) -> None:
+class _DatagramReader:
+    """Reads every datagram waiting on a non-blocking socket when it turns
+    readable, up to :data:`_BATCH`, then calls the batch callback once.
+
+    Reading a batch per wake-up instead of one datagram per wake-up is what
+    lets a busy listener keep up: a full socket queue wakes the loop once for
+    many datagrams, and the rules are evaluated once per batch.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        sock: socket.socket,
+        on_datagram: DatagramCallback,
+        on_batch: BatchCallback | None,
+    ) -> None:
         self._name = name
+        self._sock = sock
         self._on_datagram = on_datagram
+        self._on_batch = on_batch
         self._limiter = RateLimiter()
-        self.closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.closed = self._loop.create_future()
+        self._loop.add_reader(sock.fileno(), self._read)
 
-    def datagram_received(self, data: bytes, addr) -> None:
-        try:
-            self._on_datagram(data)
-        except Exception:
-            _log_failure(self._limiter, self._name, "a datagram callback raised")
+    def _read(self) -> None:
+        receive = self._sock.recv
+        on_datagram = self._on_datagram
+        for _ in range(_BATCH):
+            try:
+                data = receive(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as error:
+                self._socket_error(error)
+                break
+            try:
+                on_datagram(data)
+            except Exception:
+                _log_failure(self._limiter, self._name, "a datagram callback raised")
+        if self._on_batch is not None:
+            try:
+                self._on_batch()
+            except Exception:
+                _log_failure(self._limiter, self._name, "a batch callback raised")
 
-    def error_received(self, exc: Exception) -> None:
+    def _socket_error(self, error: OSError) -> None:
         # Errors a receiving socket reports are transient; one line per
         # interval keeps them visible without drowning the log.
         allowed, suppressed = self._limiter.allow("socket")
         if allowed:
             log.warning(
                 "socket error: %s",
-                exc,
+                error,
                 extra={"listener": self._name, "suppressed": suppressed},
             )
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
+    def close(self) -> None:
+        if self.closed.done():
+            return
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        self.closed.set_result(None)
 
 
 class _StreamProtocol(asyncio.Protocol):
@@ -235,16 +282,20 @@ async def open_udp(
     *,
     receive_buffer: int,
     sock: socket.socket | None = None,
+    on_batch: BatchCallback | None = None,
 ) -> Listener:
     """Listen for DogStatsD datagrams on UDP ``host:port`` (``[::1]:8125``).
 
     :param sock: a bound UDP socket to use instead of binding ``address``.
+    :param on_batch: called after each batch of datagrams read together.
     :raises ValueError: if ``address`` is not ``host:port``.
     :raises OSError: if the address cannot be bound.
     """
     if sock is None:
         sock = _bind_udp(address)
-    return await _open_datagram("udp", sock, on_datagram, receive_buffer, None)
+    return await _open_datagram(
+        "udp", sock, on_datagram, on_batch, receive_buffer, None
+    )
 
 
 async def open_unix_dgram(
@@ -253,6 +304,7 @@ async def open_unix_dgram(
     *,
     receive_buffer: int,
     sock: socket.socket | None = None,
+    on_batch: BatchCallback | None = None,
 ) -> Listener:
     """Listen for DogStatsD datagrams on a Unix datagram socket at ``path``.
 
@@ -262,6 +314,7 @@ async def open_unix_dgram(
 
     :param sock: a bound socket to use instead of binding ``path``; its file is
         then left alone.
+    :param on_batch: called after each batch of datagrams read together.
     :raises OSError: if ``path`` exists and is not a socket, another process
         is listening on it, or it cannot be bound.
     """
@@ -274,7 +327,7 @@ async def open_unix_dgram(
             sock.close()
             raise
     return await _open_datagram(
-        "unix_dgram", sock, on_datagram, receive_buffer, owned_path
+        "unix_dgram", sock, on_datagram, on_batch, receive_buffer, owned_path
     )
 
 
@@ -326,23 +379,21 @@ async def _open_datagram(
     name: str,
     sock: socket.socket,
     on_datagram: DatagramCallback,
+    on_batch: BatchCallback | None,
     receive_buffer: int,
     owned_path: _OwnedPath | None,
 ) -> Listener:
     sock.setblocking(False)
     obtained = _set_receive_buffer(sock, receive_buffer, name)
     address = _printable(sock)
-    loop = asyncio.get_running_loop()
     try:
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _DatagramProtocol(name, on_datagram), sock=sock
-        )
+        reader = _DatagramReader(name, sock, on_datagram, on_batch)
     except BaseException:
         sock.close()
         if owned_path is not None:
             owned_path.remove()
         raise
-    listener = _DatagramListener(name, address, transport, protocol, owned_path)
+    listener = _DatagramListener(name, address, reader, owned_path)
     listener.receive_buffer = obtained
     log.info(
         "listening",

@@ -213,6 +213,16 @@ class RuleSeries(Window):
             self._queued = True
             self._rule.changed.append(self)
 
+    def add_sampled(self, value: float, rate: float, timestamp: float) -> None:
+        """Do :meth:`add` with the signature of an ingest handle's ``add``.
+
+        The rate is ignored: only counter samples are scaled by it, and the
+        daemon scales those before they reach a rule.
+        """
+        if self.put(value, timestamp) and not self._queued:
+            self._queued = True
+            self._rule.changed.append(self)
+
     def _add_slow(self, value: float, timestamp: float, at: int) -> bool:
         rule = self._rule
         timeline = rule.timeline
