@@ -112,6 +112,9 @@ class DatadogExportConfig(_Strict):
     max_attempts: PositiveInt = 5
     #: Host reported as the series' ``host`` resource; empty sends none.
     host: str = ""
+    #: Most distinct series aggregated per interval; samples of further series
+    #: are counted and left out, so a flood of new tag values stays bounded.
+    max_series: PositiveInt = 100_000
 
 
 class ExportConfig(_Strict):
