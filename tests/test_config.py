@@ -71,6 +71,7 @@ def test_an_empty_file_is_a_valid_config_with_defaults():
 
 
 RULE = '[[rules]]\nname = "r"\nmetric = "m"\nthreshold = 1\n'
+CHANNEL = '[[channels]]\nname = "c"\ntype = "webhook"\nurl = "http://x"\n'
 
 
 @pytest.mark.parametrize(
@@ -121,6 +122,23 @@ RULE = '[[rules]]\nname = "r"\nmetric = "m"\nthreshold = 1\n'
         (
             RULE + 'threshold = "high"\n',
             "bad.toml: not valid TOML: Cannot overwrite a value (at line 5, column 19)",
+        ),
+        ('[daemon]\ntick = "5ms"\n', "bad.toml: daemon.tick: must be at least 10ms"),
+        (
+            "[ingest]\nreceive_buffer = 99999999999\n",
+            "bad.toml: ingest.receive_buffer: Expected `int` <= 1073741824",
+        ),
+        (
+            CHANNEL + 'backoff = "0"\n',
+            "bad.toml: channels[0].backoff: must be longer than 0s",
+        ),
+        (
+            CHANNEL + 'backoff = "10s"\nmax_backoff = "5s"\n',
+            "bad.toml: channels[0].max_backoff: must not be shorter than backoff",
+        ),
+        (
+            CHANNEL + 'timeout = "0s"\n',
+            "bad.toml: channels[0].timeout: must be longer than 0s",
         ),
         (
             '[ingest]\nudp = "localhost"\n',

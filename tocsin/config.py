@@ -80,8 +80,9 @@ class IngestConfig(_Strict):
     unix_dgram: str = ""
     #: NDJSON samples over a Unix stream socket (a path); empty turns it off.
     unix_stream: str = ""
-    #: Kernel receive buffer asked for on datagram sockets, in bytes.
-    receive_buffer: PositiveInt = 4 * 1024 * 1024
+    #: Kernel receive buffer asked for on datagram sockets, in bytes (the
+    #: kernel caps it at ``net.core.rmem_max``).
+    receive_buffer: Annotated[int, msgspec.Meta(ge=4096, le=1 << 30)] = 4 * 1024 * 1024
     #: Samples stamped further in the past than this are dropped and counted.
     max_sample_age: Duration = Duration(3600.0)
     #: Samples stamped further in the future than this are dropped and counted.
@@ -109,7 +110,7 @@ class DatadogExportConfig(_Strict):
     metrics: list[str] = []
     compression: Literal["deflate", "gzip"] = "deflate"
     timeout: Duration = Duration(10.0)
-    max_attempts: PositiveInt = 5
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
     #: Host reported as the series' ``host`` resource; empty sends none.
     host: str = ""
     #: Most distinct series aggregated per interval; samples of further series
@@ -125,7 +126,7 @@ class _ChannelBase(_Strict, tag_field="type"):
     name: Name
     #: Delivery attempts before a notification is dead-lettered. With the
     #: default backoff, 15 attempts span about 40 minutes of outage.
-    max_attempts: PositiveInt = 15
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 15
     #: Delay before the first retry; doubled on each attempt, with jitter.
     backoff: Duration = Duration(1.0)
     max_backoff: Duration = Duration(300.0)
@@ -242,6 +243,8 @@ def parse(text: str | bytes, source: str = "<memory>") -> Config:
         raise ConfigError(source, message, path) from None
     except msgspec.DecodeError as error:
         raise ConfigError(source, f"not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(source, "not valid TOML: nested too deeply") from None
     _check(config, source)
     return config
 
@@ -270,6 +273,7 @@ def _check(config: Config, source: str) -> None:
                 f"channels[{index}].name",
             )
         seen.add(channel.name)
+        _check_retries(channel, source, f"channels[{index}]")
         if isinstance(channel, WebhookChannelConfig):
             given = [k for k in ("url", "url_env", "url_file") if getattr(channel, k)]
             if len(given) != 1:
@@ -277,6 +281,10 @@ def _check(config: Config, source: str) -> None:
                     source,
                     "set exactly one of url, url_env and url_file",
                     f"channels[{index}]",
+                )
+            if channel.timeout <= 0:
+                raise ConfigError(
+                    source, "must be longer than 0s", f"channels[{index}].timeout"
                 )
             if channel.url and not channel.url.startswith(("http://", "https://")):
                 raise ConfigError(
@@ -320,5 +328,14 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(source, "must be at least 1s", "export.datadog.interval")
     if export.timeout <= 0:
         raise ConfigError(source, "must be longer than 0s", "export.datadog.timeout")
-    if config.daemon.tick <= 0:
-        raise ConfigError(source, "must be longer than 0s", "daemon.tick")
+    if config.daemon.tick < 0.01:
+        raise ConfigError(source, "must be at least 10ms", "daemon.tick")
+
+
+def _check_retries(channel: ChannelConfig, source: str, where: str) -> None:
+    if channel.backoff <= 0:
+        raise ConfigError(source, "must be longer than 0s", f"{where}.backoff")
+    if channel.max_backoff < channel.backoff:
+        raise ConfigError(
+            source, "must not be shorter than backoff", f"{where}.max_backoff"
+        )
