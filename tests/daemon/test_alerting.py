@@ -161,3 +161,13 @@ async def test_a_cooldown_survives_a_restart(store, clock):
     series.add(0.9, T0 + 3601)
     [fired] = engine.evaluate_dirty(T0 + 3601)
     assert fired.action == "fire"
+
+
+async def test_the_backlog_counts_decisions_until_they_are_recorded(store, clock):
+    pipeline = AlertPipeline(RULES, CHANNELS, store, lambda: None, clock)
+
+    pipeline.submit([decision("fire", T0), decision("resolve", T0 + 1)])
+    assert pipeline.backlog == 2
+    await run_pipeline(pipeline, [])
+
+    assert pipeline.backlog == 0

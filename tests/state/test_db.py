@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 
 import pytest
 
@@ -193,3 +194,32 @@ async def test_foreign_keys_are_enforced(tmp_path):
                 )
     finally:
         await db.close()
+
+
+async def test_a_damaged_database_is_refused_at_open(tmp_path):
+    clock = ManualClock()
+    path = tmp_path / "tocsin.db"
+    database = await Database.open(path, clock=clock)
+    await database.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    # Overwrite the second page (a table's b-tree page) with garbage.
+    data[page : 2 * page] = b"\xa5" * page
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(StateError, match="damaged|malformed"):
+        await Database.open(path, clock=clock)
+
+
+async def test_a_database_that_cannot_be_written_is_refused_at_open(tmp_path):
+    clock = ManualClock()
+    path = tmp_path / "tocsin.db"
+    database = await Database.open(path, clock=clock)
+    await database.close()
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+        pytest.skip("this file system cannot make a file immutable")
+    try:
+        with pytest.raises(StateError, match="cannot be written"):
+            await Database.open(path, clock=clock)
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

@@ -76,15 +76,18 @@ class AlertPipeline:
         self.fired = 0
         self.resolved = 0
         self._queue: asyncio.Queue[Decision | None] = asyncio.Queue()
+        self._unwritten = 0
 
     def submit(self, decisions: Sequence[Decision]) -> None:
         """Queue decisions for writing; never blocks the caller."""
         for decision in decisions:
             self._queue.put_nowait(decision)
+        self._unwritten += len(decisions)
 
     @property
     def backlog(self) -> int:
-        return self._queue.qsize()
+        """Decisions queued or being written, not yet recorded."""
+        return self._unwritten
 
     async def run(self) -> None:
         """Write queued decisions until :meth:`stop` is called."""
@@ -93,6 +96,7 @@ class AlertPipeline:
             if decision is None:
                 return
             await self._write_with_retry(decision)
+            self._unwritten -= 1
 
     async def stop(self) -> None:
         """Write what is queued, then end :meth:`run`."""

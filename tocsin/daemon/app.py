@@ -47,6 +47,8 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.stats: dict[str, IngestStats] = {}
         self.should_exit = asyncio.Event()
+        #: Alert decisions still queued when shutdown gave up waiting for them.
+        self.unrecorded = 0
         self._stop_signal: str | None = None
 
     def request_stop(self, reason: str = "requested") -> None:
@@ -92,6 +94,12 @@ class Daemon:
             )
             await self.should_exit.wait()
             log.info("shutting down", extra={"reason": self._stop_signal})
+        if self.unrecorded:
+            log.error(
+                "stopped with alert decisions unrecorded",
+                extra={"count": self.unrecorded},
+            )
+            return 1
         log.info("stopped")
         return 0
 
@@ -289,9 +297,10 @@ class Daemon:
         try:
             await asyncio.wait_for(task, timeout)
         except TimeoutError:
+            self.unrecorded = pipeline.backlog
             log.error(
                 "gave up recording queued decisions",
-                extra={"count": pipeline.backlog},
+                extra={"count": self.unrecorded},
             )
 
     async def _stop_delivery(self, dispatcher, channels, timeout: float) -> None:

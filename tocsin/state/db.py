@@ -120,6 +120,7 @@ class Database:
             await connection.execute("PRAGMA synchronous = NORMAL")
             await connection.execute("PRAGMA foreign_keys = ON")
             version = await migrate(connection, str(path), migrations)
+            await _check_usable(connection, path, version)
         except (sqlite3.Error, StateError) as error:
             await connection.close()
             if isinstance(error, StateError):
@@ -235,3 +236,28 @@ async def _connect(path: Path) -> aiosqlite.Connection:
         if thread is not None:
             await asyncio.to_thread(thread.join, 1.0)
         raise StateError(f"cannot open the state database {path}: {error}") from None
+
+
+async def _check_usable(
+    connection: aiosqlite.Connection, path: Path, version: int
+) -> None:
+    """Refuse a database that is damaged or cannot be written.
+
+    Either would let the daemon start, look healthy and then fail every alert
+    it tries to record; failing at start-up makes the problem visible at once.
+    """
+    rows = await connection.execute_fetchall("PRAGMA quick_check")
+    problems = [row[0] for row in rows if row[0] != "ok"]
+    if problems:
+        raise StateError(
+            f"state database {path} is damaged ({problems[0]}); "
+            "move it aside to start with an empty one"
+        )
+    # Rewriting the schema version is a real write that changes nothing.
+    await connection.execute("BEGIN IMMEDIATE")
+    try:
+        await connection.execute(f"PRAGMA user_version = {int(version)}")
+        await connection.execute("COMMIT")
+    except sqlite3.Error as error:
+        await connection.execute("ROLLBACK")
+        raise StateError(f"state database {path} cannot be written: {error}") from None
