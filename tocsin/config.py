@@ -113,8 +113,9 @@ class DatadogExportConfig(_Strict):
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
     #: Host reported as the series' ``host`` resource; empty sends none.
     host: str = ""
-    #: Most distinct series aggregated per interval; samples of further series
-    #: are counted and left out, so a flood of new tag values stays bounded.
+    #: Most series the export holds at once (a series is held until it has
+    #: been idle for 5 intervals); samples of further series are counted and
+    #: left out, so a flood of new tag values stays bounded.
     max_series: PositiveInt = 100_000
 
 

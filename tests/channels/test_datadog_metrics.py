@@ -199,8 +199,10 @@ def test_idle_series_are_forgotten_but_held_handles_keep_working():
         ("5xx.count", "http.", 0, "http.5xx.count"),
         ("_private", "", 0, None),
         ("", "", 0, None),
-        ("x" * 250, "", 0, "x" * 200),
-        ("x" * 250, "", 13, "x" * 187),
+        # Cutting a long name could merge it with another: it is refused.
+        *[("x" * 200, "", 0, "x" * 200), ("x" * 201, "", 0, None)],
+        *[("x" * 187, "", 13, "x" * 187), ("x" * 188, "", 13, None)],
+        *[("x" * 197, "ml.", 0, "ml." + "x" * 197), ("x" * 198, "ml.", 0, None)],
     ],
 )
 def test_metric_name_policy(name, prefix, room, expected):
@@ -272,7 +274,7 @@ async def test_prefix_configured_tags_and_host(make, standin):
     assert sent["resources"] == [{"type": "host", "name": "gpu-1"}]
 
 
-async def test_invalid_series_given_directly_are_dropped_alone(make, standin):
+async def test_invalid_series_given_directly_are_dropped_alone(make, standin, caplog):
     exporter = make()
     good = {"metric": "ok", "type": 3, "points": [{"timestamp": NOW, "value": 1}]}
     bad_value = {**good, "points": [{"timestamp": NOW, "value": math.nan}]}
@@ -281,6 +283,8 @@ async def test_invalid_series_given_directly_are_dropped_alone(make, standin):
 
     assert standin.accepted_series() == [good]
     assert exporter.stats.dropped == 3
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [(r.reason, r.count) for r in errors] == [("invalid", 3)]  # one line
 
 
 # --- size limits (F14) -----------------------------------------------------

@@ -254,6 +254,21 @@ async def test_scripted_answers_come_first_in_order(standin, session):
     ]
 
 
+async def test_a_standing_answer_follows_the_script_and_never_runs_out(
+    standin, session
+):
+    standin.fail(503)
+    standin.fail(413, times=None)
+    statuses = []
+    for _ in range(5):
+        status, answer = await post(session, standin, body(good()))
+        statuses.append(status)
+
+    assert statuses == [503, 413, 413, 413, 413]
+    assert answer == {"errors": ["scripted"]}
+    assert standin.accepted == []
+
+
 async def test_every_request_is_recorded_with_its_digest(standin, session):
     data = body(good())
     await post(session, standin, data)

@@ -101,6 +101,8 @@ class DatadogStandIn:
         self.clock = clock or SystemClock()
         self.strict_tags = strict_tags
         self.script: deque[Scripted] = deque()
+        #: The answer once the script is used up, instead of judging the request.
+        self.always: Scripted | None = None
         #: Seconds every answer waits before it is sent.
         self.delay = 0.0
         self.requests: list[Received] = []
@@ -127,11 +129,18 @@ class DatadogStandIn:
         headers: dict[str, str] | None = None,
         body: bytes | None = None,
         delay: float = 0.0,
-        times: int = 1,
+        times: int | None = 1,
     ) -> None:
-        """Answer the next ``times`` series requests with ``status``."""
+        """Answer the next ``times`` series requests with ``status``.
+
+        :param times: ``None`` answers every later request so, once the
+            scripted answers before it are used up.
+        """
         answer = Scripted(status, headers or {}, body or Scripted.body, delay)
-        self.script.extend([answer] * times)
+        if times is None:
+            self.always = answer
+        else:
+            self.script.extend([answer] * times)
 
     async def wait_accepted(self, count: int, timeout: float = 10.0) -> None:
         """Wait until ``count`` requests were accepted (a guard, not a measure)."""
@@ -186,8 +195,8 @@ class DatadogStandIn:
             raw = _decode(request.headers.get("Content-Encoding", ""), wire)
             received.raw_size = len(raw)
             received.series = self._check(raw)
-            if self.script:
-                scripted = self.script.popleft()
+            scripted = self.script.popleft() if self.script else self.always
+            if scripted is not None:
                 await asyncio.sleep(scripted.delay)
                 status, body = scripted.status, scripted.body
                 headers = scripted.headers

@@ -7,11 +7,20 @@ size first; a group that compresses too large is split again, and a request the
 intake answers with 413 is split in halves, so no body is ever sent twice after
 a 413 and no series is dropped for its neighbours' size.
 
+Splitting stops where size cannot be the cause: a request under a sixteenth of
+both limits (:data:`SPLIT_FLOOR_WIRE`, :data:`SPLIT_FLOOR_RAW`) that still gets
+413 is refused for another reason, so its series are dropped, and for the rest
+of that flush a 413 is final without splitting. An intake that answers 413 to
+everything thus costs a few requests per flush, not two per series.
+
 Datadog has no idempotency key for metrics (a resent count is counted twice),
 so a request is retried only when it cannot have been applied: on 408, 429, 5xx
 and transport errors, with exponential backoff and jitter, waiting at least as
 long as ``X-RateLimit-Reset`` or ``Retry-After`` ask. 400 and 403 are final.
 After ``max_attempts`` a request's series are dropped and counted.
+
+Dropped series are logged as one ERROR line per reason per flush, with the
+count, however many requests it took.
 """
 
 from __future__ import annotations
@@ -50,6 +59,9 @@ log = logging.getLogger(__name__)
 #: The intake's limits on one request body, as sent and decompressed.
 WIRE_LIMIT = 512_000
 RAW_LIMIT = 5_242_880 - 1
+#: A request this small that gets 413 is not refused for its size.
+SPLIT_FLOOR_WIRE = WIRE_LIMIT // 16
+SPLIT_FLOOR_RAW = RAW_LIMIT // 16
 #: First retry delay, doubled per attempt, and the cap on any one wait.
 BACKOFF = 1.0
 MAX_DELAY = 300.0
@@ -204,13 +216,14 @@ class DatadogExporter:
     async def send_series(self, series: list[dict]) -> None:
         """Send ``series`` (Datadog v2 ``MetricSeries`` dicts) in as many requests
         as the limits need, retrying and splitting as described above."""
-        parts = self._encode(series)
+        drops = _Drops()
+        parts = self._encode(series, drops)
         pending: deque[list[Part]] = deque(_group(parts, RAW_LIMIT))
         unsettled = len(parts)
         try:
             while pending:
                 group = pending.popleft()
-                instead = await self._send_group(group)
+                instead = await self._send_group(group, drops)
                 if instead:
                     pending.extendleft(reversed(instead))
                 else:
@@ -218,25 +231,34 @@ class DatadogExporter:
         except asyncio.CancelledError:
             self.stats.dropped += unsettled
             raise
+        finally:
+            self._report(drops)
 
-    async def _send_group(self, group: list[Part]) -> list[list[Part]] | None:
+    async def _send_group(
+        self, group: list[Part], drops: _Drops
+    ) -> list[list[Part]] | None:
         """Send one run of series, or return the smaller runs to send instead."""
         raw = _body(group)
         body = b""
         if len(raw) <= RAW_LIMIT:
             body = await _compress(raw, self._config.compression)
         if len(group) == 1 and (not body or len(body) > WIRE_LIMIT):
-            self._final(1, "too_large", None, "one series exceeds the size limits")
+            self._final(drops, 1, "too_large", None, "one series exceeds the limits")
             return None
         if len(body) > WIRE_LIMIT:
             # Aim a little below the limit: pieces do not compress equally.
             pieces = max(2, math.ceil(len(body) / (WIRE_LIMIT * 0.9)))
             return _split(group, pieces)
-        outcome = await self._deliver(body, group)
-        if outcome == "too_large" and len(group) > 1:
+        outcome = await self._deliver(body, group, drops)
+        if outcome != "too_large":
+            return None
+        is_small = len(body) <= SPLIT_FLOOR_WIRE and len(raw) <= SPLIT_FLOOR_RAW
+        if len(group) > 1 and not is_small and not drops.refuses_small:
             return _split(group, 2)
-        if outcome == "too_large":
-            self._final(1, "too_large", 413, "one series exceeds the size limits")
+        if is_small:
+            drops.refuses_small = True
+        detail = f"the intake answered 413 to {len(body)} bytes ({len(raw)} raw)"
+        self._final(drops, len(group), "too_large", 413, detail)
         return None
 
     async def _export(self) -> None:
@@ -258,7 +280,7 @@ class DatadogExporter:
 
         return not self._closing.is_set()
 
-    def _encode(self, series: list[dict]) -> list[Part]:
+    def _encode(self, series: list[dict], drops: _Drops) -> list[Part]:
         """Serialise each series; drop and count the ones the intake would refuse."""
         parts: list[Part] = []
         for item in series:
@@ -273,12 +295,12 @@ class DatadogExporter:
                 parts.append((orjson.dumps(item), len(points)))
         invalid = len(series) - len(parts)
         if invalid:
-            self._final(invalid, "invalid", None, "invalid name or value")
+            self._final(drops, invalid, "invalid", None, "invalid name or value")
 
         return parts
 
     async def _deliver(
-        self, body: bytes, group: list[Part]
+        self, body: bytes, group: list[Part], drops: _Drops
     ) -> Literal["sent", "dropped", "too_large"]:
         """Post one body until it is accepted, refused or out of attempts."""
         attempts = self._config.max_attempts
@@ -291,7 +313,8 @@ class DatadogExporter:
                 if error.reason == "too_large":
                     return "too_large"
                 if not error.retryable or attempt == attempts:
-                    self._final(len(group), error.reason, error.status, str(error))
+                    count, status = len(group), error.status
+                    self._final(drops, count, error.reason, status, str(error))
                     return "dropped"
                 delay = self._backoff(attempt, error.retry_after)
                 self._warn(error, attempt, delay)
@@ -367,22 +390,50 @@ class DatadogExporter:
             },
         )
 
-    def _final(self, count: int, reason: str, status: int | None, detail: str) -> None:
-        """Count and log series given up on."""
+    def _final(
+        self, drops: _Drops, count: int, reason: str, status: int | None, detail: str
+    ) -> None:
+        """Count series given up on; :meth:`_report` logs them."""
         self.stats.dropped += count
         self.stats.last_error = reason
-        if reason == "auth":
-            message = "Datadog rejected the API key (403); %d series dropped"
+        drops.add(count, reason, status, detail)
+
+    def _report(self, drops: _Drops) -> None:
+        """Log the series a flush dropped: one line per reason."""
+        # ERROR: these series are lost. One line per reason and flush, as an
+        # intake refusing everything must not log once per series or request.
+        for reason, (count, status, detail) in drops.by_reason.items():
             extra = {**_EXTRA, "reason": reason, "status": status, "count": count}
-            log.error(message, count, extra=extra)
-            return
-        log.error(
-            "Datadog export dropped %d series (%s): %s",
-            count,
-            reason,
-            detail,
-            extra={**_EXTRA, "reason": reason, "status": status, "count": count},
-        )
+            if reason == "auth":
+                message = "Datadog rejected the API key (403); %d series dropped"
+                log.error(message, count, extra=extra)
+                continue
+            log.error(
+                "Datadog export dropped %d series (%s): %s",
+                count,
+                reason,
+                detail,
+                extra=extra,
+            )
+
+
+class _Drops:
+    """The series one flush gave up on, by reason."""
+
+    __slots__ = ("by_reason", "refuses_small")
+
+    def __init__(self) -> None:
+        #: reason -> (series, status and detail of the first drop).
+        self.by_reason: dict[str, tuple[int, int | None, str]] = {}
+        #: Whether the intake answered 413 to a request far below the limits.
+        self.refuses_small = False
+
+    def add(self, count: int, reason: str, status: int | None, detail: str) -> None:
+        known = self.by_reason.get(reason)
+        if known is not None:
+            count += known[0]
+            status, detail = known[1], known[2]
+        self.by_reason[reason] = (count, status, detail)
 
 
 def _refusal(
