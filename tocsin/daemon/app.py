@@ -196,6 +196,8 @@ class Daemon:
                 log.warning("datadog export did not stop in time; cancelled")
             log.info("flushing the datadog export")
             await exporter.flush(timeout)
+            totals = {**exporter.stats.as_dict(), **buffer.counters()}
+            log.info("datadog export totals", extra={"detail": totals})
 
         stack.push_async_callback(stop_export)
         log.info(
