@@ -16,6 +16,9 @@ from tocsin.daemon.ingest import IngestStats
 
 OLDEST = int(NOW) - 3600
 NEWEST = int(NOW) + 600
+#: 256 tags, the most a line may carry, and a line of 8 KiB, the longest.
+MOST_TAGS = [f"t{index}" for index in range(256)]
+LONGEST = b"n:1|c|#a:" + b"v" * (8192 - 9)
 
 
 def parse(datagram: bytes, clock=None) -> tuple[RecordingSink, IngestStats]:
@@ -108,6 +111,10 @@ ACCEPTED = {
         b"t:1|ms|T1\nh:2|h|T99999999999\nu:x|s|T5",
         [s("t", "ms", 1.0), s("h", "h", 2.0), s("u", "s", "x")],
     ),
+    "the most tags and the longest line": (
+        b"m:1|c|#" + ",".join(MOST_TAGS).encode() + b"\n" + LONGEST,
+        [s("m", "c", 1.0, MOST_TAGS), s("n", "c", 1.0, ["a:" + "v" * 8183])],
+    ),
 }
 
 
@@ -178,6 +185,9 @@ REJECTED = {
     "service check, bad status": (b"_sc|chk|4", "service_check"),
     "service check, empty name": (b"_sc||0", "service_check"),
     "service check, no status": (b"_sc|chk", "service_check"),
+    "line over 8 KiB": (LONGEST + b"v", "too_long"),
+    "event over 8 KiB": (b"_e{5,8200}:title|" + b"t" * 8200, "too_long"),
+    "257 tags": (b"m:1|c|#" + b",".join([b"t"] * 257), "too_many_tags"),
 }
 
 
@@ -262,7 +272,7 @@ def test_F03_gauge_reads_last_absolute_value(sink, stats, clock):
 ODD_VALUES = [
     b"nan", b"NaN", b"inf", b"-inf", b"Infinity", b"1_000", b" 5", b"5 ", b"\t5",
     b"5\x0b", b"1e999", b"-1e999", b"0x10", b"", b"1:2", b"1::nan", b"+", b"1e5",
-    b".5", b"5.", b"-3", b"+4", b"\xff",
+    b".5", b"5.", b"-3", b"+4", b"\xff", b"5" * 8200,
 ]  # fmt: skip
 
 
@@ -297,7 +307,7 @@ def test_stamped_lines_do_not_fill_the_line_cache(sink, stats, clock):
     parser = DogStatsDParser(sink, stats, clock)
     parser.feed(b"\n".join(b"m:1|g|T%d" % (NOW - i) for i in range(100)))
 
-    assert len(parser._lines) == 0
+    assert len(parser._lines.entries) == 0
     assert [sample.timestamp for sample in sink.samples] == [
         NOW - i for i in range(100)
     ]
@@ -310,8 +320,8 @@ def test_full_cache_is_cleared_and_series_resolved_again(sink, stats, clock):
     parser.feed(datagram)
     parser.feed(datagram)
 
-    assert len(parser._lines) <= 2
-    assert len(parser._series) <= 2
+    assert len(parser._lines.entries) <= 2
+    assert len(parser._series.entries) <= 2
     assert [name for name, _, _ in sink.resolved] == ["a", "b", "c", "a", "b", "c"]
     assert [sample.name for sample in sink.samples] == ["a", "b", "c"] * 2
 
@@ -371,6 +381,23 @@ def test_warnings_are_rate_limited(sink, stats, clock, caplog):
     ]
     assert warnings[0].listener == "dogstatsd"
     assert stats.errors_by_reason == {"value": 1001}
+
+
+@pytest.mark.parametrize("listener", ["udp", "unix_dgram"])
+def test_log_lines_name_the_listener(stats, clock, caplog, listener):
+    class Failing(RecordingSink):
+        def resolve(self, name, kind, tags):
+            raise RuntimeError("resolve failed")
+
+    parser = DogStatsDParser(Failing(), stats, clock, listener=listener)
+    caplog.set_level(logging.WARNING, logger="tocsin.daemon.dogstatsd")
+
+    parser.feed(b"x:nan|g\nm:1|c")
+
+    assert [(r.levelname, r.listener) for r in caplog.records] == [
+        ("WARNING", listener),
+        ("ERROR", listener),
+    ]
 
 
 # Properties.

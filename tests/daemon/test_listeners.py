@@ -22,6 +22,7 @@ from tocsin.daemon.dogstatsd import DogStatsDParser
 from tocsin.daemon.ingest import IngestStats
 from tocsin.daemon.listeners import open_udp, open_unix_dgram, open_unix_stream
 from tocsin.daemon.ndjson import NdjsonDecoder
+from tocsin.logs import RateLimiter
 
 #: Upper bound of any wait; reaching it fails the test, it is not timing.
 WAIT = 10.0
@@ -67,6 +68,7 @@ class Arrivals:
         self.clock = ManualClock(NOW)
         self.parser = DogStatsDParser(self.sink, self.stats, self.clock)
         self.connections = 0
+        self.ended = 0
         self.received = 0
         self._changed = asyncio.Event()
 
@@ -77,9 +79,11 @@ class Arrivals:
     def on_connection(self):
         decoder = NdjsonDecoder(self.sink, self.stats, self.clock)
         self.connections += 1
+        self._changed.set()
 
         def on_chunk(data: bytes) -> None:
             self.received += len(data)
+            self.ended += not data
             decoder.feed(data)
             self._changed.set()
 
@@ -298,6 +302,76 @@ def test_ndjson_stream_survives_bad_lines_and_split_writes(run, tmp_path):
         assert not os.path.exists(path)
 
     run(scenario)
+
+
+def test_connections_beyond_the_most_allowed_are_closed_and_counted(
+    run, tmp_path, caplog
+):
+    path = str(tmp_path / "ndjson.sock")
+    caplog.set_level(logging.WARNING, logger="tocsin.daemon.listeners")
+
+    async def scenario():
+        arrivals = Arrivals()
+        listener = await open_unix_stream(
+            path, arrivals.on_connection, max_connections=2
+        )
+        # A clock that stands still: every refusal falls in one interval.
+        listener.limiter = RateLimiter(clock=arrivals.clock.monotonic)
+        held = [await asyncio.open_unix_connection(path) for _ in range(2)]
+        await arrivals.until(lambda: arrivals.connections == 2)
+
+        for _ in range(3):
+            reader, writer = await asyncio.open_unix_connection(path)
+            # Closed on arrival: the client reads the end of the stream.
+            assert await asyncio.wait_for(reader.read(), WAIT) == b""
+            writer.close()
+        assert (arrivals.connections, listener.refused_connections) == (2, 3)
+
+        # A connection that ends makes room for the next one.
+        held[0][1].close()
+        await arrivals.until(lambda: arrivals.ended == 1)
+        _, writer = await asyncio.open_unix_connection(path)
+        writer.write(b'{"metric":"late","value":1}\n')
+        await arrivals.until(lambda: arrivals.sink.samples)
+        writer.close()
+        held[1][1].close()
+        listener.close()
+        await asyncio.wait_for(listener.wait_closed(), WAIT)
+
+        assert arrivals.connections == 3
+        assert listener.refused_connections == 3
+
+    run(scenario)
+
+    refusals = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [(r.getMessage(), r.listener, r.count) for r in refusals] == [
+        ("refused a connection: 2 open, the most allowed", "unix_stream", 1)
+    ]
+
+
+def test_failures_on_many_connections_are_logged_once(run, tmp_path, caplog):
+    path = str(tmp_path / "ndjson.sock")
+    clock = ManualClock(NOW)
+
+    def on_connection():
+        raise RuntimeError("no decoder")
+
+    async def scenario():
+        listener = await open_unix_stream(path, on_connection)
+        listener.limiter = RateLimiter(clock=clock.monotonic)
+        for _ in range(5):
+            reader, writer = await asyncio.open_unix_connection(path)
+            assert await asyncio.wait_for(reader.read(), WAIT) == b""
+            writer.close()
+        listener.close()
+        await asyncio.wait_for(listener.wait_closed(), WAIT)
+
+    run(scenario)
+
+    failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.getMessage(), r.listener) for r in failures] == [
+        ("a connection factory raised", "unix_stream")
+    ]
 
 
 def test_stale_socket_file_is_replaced(run, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -10,8 +11,10 @@ from hypothesis import strategies as st
 
 from tests.daemon.conftest import NOW, RecordingSink, Sample, counters
 from tocsin.clock import ManualClock
+from tocsin.daemon.dogstatsd import BoundedCache
 from tocsin.daemon.ingest import IngestStats
 from tocsin.daemon.ndjson import NdjsonDecoder
+from tocsin.logs import RateLimiter
 
 
 def decode(*chunks: bytes, **options) -> tuple[RecordingSink, IngestStats]:
@@ -24,6 +27,22 @@ def decode(*chunks: bytes, **options) -> tuple[RecordingSink, IngestStats]:
 
 def s(name, value, tags=(), kind="g", rate=1.0, timestamp=NOW) -> Sample:
     return Sample(name, kind, tuple(tags), value, rate, timestamp)
+
+
+def record(tags: str, pad: int = 0) -> bytes:
+    """Return a record with ``tags`` (JSON text), padded to ``pad`` bytes."""
+    line = b'{"metric":"m","value":1,"tags":%s,"x":"' % tags.encode()
+    return line + b"x" * max(0, pad - len(line) - 2) + b'"}'
+
+
+def deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+#: 256 tags, the most a line may carry, as an object and as a list.
+MOST_TAGS = [f"t{index}:v" for index in range(256)]
+TAG_OBJECT = json.dumps(dict(tag.split(":") for tag in MOST_TAGS))
+TAG_LIST = json.dumps(MOST_TAGS)
 
 
 ACCEPTED = {
@@ -60,6 +79,9 @@ ACCEPTED = {
         b'{"metric":"m","value":1,"type":"ms"}',
         s("m", 1.0, kind="ms"),
     ),
+    "the most tags as an object": (record(TAG_OBJECT), s("m", 1.0, MOST_TAGS)),
+    "the most tags as a list": (record(TAG_LIST), s("m", 1.0, MOST_TAGS)),
+    "the longest line": (record("null", 8192), s("m", 1.0)),
 }
 
 
@@ -91,6 +113,15 @@ REJECTED = {
     "tags a number": (b'{"metric":"m","value":1,"tags":5}', "tags"),
     "tag list of numbers": (b'{"metric":"m","value":1,"tags":[1]}', "tags"),
     "tag object of numbers": (b'{"metric":"m","value":1,"tags":{"a":1}}', "tags"),
+    "line over 8 KiB": (record("null", 8193), "too_long"),
+    "257 tags in an object": (record(TAG_OBJECT[:-1] + ',"u":"v"}'), "too_many_tags"),
+    "257 tags in a list": (record(TAG_LIST[:-1] + ',"u"]'), "too_many_tags"),
+    "tags nested, within reach": (record(deep(500)), "tags"),
+    "tags nested too deep": (record(deep(2000)), "json"),
+    "unknown field nested too deep": (
+        b'{"metric":"m","value":1,"y":%s}' % deep(2000).encode(),
+        "json",
+    ),
 }
 
 
@@ -208,7 +239,8 @@ def test_series_resolved_once_whatever_the_tag_spelling(sink, stats, clock):
 
 
 def test_full_cache_is_cleared(sink, stats, clock):
-    decoder = NdjsonDecoder(sink, stats, clock, cache_size=2)
+    cache = BoundedCache(max_entries=2)
+    decoder = NdjsonDecoder(sink, stats, clock, cache=cache)
     chunk = b"".join(
         b'{"metric":"%s","value":1}\n' % name for name in (b"a", b"b", b"c")
     )
@@ -217,8 +249,32 @@ def test_full_cache_is_cleared(sink, stats, clock):
     decoder.feed(chunk)
 
     assert [sample.name for sample in sink.samples] == list("abc") * 2
-    assert len(decoder._handles) <= 2
-    assert len(decoder._series) <= 2
+    assert [name for name, _, _ in sink.resolved] == list("abc") * 2
+    assert len(cache.entries) <= 2
+
+
+def test_decoders_of_a_listener_share_their_cache_and_limiter(
+    sink, stats, clock, caplog
+):
+    caplog.set_level(logging.WARNING, logger="tocsin.daemon.ndjson")
+    limiter, cache = RateLimiter(clock=clock.monotonic), BoundedCache()
+    decoders = [
+        NdjsonDecoder(sink, stats, clock, limiter=limiter, cache=cache)
+        for _ in range(50)
+    ]
+
+    for decoder in decoders:
+        decoder.feed(b'nope\n{"metric":"m","value":1,"tags":{"a":"1"}}\n')
+    clock.advance(11)
+    decoders[0].feed(b"nope\n")
+
+    assert sink.resolved == [("m", "g", ("a:1",))]
+    assert len(sink.samples) == 50
+    assert [(r.reason, r.suppressed) for r in caplog.records] == [
+        ("json", 0),
+        ("json", 49),
+    ]
+    assert stats.errors_by_reason == {"json": 51}
 
 
 def test_handle_that_raises_costs_one_sample_only(stats, clock):

@@ -19,10 +19,11 @@ from tocsin.clock import Clock, SystemClock
 from tocsin.config import Config
 from tocsin.daemon import listeners
 from tocsin.daemon.alerting import AlertPipeline, restore
-from tocsin.daemon.dogstatsd import DogStatsDParser
+from tocsin.daemon.dogstatsd import BoundedCache, DogStatsDParser
 from tocsin.daemon.ingest import IngestRouter, IngestStats
 from tocsin.daemon.ndjson import NdjsonDecoder
 from tocsin.errors import ConfigError, StateError
+from tocsin.logs import RateLimiter
 from tocsin.rules.engine import RuleEngine
 from tocsin.state.alerts import AlertStore
 from tocsin.state.db import Database
@@ -242,10 +243,16 @@ class Daemon:
             )
         if ingest.unix_stream:
             stats = self.stats.setdefault("unix_stream", IngestStats())
+            # Shared by every connection: a client that reconnects per sample
+            # must neither rebuild the cache nor reset the warning limits.
+            shared = {
+                "cache": BoundedCache(),
+                "limiter": RateLimiter(clock=clock.monotonic),
+            }
 
             def new_connection():
                 decoder = NdjsonDecoder(
-                    router, stats, clock, listener="unix_stream", **limits
+                    router, stats, clock, listener="unix_stream", **limits, **shared
                 )
 
                 def on_chunk(data: bytes) -> None:

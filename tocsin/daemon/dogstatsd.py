@@ -17,7 +17,14 @@ Decided on purpose rather than left to ``float()``:
 * a metric name is any non-empty valid UTF-8 text without ``:``, ``|`` or a
   newline, kept exactly as sent (exporters adapt names to their destination);
 * a tag ``key:`` is the bare tag ``key``; empty tag entries are dropped;
-* ``|T`` is checked on every line but only honoured for counts and gauges.
+* ``|T`` is checked on every line but only honoured for counts and gauges;
+* a line longer than 8 KiB, or with more than 256 tags, is refused
+  (``too_long``, ``too_many_tags``): Datadog's clients and Agent stay within
+  8 KiB, and the bound keeps what one series costs Tocsin small.
+
+Memory is bounded in bytes, not only in entries: the parser's caches are
+emptied when their estimated size would pass ``cache_bytes``, however long the
+lines that fill them.
 """
 
 from __future__ import annotations
@@ -46,6 +53,23 @@ _CHECK_STATUSES = frozenset(("0", "1", "2", "3"))
 _EVENT_HEADER = re.compile(rb"_e\{([0-9]{1,9}),([0-9]{1,9})\}:")
 _LOGGED_LINE = 200
 
+#: Bytes a cached line costs beyond the bytes of its key: the key's header, the
+#: dictionary slot, the entry tuple and a bound method (CPython 3.11).
+_LINE_OVERHEAD = 192
+#: Bytes a cached series costs beyond its characters: the dictionary slot, the
+#: key tuple, the name's header and the handle the sink made for it.
+_SERIES_OVERHEAD = 256
+#: Bytes each tag of a cached series costs beyond its characters: a string
+#: header and a slot in the tags tuple.
+_TAG_OVERHEAD = 64
+
+#: Longest line read, in bytes; longer ones are refused as ``too_long``.
+MAX_LINE = 8192
+#: Most tags a line may carry; more are refused as ``too_many_tags``.
+MAX_TAGS = 256
+#: Default bound of a parser's caches, in estimated bytes.
+CACHE_BYTES = 64 * 1024 * 1024
+
 
 class _Rejected(Exception):
     """Raised inside the full parse of a line to drop it for ``reason``."""
@@ -53,6 +77,56 @@ class _Rejected(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class BoundedCache:
+    """A dictionary emptied whenever it would pass a count or a size.
+
+    Readers look keys up in :attr:`entries` directly, so a hit stays one
+    dictionary lookup; writers go through :meth:`put` with what the entry costs.
+    Emptying the whole cache rather than evicting entries one by one keeps
+    ``put`` constant-time; the entries still wanted come back on their next use.
+
+    :param max_entries: most entries held.
+    :param max_bytes: most bytes held, as the sum of the costs given to ``put``.
+    """
+
+    __slots__ = ("entries", "max_entries", "max_bytes", "size")
+
+    def __init__(self, max_entries: int = 65536, max_bytes: int = CACHE_BYTES):
+        self.entries: dict = {}
+        self.max_entries = max(1, max_entries)
+        self.max_bytes = max_bytes
+        self.size = 0
+
+    def put(self, key, value, cost: int) -> None:
+        """Keep ``value`` under ``key``, emptying the cache first if it is full."""
+        entries = self.entries
+        if key in entries:
+            entries[key] = value
+            return
+        if cost > self.max_bytes:
+            return
+        if len(entries) >= self.max_entries or self.size + cost > self.max_bytes:
+            # clear() rather than a new dictionary: a reader may hold this one.
+            entries.clear()
+            self.size = 0
+        entries[key] = value
+        self.size += cost
+
+
+def series_cost(tag_count: int, chars: int, is_ascii: bool) -> int:
+    """Estimate the bytes a cache entry keyed by a series holds.
+
+    Counted from lengths the caller has at hand, so a new series costs no walk
+    over its tags.
+
+    :param tag_count: how many tags the series has.
+    :param chars: at least the characters of its name and tags together.
+    :param is_ascii: whether they are all ASCII; if not, a character may take
+        four bytes (one outside the BMP widens its whole string).
+    """
+    return _SERIES_OVERHEAD + _TAG_OVERHEAD * tag_count + chars * (1 if is_ascii else 4)
 
 
 def clean_tags(tags) -> tuple[str, ...]:
@@ -88,12 +162,16 @@ class DogStatsDParser:
 
     Each distinct series is resolved once; the handle is cached under the bytes
     of the line without its value, so a line of an already-seen series costs a
-    dictionary lookup and a ``float()``. Both caches hold at most
-    ``cache_size`` entries and are emptied when full (the sink then sees
-    ``resolve`` again for the series still sending).
+    dictionary lookup and a ``float()``. The line cache and the series cache
+    each hold at most ``cache_size`` entries and half of ``cache_bytes``, and
+    are emptied when full (the sink then sees ``resolve`` again for the series
+    still sending).
 
     :param max_sample_age: seconds a ``|T`` stamp may lie in the past.
     :param max_sample_skew: seconds a ``|T`` stamp may lie in the future.
+    :param max_line: longest line read, in bytes.
+    :param max_tags: most tags a line may carry.
+    :param cache_bytes: estimated bytes both caches together may hold.
     :param listener: names the listener in log lines.
     """
 
@@ -105,7 +183,10 @@ class DogStatsDParser:
         *,
         max_sample_age: float = 3600,
         max_sample_skew: float = 600,
+        max_line: int = MAX_LINE,
+        max_tags: int = MAX_TAGS,
         cache_size: int = 65536,
+        cache_bytes: int = CACHE_BYTES,
         listener: str = "dogstatsd",
     ) -> None:
         self._sink = sink
@@ -113,19 +194,25 @@ class DogStatsDParser:
         self._clock = clock
         self._max_age = max_sample_age
         self._max_skew = max_sample_skew
-        self._cache_size = max(1, cache_size)
+        self._max_line = max_line
+        self._max_tags = max_tags
         self._listener = listener
         self._limiter = RateLimiter(clock=clock.monotonic)
         # Line without its value -> (handle.add, rate), or (handle.add_member,
         # 0.0) for a set.
-        self._lines: dict[bytes, tuple] = {}
-        self._series: dict[tuple[str, str, tuple[str, ...]], SeriesHandle] = {}
+        self._lines = BoundedCache(cache_size, cache_bytes // 2)
+        # (name, kind, tags) -> handle.
+        self._series = BoundedCache(cache_size, cache_bytes // 2)
 
     def feed(self, datagram: bytes) -> None:
         """Parse one datagram received now; never raise."""
         now = self._clock.time()
-        known = self._lines
+        known = self._lines.entries
         lines = datagram.split(b"\n")
+        if len(datagram) > self._max_line:
+            # Only a datagram longer than max_line can hold a line that long,
+            # so the usual small datagram pays nothing for the check.
+            lines = self._without_long_lines(lines)
         count = len(lines)
         # A line that takes the fast path yields exactly one sample; the others
         # are tallied apart so the loop keeps no per-line counter.
@@ -185,6 +272,18 @@ class DogStatsDParser:
         stats.lines += count
         stats.samples += count - slow - failed + slow_samples
 
+    def _without_long_lines(self, lines: list[bytes]) -> list[bytes]:
+        """Return ``lines`` less those above ``max_line``, counted and dropped."""
+        limit = self._max_line
+        kept = [line for line in lines if len(line) <= limit]
+        if len(kept) < len(lines):
+            for line in lines:
+                if len(line) > limit:
+                    self._stats.lines += 1
+                    self._drop("too_long", line)
+
+        return kept
+
     def _parse_line(self, line: bytes, key: bytes, now: float) -> int:
         """Parse one line in full; return its samples, or -1 if it is blank."""
         if line[-1:] == b"\r":
@@ -242,6 +341,8 @@ class DogStatsDParser:
                     raise _Rejected("rate")
             elif field.startswith("#"):
                 tags = clean_tags(field[1:].split(","))
+                if len(tags) > self._max_tags:
+                    raise _Rejected("too_many_tags")
             elif field.startswith("T"):
                 stamp = self._stamp(field[1:], kind, now)
                 is_stamped = True
@@ -255,16 +356,12 @@ class DogStatsDParser:
             if not values:
                 raise _Rejected("value")
 
-        handle = self._handle(name, kind, tags)
+        handle = self._handle(name, kind, tags, text)
         # A stamped line differs from the next one of its series by the stamp:
         # caching it would fill the cache with lines never seen again.
         if not is_stamped:
-            if len(self._lines) >= self._cache_size:
-                self._lines.clear()
-            if kind == "s":
-                self._lines[key] = (handle.add_member, 0.0)
-            else:
-                self._lines[key] = (handle.add, rate)
+            entry = (handle.add_member, 0.0) if kind == "s" else (handle.add, rate)
+            self._lines.put(key, entry, _LINE_OVERHEAD + len(key))
         return self._deliver(
             handle, kind, values, rate, now if stamp is None else stamp
         )
@@ -292,14 +389,16 @@ class DogStatsDParser:
 
         return float(seconds)
 
-    def _handle(self, name: str, kind: str, tags: tuple[str, ...]) -> SeriesHandle:
+    def _handle(
+        self, name: str, kind: str, tags: tuple[str, ...], text: str
+    ) -> SeriesHandle:
+        """Return the handle of a series; ``text`` is the line that names it."""
         series = (name, kind, tags)
-        handle = self._series.get(series)
+        handle = self._series.entries.get(series)
         if handle is None:
-            if len(self._series) >= self._cache_size:
-                self._series.clear()
             handle = self._sink.resolve(name, kind, tags)
-            self._series[series] = handle
+            cost = series_cost(len(tags), len(text), text.isascii())
+            self._series.put(series, handle, cost)
 
         return handle
 

@@ -4,7 +4,9 @@ DogStatsD comes over UDP and over a Unix datagram socket, one callback call per
 datagram; every datagram waiting on the socket is read in one wake-up of the
 loop, and an optional second callback runs after each such batch. NDJSON
 comes over a Unix stream socket; each connection gets a callback of its own,
-called with every chunk the connection delivers.
+called with every chunk the connection delivers. A stream listener holds at
+most ``max_connections`` connections: one more is accepted and closed at once,
+counted and warned about, so idle clients cannot take every file descriptor.
 Callbacks run on the event loop and must not block.
 
 Each ``open_*`` function binds its socket itself, or takes one already bound
@@ -52,6 +54,9 @@ ChunkCallback = Callable[[bytes], None]
 #: Called once per accepted connection for the callback of its chunks.
 ConnectionFactory = Callable[[], ChunkCallback]
 
+#: Most connections a stream listener holds open at once, by default.
+MAX_CONNECTIONS = 1024
+
 
 class Listener:
     """An open listener.
@@ -60,6 +65,8 @@ class Listener:
     :ivar address: where it listens, printable (``127.0.0.1:8125``, a path).
     :ivar receive_buffer: the kernel receive buffer obtained, for datagram
         sockets (Linux reports twice the size asked for).
+    :ivar refused_connections: connections closed on arrival because the
+        listener held its most already (stream listeners only).
     """
 
     def __init__(
@@ -68,6 +75,7 @@ class Listener:
         self.name = name
         self.address = address
         self.receive_buffer: int | None = None
+        self.refused_connections = 0
         self._owned_path = owned_path
         self._is_closed = False
 
@@ -112,11 +120,19 @@ class _DatagramListener(Listener):
 
 class _StreamListener(Listener):
     def __init__(
-        self, name: str, address: str, owned_path: _OwnedPath | None = None
+        self,
+        name: str,
+        address: str,
+        max_connections: int,
+        owned_path: _OwnedPath | None = None,
     ) -> None:
         super().__init__(name, address, owned_path)
         self.server: asyncio.AbstractServer | None = None
         self.connections: dict[asyncio.BaseTransport, asyncio.Future] = {}
+        self.max_connections = max_connections
+        # One limiter for every connection: a thousand clients that each fail
+        # once must not make a thousand log lines.
+        self.limiter = RateLimiter()
 
     def _close_transports(self) -> None:
         if self.server is not None:
@@ -223,10 +239,13 @@ class _StreamProtocol(asyncio.Protocol):
         self._factory = factory
         self._on_chunk: ChunkCallback | None = None
         self._transport: asyncio.BaseTransport | None = None
-        self._limiter = RateLimiter()
+        self._limiter = listener.limiter
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
+        if len(self._listener.connections) >= self._listener.max_connections:
+            self._refuse(transport)
+            return
         closed = asyncio.get_running_loop().create_future()
         self._listener.connections[transport] = closed
         try:
@@ -256,9 +275,30 @@ class _StreamProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish()
         closed = self._listener.connections.pop(self._transport, None)
-        if closed is not None and not closed.done():
+        if closed is None:
+            # A refused connection: it was never counted as open.
+            return
+        if not closed.done():
             closed.set_result(None)
         log.debug("connection closed", extra={"listener": self._listener.name})
+
+    def _refuse(self, transport: asyncio.BaseTransport) -> None:
+        # Accepting and closing, rather than leaving the connection in the
+        # backlog, tells the client at once and frees its descriptor.
+        transport.close()
+        listener = self._listener
+        listener.refused_connections += 1
+        allowed, suppressed = self._limiter.allow("refused")
+        if allowed:
+            log.warning(
+                "refused a connection: %d open, the most allowed",
+                len(listener.connections),
+                extra={
+                    "listener": listener.name,
+                    "count": listener.refused_connections,
+                    "suppressed": suppressed,
+                },
+            )
 
     def _finish(self) -> None:
         on_chunk, self._on_chunk = self._on_chunk, None
@@ -336,6 +376,7 @@ async def open_unix_stream(
     on_connection: ConnectionFactory,
     *,
     sock: socket.socket | None = None,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> Listener:
     """Accept NDJSON connections on a Unix stream socket at ``path``.
 
@@ -344,6 +385,9 @@ async def open_unix_stream(
     the connection ends. The socket file is handled as by :func:`open_unix_dgram`.
 
     :param sock: a bound stream socket to use instead of binding ``path``.
+    :param max_connections: most connections open at once; one more is closed
+        on arrival and counted in ``refused_connections``, without a call to
+        ``on_connection``.
     :raises OSError: if the socket cannot be bound, as for
         :func:`open_unix_dgram`.
     """
@@ -356,7 +400,9 @@ async def open_unix_stream(
             sock.close()
             raise
     sock.setblocking(False)
-    listener = _StreamListener("unix_stream", _printable(sock), owned_path)
+    listener = _StreamListener(
+        "unix_stream", _printable(sock), max(1, max_connections), owned_path
+    )
     loop = asyncio.get_running_loop()
     try:
         listener.server = await loop.create_unix_server(

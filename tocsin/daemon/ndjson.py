@@ -12,6 +12,12 @@ fields are ignored. A bad line is counted and skipped; the connection stays
 open. JSON has no NaN or Infinity: a line that carries them as bare tokens, or
 a number too large for a float, is counted as ``non_finite`` rather than as a
 syntax error, so a sender with that bug can be told apart.
+
+The bounds are DogStatsD's: a line longer than 8 KiB is refused as
+``too_long``, one with more than 256 tags as ``too_many_tags``, and JSON nested
+deeper than the decoder follows as ``json``. The decoders of one listener may
+share their handle cache and their warning limiter, so a thousand connections
+cost one cache and log one warning per reason.
 """
 
 from __future__ import annotations
@@ -24,7 +30,13 @@ from typing import Literal
 import msgspec
 
 from tocsin.clock import Clock
-from tocsin.daemon.dogstatsd import clean_tags
+from tocsin.daemon.dogstatsd import (
+    MAX_LINE,
+    MAX_TAGS,
+    BoundedCache,
+    clean_tags,
+    series_cost,
+)
 from tocsin.daemon.ingest import IngestSink, IngestStats, SeriesHandle
 from tocsin.logs import RateLimiter
 
@@ -64,10 +76,19 @@ class NdjsonDecoder:
     held until its newline arrives. A line longer than ``max_line`` bytes is
     dropped and counted, and at most that much is ever held.
 
+    Handles are cached under the bytes of a line's tags as sent, and under the
+    series those tags name, so each spelling of a series costs one entry more.
+
     :param max_sample_age: seconds a ``timestamp`` may lie in the past.
     :param max_sample_skew: seconds a ``timestamp`` may lie in the future.
-    :param cache_size: series handles kept; the cache is emptied when full.
+    :param max_line: longest line read, in bytes.
+    :param max_tags: most tags a line may carry.
     :param listener: names the listener in log lines.
+    :param limiter: limits the warnings about bad lines; share one among the
+        decoders of a listener so their warnings are limited together.
+    :param cache: keeps series handles; share one among the decoders of a
+        listener (they must feed the same ``sink``). Each decoder makes its own
+        when none is given.
     """
 
     def __init__(
@@ -78,9 +99,11 @@ class NdjsonDecoder:
         *,
         max_sample_age: float = 3600,
         max_sample_skew: float = 600,
-        max_line: int = 65536,
-        cache_size: int = 65536,
+        max_line: int = MAX_LINE,
+        max_tags: int = MAX_TAGS,
         listener: str = "ndjson",
+        limiter: RateLimiter | None = None,
+        cache: BoundedCache | None = None,
     ) -> None:
         self._sink = sink
         self._stats = stats
@@ -88,13 +111,14 @@ class NdjsonDecoder:
         self._max_age = max_sample_age
         self._max_skew = max_sample_skew
         self._max_line = max_line
-        self._cache_size = max(1, cache_size)
+        self._max_tags = max_tags
         self._listener = listener
-        self._limiter = RateLimiter(clock=clock.monotonic)
+        self._limiter = limiter or RateLimiter(clock=clock.monotonic)
+        # (metric, type, tag bytes as sent) and (metric, type, tags) -> handle;
+        # the two kinds of key never compare equal, so they share one cache.
+        self._cache = cache if cache is not None else BoundedCache()
         self._pending = b""
         self._is_discarding = False
-        self._handles: dict[tuple[str, str, bytes], SeriesHandle] = {}
-        self._series: dict[tuple[str, str, tuple[str, ...]], SeriesHandle] = {}
 
     def feed(self, chunk: bytes) -> None:
         """Decode every line ``chunk`` completes; never raise.
@@ -167,6 +191,11 @@ class NdjsonDecoder:
             record = _RECORD.decode(line)
         except msgspec.DecodeError as exc:
             raise _Rejected(_reason_for(line, exc)) from None
+        except RecursionError:
+            # msgspec follows nesting as deep as Python's recursion limit and
+            # no deeper, even through values it skips; such a line is simply
+            # not JSON Tocsin reads.
+            raise _Rejected("json") from None
         if not record.metric:
             raise _Rejected("name")
         # msgspec refuses out-of-range numbers today; this keeps the promise
@@ -184,36 +213,46 @@ class NdjsonDecoder:
         elif stamp > now + self._max_skew:
             raise _Rejected("too_new")
 
-        key = (record.metric, record.type, bytes(record.tags))
-        handle = self._handles.get(key)
+        raw_tags = bytes(record.tags)
+        key = (record.metric, record.type, raw_tags)
+        handle = self._cache.entries.get(key)
         if handle is None:
-            handle = self._resolve(record.metric, record.type, record.tags)
-            if len(self._handles) >= self._cache_size:
-                self._handles.clear()
-            self._handles[key] = handle
+            handle = self._resolve(record.metric, record.type, raw_tags)
+            # The tags are kept as bytes here: one byte each.
+            cost = series_cost(
+                0, len(record.metric) + len(raw_tags), record.metric.isascii()
+            )
+            self._cache.put(key, handle, cost)
         handle.add(record.value, record.rate, stamp)
 
-    def _resolve(self, metric: str, kind: str, raw_tags: msgspec.Raw) -> SeriesHandle:
+    def _resolve(self, metric: str, kind: str, raw_tags: bytes) -> SeriesHandle:
         """Return the handle of a series first seen under these tag bytes.
 
         :raises _Rejected: if the tags are neither an object of strings nor a
-            list of strings.
+            list of strings, or are too many.
         """
         try:
             tags = _TAGS.decode(raw_tags)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             raise _Rejected("tags") from None
         if tags is None:
             tags = ()
         elif isinstance(tags, dict):
             tags = [f"{key}:{value}" for key, value in tags.items()]
-        series = (metric, kind, clean_tags(tags))
-        handle = self._series.get(series)
+        cleaned = clean_tags(tags)
+        if len(cleaned) > self._max_tags:
+            raise _Rejected("too_many_tags")
+        series = (metric, kind, cleaned)
+        handle = self._cache.entries.get(series)
         if handle is None:
-            if len(self._series) >= self._cache_size:
-                self._series.clear()
             handle = self._sink.resolve(*series)
-            self._series[series] = handle
+            # Each character of a tag comes from at least one byte of its JSON;
+            # only a \u escape can make it wider than that byte.
+            is_ascii = (
+                metric.isascii() and raw_tags.isascii() and b"\\u" not in raw_tags
+            )
+            cost = series_cost(len(cleaned), len(metric) + len(raw_tags), is_ascii)
+            self._cache.put(series, handle, cost)
 
         return handle
 
