@@ -50,7 +50,19 @@ def _decode_hook(kind: type, obj: object) -> object:
 
 Severity = Literal["critical", "high", "medium", "low"]
 Aggregation = Literal[
-    "avg", "min", "max", "sum", "count", "last", "p50", "p90", "p95", "p99"
+    "avg",
+    "min",
+    "max",
+    "sum",
+    "count",
+    "last",
+    "stddev",
+    "delta",
+    "rate",
+    "p50",
+    "p90",
+    "p95",
+    "p99",
 ]
 Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
 Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,100}$")]

@@ -64,6 +64,18 @@ def check(window: Window, reference: Reference) -> None:
     # The newest timestamp wins; among equal ones, the later arrival.
     newest = max(inside, key=lambda s: (s[1], s[2]))
     assert window.measure("last") == newest[0]
+    # The earliest timestamp wins; among equal ones, the earlier arrival.
+    earliest = min(inside, key=lambda s: (s[1], s[2]))
+    assert window.measure("delta") == newest[0] - earliest[0]
+    if newest[1] > earliest[1]:
+        rate = (newest[0] - earliest[0]) / (newest[1] - earliest[1])
+        assert window.measure("rate") == pytest.approx(rate, rel=1e-12)
+    else:
+        assert window.measure("rate") is None
+    mean = exact / len(values)
+    spread = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+    scale = max(abs(v) for v in values)
+    assert window.measure("stddev") == pytest.approx(spread, rel=1e-9, abs=1e-9 * scale)
 
     ordered = sorted(values)
     for name, q in (("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)):
@@ -102,7 +114,7 @@ operations = st.lists(
 @given(window=st.sampled_from([12.0, 60.0, 300.0, 1200.0]), ops=operations)
 def test_every_aggregation_matches_the_reference(window, ops):
     width = window / BINS
-    win = Window(width, BINS, sketches=True)
+    win = Window(width, BINS, sketches=True, spread=True, trend=True)
     win.advance(math.floor(START / width))
     reference = Reference(width, BINS)
     now = timestamp = START
@@ -204,6 +216,36 @@ def test_measures_of_a_small_window(aggregation, expected):
     assert window.measure(aggregation) == expected
 
 
+@pytest.mark.parametrize(
+    ("aggregation", "expected"),
+    [("stddev", math.sqrt(2 / 3)), ("delta", -1.0), ("rate", -1 / 9)],
+)
+def test_spread_and_trend_of_a_small_window(aggregation, expected):
+    window = Window(10.0, BINS, spread=True, trend=True)
+    window.advance(100)
+    for value, timestamp in ((3.0, 1000.0), (2.0, 1009.0), (1.0, 1001.0)):
+        assert window.put(value, timestamp)
+    assert window.measure(aggregation) == pytest.approx(expected)
+
+
+def test_stddev_stays_exact_far_from_zero():
+    # A sum of squares would cancel to noise here; the per-bin deviations do not.
+    window = Window(10.0, BINS, spread=True)
+    window.advance(100)
+    for index, value in enumerate((1e9 + 1, 1e9 + 2, 1e9 + 3)):
+        window.put(value, 1000.0 - 15 * index)
+    assert window.measure("stddev") == pytest.approx(math.sqrt(2 / 3), rel=1e-6)
+
+
+def test_a_rate_needs_time_between_its_samples():
+    window = Window(10.0, BINS, trend=True)
+    window.advance(100)
+    window.put(1.0, 1000.0)
+    window.put(5.0, 1000.0)
+    assert window.measure("delta") == 4.0
+    assert window.measure("rate") is None
+
+
 def test_quantiles_need_sketches():
     window = Window(10.0, BINS)
     window.advance(100)
@@ -258,7 +300,20 @@ def test_a_quantile_condition_settled_by_min_and_max_skips_the_sketch():
 # Every aggregation of every series, through the engine's clock and its
 # holding area for early samples, against a reference that keeps every sample.
 
-MEASURED = ("avg", "min", "max", "sum", "count", "last", "p50", "p90", "p99")
+MEASURED = (
+    "avg",
+    "min",
+    "max",
+    "sum",
+    "count",
+    "last",
+    "stddev",
+    "delta",
+    "rate",
+    "p50",
+    "p90",
+    "p99",
+)
 WIDTH = 300.0 / BINS
 T0 = START
 
@@ -301,13 +356,23 @@ def expected(aggregation: str, inside) -> float | None:
     values = [value for value, _, _ in inside]
     if not values:
         return None
+    newest = max(inside, key=lambda s: (s[1], s[2]))
+    earliest = min(inside, key=lambda s: (s[1], s[2]))
+    if aggregation == "rate":
+        seconds = newest[1] - earliest[1]
+        return (newest[0] - earliest[0]) / seconds if seconds else None
+    mean = math.fsum(values) / len(values)
     simple = {
         "avg": lambda: math.fsum(values) / len(values),
         "min": lambda: min(values),
         "max": lambda: max(values),
         "sum": lambda: math.fsum(values),
         "count": lambda: float(len(values)),
-        "last": lambda: max(inside, key=lambda s: (s[1], s[2]))[0],
+        "last": lambda: newest[0],
+        "delta": lambda: newest[0] - earliest[0],
+        "stddev": lambda: math.sqrt(
+            math.fsum((v - mean) ** 2 for v in values) / len(values)
+        ),
     }
     if aggregation in simple:
         return simple[aggregation]()

@@ -18,15 +18,29 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
 
 
 def condition(
-    op: str, threshold: float, measure: Callable, *, quantile: bool = False
+    op: str,
+    threshold: float,
+    measure: Callable,
+    *,
+    quantile: bool = False,
+    optional: bool = False,
 ) -> Callable:
     """Return the test ``measure(window) op threshold`` of a non-empty window.
 
     :param quantile: ``measure`` reads a sketch, which costs O(sketch size);
         the test then decides from the window's exact min and max whenever they
         settle it, since a quantile lies between them.
+    :param optional: ``measure`` may find no value in a non-empty window (a
+        rate over samples that share one timestamp); the test is then false.
     """
     compare = COMPARISONS[op]
+    if optional:
+
+        def holds_if_measured(window) -> bool:
+            value = measure(window)
+            return value is not None and compare(value, threshold)
+
+        return holds_if_measured
     if not quantile:
         return lambda window: compare(measure(window), threshold)
 

@@ -67,11 +67,17 @@ class RuleRuntime:
         self.width = self.window / BINS
         self.quantiles = config.aggregation in QUANTILES
         self.extremes = config.aggregation in ("min", "max")
+        self.spread = config.aggregation == "stddev"
+        self.trend = config.aggregation in ("delta", "rate")
         self.measure = AGGREGATIONS[config.aggregation]
         self.threshold = float(config.threshold)
         #: Whether a non-empty window breaches.
         self.holds = condition(
-            config.op, self.threshold, self.measure, quantile=self.quantiles
+            config.op,
+            self.threshold,
+            self.measure,
+            quantile=self.quantiles,
+            optional=config.aggregation == "rate",
         )
         self.pending = float(config.for_)
         self.limits = FireLimits(float(config.cooldown), config.daily_cap)

@@ -141,7 +141,12 @@ class RuleSeries(Window):
 
     def __init__(self, rule: RuleRuntime, values: tuple[str, ...]) -> None:
         super().__init__(
-            rule.width, BINS, extremes=rule.extremes, sketches=rule.quantiles
+            rule.width,
+            BINS,
+            extremes=rule.extremes,
+            sketches=rule.quantiles,
+            spread=rule.spread,
+            trend=rule.trend,
         )
         self._rule = rule
         self._values = values

@@ -34,8 +34,11 @@ only leaves once the whole window is empty.
 Percentile windows also keep a DDSketch (1% relative accuracy, from the
 ``ddsketch`` library) per non-empty bin and one for the whole window, which
 takes every sample and is rebuilt by merging the bins' sketches when a bin
-leaves. Memory per window is bounded by the bin count, never by the sample
-rate.
+leaves. Standard-deviation windows keep, per bin, the sum of squared
+deviations from the bin's mean (Welford's update), and combine the bins when
+measured, which stays exact where a sum of squares would cancel. Trend windows
+(``delta``, ``rate``) keep the earliest sample of each bin. Memory per window
+is bounded by the bin count, never by the sample rate.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable
 from functools import partial
-from math import floor, fsum, inf
+from math import floor, fsum, inf, sqrt
 
 from ddsketch import LogCollapsingLowestDenseDDSketch
 
@@ -59,6 +62,7 @@ UNPLACED = -(2**62)
 # standard deviation) is one more slot here and in _recount.
 _STRIDE = 4
 _EMPTY_BIN = array("d", (0.0, 0.0, inf, -inf))
+_NO_FIRSTS = array("d", (inf, 0.0))
 
 
 def new_sketch() -> LogCollapsingLowestDenseDDSketch:
@@ -74,6 +78,8 @@ class Window:
         need them; recomputing them costs O(bins) whenever an extreme leaves).
     :param sketches: keep percentile sketches (only percentile rules need
         them); implies ``extremes``.
+    :param spread: keep what the standard deviation needs.
+    :param trend: keep the earliest sample of each bin (``delta``, ``rate``).
     """
 
     # The head bin is kept in attributes rather than in the ring: nearly every
@@ -96,6 +102,9 @@ class Window:
         "_last_at",
         "_extremes",
         "_sketches",
+        "_spread",
+        "_firsts",
+        "_extras",
     )
 
     def __init__(
@@ -105,6 +114,8 @@ class Window:
         *,
         extremes: bool = True,
         sketches: bool = False,
+        spread: bool = False,
+        trend: bool = False,
     ) -> None:
         if not width > 0:
             raise ValueError(f"bin width must be positive, not {width!r}")
@@ -130,6 +141,13 @@ class Window:
         self._sketches: list | None = None
         if sketches:
             self._sketches = [None] * bins + [new_sketch()]
+        # Per bin: the sum of squared deviations from the bin's mean.
+        self._spread = array("d", bytes(8 * bins)) if spread else None
+        # Per bin: timestamp and value of its earliest sample.
+        self._firsts = _NO_FIRSTS * bins if trend else None
+        #: Whether a sample has more to update than the bin totals; one test
+        #: on the hot path instead of one per kind of statistic.
+        self._extras = sketches or spread or trend
 
     @property
     def head(self) -> int:
@@ -152,6 +170,10 @@ class Window:
         if at != self._head or value - value:
             return self._put_elsewhere(value, timestamp, at)
 
+        if self._extras:
+            self._add_extras(
+                value, timestamp, at % self._bins, self._head_count, self._head_sum
+            )
         self._head_count += 1
         self._head_sum += value
         if value < self._head_min:
@@ -162,8 +184,6 @@ class Window:
         if timestamp >= self._last_at:
             self._last = value
             self._last_at = timestamp
-        if self._sketches is not None:
-            self._sketch(value, at % self._bins)
         return True
 
     def _put_elsewhere(self, value: float, timestamp: float, at: int) -> bool:
@@ -175,6 +195,8 @@ class Window:
         data = self._data
         slot = at % self._bins
         i = slot * _STRIDE
+        if self._extras:
+            self._add_extras(value, timestamp, slot, data[i], data[i + 1])
         data[i] += 1.0
         data[i + 1] += value
         if value < data[i + 2]:
@@ -190,8 +212,6 @@ class Window:
         if timestamp >= self._last_at:
             self._last = value
             self._last_at = timestamp
-        if self._sketches is not None:
-            self._sketch(value, slot)
         return True
 
     def _add_slow(self, value: float, timestamp: float, at: int) -> bool:
@@ -214,6 +234,10 @@ class Window:
             self._data = _EMPTY_BIN * bins
             if self._sketches is not None:
                 self._sketches = [None] * bins + [new_sketch()]
+            if self._spread is not None:
+                self._spread = array("d", bytes(8 * bins))
+            if self._firsts is not None:
+                self._firsts = _NO_FIRSTS * bins
             self._count = 0
             self._recount()
             return
@@ -244,6 +268,8 @@ class Window:
         # Empty the bins that leave, which share their slots with the new ones.
         extremes = self._extremes
         sketches = self._sketches
+        spread = self._spread
+        firsts = self._firsts
         left = False
         extreme_left = False
         for at in range(old + 1, head + 1):
@@ -258,6 +284,14 @@ class Window:
                 data[i : i + _STRIDE] = _EMPTY_BIN
                 if sketches is not None:
                     sketches[slot] = None
+            # The new head's slot may hold its extras already (the head bin's
+            # totals live in attributes, its extras in the ring): only bins
+            # that are about to be reused are emptied here, before any
+            # sample of theirs can have arrived.
+            if spread is not None:
+                spread[slot] = 0.0
+            if firsts is not None:
+                firsts[2 * slot] = inf
         self._count = count
         if left:
             self._recount(extremes=extreme_left)
@@ -291,13 +325,31 @@ class Window:
                     merged.merge(sketch)
             self._sketches[-1] = merged
 
-    def _sketch(self, value: float, slot: int) -> None:
+    def _add_extras(
+        self, value: float, timestamp: float, slot: int, count: float, total: float
+    ) -> None:
+        """Update the statistics beyond the bin totals for one sample.
+
+        :param count: the bin's sample count before this sample.
+        :param total: the bin's sum before this sample.
+        """
         sketches = self._sketches
-        sketch = sketches[slot]
-        if sketch is None:
-            sketch = sketches[slot] = new_sketch()
-        sketch.add(value)
-        sketches[-1].add(value)
+        if sketches is not None:
+            sketch = sketches[slot]
+            if sketch is None:
+                sketch = sketches[slot] = new_sketch()
+            sketch.add(value)
+            sketches[-1].add(value)
+        spread = self._spread
+        if spread is not None and count:
+            before = total / count
+            after = (total + value) / (count + 1)
+            spread[slot] += (value - before) * (value - after)
+        firsts = self._firsts
+        # Ties go to the sample that arrived first.
+        if firsts is not None and timestamp < firsts[2 * slot]:
+            firsts[2 * slot] = timestamp
+            firsts[2 * slot + 1] = value
 
     # The measures below assume a non-empty window; measure() checks for it.
 
@@ -325,6 +377,46 @@ class Window:
     def last(self) -> float:
         return self._last
 
+    def stddev(self) -> float:
+        """Return the population standard deviation of the window's samples."""
+        spread = self._spread
+        if spread is None:
+            raise ValueError("this window keeps no spread")
+        count = self._count + self._head_count
+        mean = (self._sum + self._head_sum) / count
+        data = self._data
+        squares = 0.0
+        # Chan's combination of per-bin deviations; the head bin's totals are
+        # in attributes and its ring slot holds zero samples.
+        for slot in range(self._bins):
+            i = slot * _STRIDE
+            if data[i]:
+                offset = data[i + 1] / data[i] - mean
+                squares += spread[slot] + data[i] * offset * offset
+        if self._head_count:
+            offset = self._head_sum / self._head_count - mean
+            squares += spread[self._head % self._bins]
+            squares += self._head_count * offset * offset
+        return sqrt(max(squares, 0.0) / count)
+
+    def first(self) -> tuple[float, float]:
+        """Return ``(timestamp, value)`` of the window's earliest sample."""
+        firsts = self._firsts
+        if firsts is None:
+            raise ValueError("this window keeps no earliest samples")
+        earliest = min(range(0, 2 * self._bins, 2), key=firsts.__getitem__)
+        return firsts[earliest], firsts[earliest + 1]
+
+    def delta(self) -> float:
+        """Return the newest sample's value less the earliest one's."""
+        return self._last - self.first()[1]
+
+    def rate(self) -> float | None:
+        """Return :meth:`delta` per second, or ``None`` if no time passed."""
+        since, value = self.first()
+        seconds = self._last_at - since
+        return (self._last - value) / seconds if seconds > 0 else None
+
     def quantile(self, q: float) -> float:
         """Return the ``q`` quantile (0..1) within the sketch's relative accuracy.
 
@@ -338,7 +430,8 @@ class Window:
         return min(max(float(estimate), self.lowest()), self.highest())
 
     def measure(self, aggregation: str) -> float | None:
-        """Return the window's ``aggregation``, or ``None`` if it is empty.
+        """Return the window's ``aggregation``, or ``None`` if it is empty
+        (or, for ``rate``, if its samples all share one timestamp).
 
         :raises KeyError: if ``aggregation`` is not one of :data:`AGGREGATIONS`.
         """
@@ -355,6 +448,9 @@ AGGREGATIONS: dict[str, Callable[[Window], float]] = {
     "sum": Window.total,
     "count": Window.samples,
     "last": Window.last,
+    "stddev": Window.stddev,
+    "delta": Window.delta,
+    "rate": Window.rate,
     "p50": partial(Window.quantile, q=0.50),
     "p90": partial(Window.quantile, q=0.90),
     "p95": partial(Window.quantile, q=0.95),
