@@ -176,6 +176,9 @@ class RuleConfig(_Strict, kw_only=True):
     window: Duration = Duration(300.0)
     op: Comparison = ">"
     threshold: float
+    #: A window with fewer samples than this never fires; a firing alert whose
+    #: window falls below it resolves, saying so.
+    min_samples: PositiveInt = 1
     #: How long the condition must hold before the alert fires.
     for_: Duration = msgspec.field(name="for", default=Duration(0.0))
     severity: Severity = "medium"

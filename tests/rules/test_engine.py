@@ -182,6 +182,29 @@ def test_an_empty_window_never_fires():
     assert engine.tick(T0 + 1.0) == []
 
 
+def test_a_window_short_of_min_samples_never_fires():
+    engine = RuleEngine([rule(aggregation="max", min_samples=3)])
+    assert feed(engine, 0.9, T0) == []
+    assert feed(engine, 0.9, T0 + 1.0) == []
+    assert series_of(engine).state == "inactive"
+    assert actions(feed(engine, 0.1, T0 + 2.0)) == [("fire", "model=a")]
+
+
+def test_a_firing_series_short_of_min_samples_resolves_saying_so():
+    engine = RuleEngine([rule(aggregation="max", min_samples=2)])
+    feed(engine, 0.9, T0)
+    assert actions(feed(engine, 0.9, T0 + 1.0)) == [("fire", "model=a")]
+    # Both samples sit in the first bin (25s wide); the next one, in the
+    # window's last bin, is all that remains once that bin leaves.
+    feed(engine, 0.9, T0 + 299.0)
+    (decision,) = engine.tick(T0 + 300.0)
+    assert decision.action == "resolve"
+    assert decision.samples == 1
+    assert decision.reason == (
+        "max(model.drift.psi) over 5m: 1 samples in window, fewer than the 2 needed"
+    )
+
+
 def test_pending_fires_once_for_has_held_and_checks_on_tick():
     engine = RuleEngine([rule(for_=Duration(30.0))])
     assert feed(engine, 0.5, T0) == []

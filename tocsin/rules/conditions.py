@@ -102,10 +102,22 @@ def fire_reason(
     return reason
 
 
-def resolve_reason(what: str, value: float | None, op: str, threshold: float) -> str:
+def resolve_reason(
+    what: str,
+    value: float | None,
+    op: str,
+    threshold: float,
+    *,
+    samples: int,
+    min_samples: int = 1,
+) -> str:
     """Explain a resolve, e.g. ``avg(x) over 5m = 0.1, no longer > 0.2``."""
-    if value is None:
+    if not samples:
         return f"{what}: no samples in window"
+    if samples < min_samples:
+        return f"{what}: {samples} samples in window, fewer than the {min_samples} needed"
+    if value is None:
+        return f"{what}: no value in window"
     return f"{what} = {format_number(value)}, no longer {op} {format_number(threshold)}"
 
 

@@ -80,6 +80,7 @@ class RuleRuntime:
             optional=config.aggregation == "rate",
         )
         self.pending = float(config.for_)
+        self.min_samples = config.min_samples
         self.limits = FireLimits(float(config.cooldown), config.daily_cap)
         self.subject = subject(config.aggregation, config.metric, self.window)
         self.series: dict[tuple[str, ...], RuleSeries] = {}
@@ -192,7 +193,14 @@ class RuleRuntime:
     def resolve(self, series: RuleSeries, now: float) -> Decision:
         """Return the resolve decision of ``series``."""
         value = series.value
-        reason = resolve_reason(self.subject, value, self.config.op, self.threshold)
+        reason = resolve_reason(
+            self.subject,
+            value,
+            self.config.op,
+            self.threshold,
+            samples=series.count,
+            min_samples=self.min_samples,
+        )
         return self._decision("resolve", series, value, now, reason)
 
     def _decision(self, action, series, value, now, reason) -> Decision:

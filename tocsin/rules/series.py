@@ -5,7 +5,8 @@ rule's ``for`` duration; a ``for`` of 0 skips it), then *firing*. A fire that
 the rule's cooldown or daily cap holds back leaves the series *held*: it fires
 as soon as it is allowed if the condition still holds, and falls back to
 inactive, silently, if the condition stops holding first. A firing series
-resolves once its condition is false or its window is empty.
+resolves once its condition is false or its window holds fewer samples than
+the rule's ``min_samples`` (at least one): a window that short never fires.
 
 Samples stamped ahead of the engine's clock wait in the :class:`Timeline`
 until the clock reaches their bin, so a sender whose clock runs fast can
@@ -275,8 +276,8 @@ class RuleSeries(Window):
         at = floor(now / self._width)
         if at > self._head:
             self.advance(at)
-        empty = not (self._count or self._head_count)
-        holds = False if empty else rule.holds(self)
+        short = self._count + self._head_count < rule.min_samples
+        holds = False if short else rule.holds(self)
 
         state = self._state
         if holds:
@@ -300,7 +301,7 @@ class RuleSeries(Window):
             return rule.fire(self, now)
 
         if state == FIRING:
-            if empty and self._restored is not None and self._in_grace(now):
+            if short and self._restored is not None and self._in_grace(now):
                 return None
             decision = rule.resolve(self, now)
             self._state = INACTIVE
