@@ -71,6 +71,7 @@ def test_an_empty_file_is_a_valid_config_with_defaults():
 
 
 RULE = '[[rules]]\nname = "r"\nmetric = "m"\nthreshold = 1\n'
+RANGE_RULE = '[[rules]]\nname = "r"\nmetric = "m"\nop = "outside"\nrange = [0.1, 0.9]\n'
 CHANNEL = '[[channels]]\nname = "c"\ntype = "webhook"\nurl = "http://x"\n'
 
 
@@ -145,6 +146,39 @@ CHANNEL = '[[channels]]\nname = "c"\ntype = "webhook"\nurl = "http://x"\n'
             "bad.toml: ingest.udp: expected host:port, got 'localhost'",
         ),
         (RULE + 'window = "0s"\n', "bad.toml: rules[0].window: must be longer than 0s"),
+        (
+            RANGE_RULE.replace("range", "#"),
+            "bad.toml: rules[0].range: expected [low, high]",
+        ),
+        (
+            RANGE_RULE.replace("[0.1, 0.9]", "[0.9, 0.1]"),
+            "bad.toml: rules[0].range: expected finite numbers, low <= high",
+        ),
+        (
+            RANGE_RULE + "threshold = 1\n",
+            "bad.toml: rules[0]: op 'outside' takes a range, not a threshold",
+        ),
+        (
+            RANGE_RULE + "recover = 0.5\n",
+            "bad.toml: rules[0].recover: a range has no recovery threshold",
+        ),
+        (RULE + "range = [1, 2]\n", "bad.toml: rules[0].range: op '>' takes no range"),
+        (
+            RULE + "recover = 2\n",
+            "bad.toml: rules[0].recover: must be at or below the threshold",
+        ),
+        (
+            RULE + 'op = "<"\nrecover = 0.5\n',
+            "bad.toml: rules[0].recover: must be at or above the threshold",
+        ),
+        (
+            RULE + 'op = "=="\nrecover = 1\n',
+            "bad.toml: rules[0].recover: op '==' has no recovery threshold",
+        ),
+        (
+            RULE + "recover = nan\n",
+            "bad.toml: rules[0].recover: must be a finite number",
+        ),
         (
             "[daemon\n",
             "bad.toml: not valid TOML: "

@@ -64,7 +64,7 @@ Aggregation = Literal[
     "p95",
     "p99",
 ]
-Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
+Comparison = Literal[">", ">=", "<", "<=", "==", "!=", "inside", "outside"]
 Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,100}$")]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -175,7 +175,17 @@ class RuleConfig(_Strict, kw_only=True):
     aggregation: Aggregation = "avg"
     window: Duration = Duration(300.0)
     op: Comparison = ">"
-    threshold: float
+    #: What the aggregation is compared with (every ``op`` but the ranges).
+    threshold: float | None = None
+    #: ``[low, high]`` for ``inside`` (low <= value <= high) and ``outside``.
+    range: list[float] = []
+    #: Hysteresis: a firing alert resolves only once the value is back past
+    #: this (at or below it for ``>`` and ``>=``, at or above it for ``<``
+    #: and ``<=``), so a value hovering at the threshold does not flap.
+    recover: float | None = None
+    #: A firing alert whose condition stops holding stays firing this long; a
+    #: breach within it keeps the alert as it is.
+    keep_firing_for: Duration = Duration(0.0)
     #: A window with fewer samples than this never fires; a firing alert whose
     #: window falls below it resolves, saying so.
     min_samples: PositiveInt = 1
@@ -321,8 +331,7 @@ def _check(config: Config, source: str) -> None:
             raise ConfigError(source, "must be longer than 0s", f"{where}.window")
         if not rule.metric:
             raise ConfigError(source, "must not be empty", f"{where}.metric")
-        if not math.isfinite(rule.threshold):
-            raise ConfigError(source, "must be a finite number", f"{where}.threshold")
+        _check_condition(rule, source, where)
         for position, channel in enumerate(rule.channels):
             if channel not in seen:
                 raise ConfigError(
@@ -346,6 +355,49 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(source, "must be longer than 0s", "export.datadog.timeout")
     if config.daemon.tick < 0.01:
         raise ConfigError(source, "must be at least 10ms", "daemon.tick")
+
+
+_ORDERED = {">": 1, ">=": 1, "<": -1, "<=": -1}
+
+
+def _check_condition(rule: RuleConfig, source: str, where: str) -> None:
+    """Check that a rule's threshold, range and recovery fit its ``op``."""
+    if rule.op in ("inside", "outside"):
+        if rule.threshold is not None:
+            raise ConfigError(
+                source, f"op {rule.op!r} takes a range, not a threshold", where
+            )
+        if len(rule.range) != 2:
+            raise ConfigError(source, "expected [low, high]", f"{where}.range")
+        low, high = rule.range
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise ConfigError(
+                source, "expected finite numbers, low <= high", f"{where}.range"
+            )
+        if rule.recover is not None:
+            raise ConfigError(
+                source, "a range has no recovery threshold", f"{where}.recover"
+            )
+        return
+
+    if rule.range:
+        raise ConfigError(source, f"op {rule.op!r} takes no range", f"{where}.range")
+    if rule.threshold is None:
+        raise ConfigError(source, "missing required key", f"{where}.threshold")
+    if not math.isfinite(rule.threshold):
+        raise ConfigError(source, "must be a finite number", f"{where}.threshold")
+    if rule.recover is None:
+        return
+    direction = _ORDERED.get(rule.op)
+    if direction is None:
+        raise ConfigError(
+            source, f"op {rule.op!r} has no recovery threshold", f"{where}.recover"
+        )
+    if not math.isfinite(rule.recover):
+        raise ConfigError(source, "must be a finite number", f"{where}.recover")
+    if (rule.recover - rule.threshold) * direction > 0:
+        side = "at or below" if direction > 0 else "at or above"
+        raise ConfigError(source, f"must be {side} the threshold", f"{where}.recover")
 
 
 def _check_retries(channel: ChannelConfig, source: str, where: str) -> None:

@@ -69,6 +69,7 @@ def test_trigger_payload_has_every_field():
             "window_seconds": 300.0,
             "op": ">",
             "threshold": 0.2,
+            "range": None,
             "value": 0.31,
             "samples": 12,
             "started_at": "2025-06-15T15:06:10.000Z",
@@ -157,3 +158,13 @@ def test_the_encoded_payload_round_trips():
     payload = alert_payload(notification())
 
     assert orjson.loads(encode(payload)) == payload
+
+
+def test_a_range_alert_carries_its_range_and_no_threshold():
+    payload = alert_payload(
+        notification(op="outside", threshold=None, range=[0.1, 0.9])
+    )
+
+    assert payload["alert"]["op"] == "outside"
+    assert payload["alert"]["threshold"] is None
+    assert payload["alert"]["range"] == [0.1, 0.9]

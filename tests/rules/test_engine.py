@@ -182,6 +182,77 @@ def test_an_empty_window_never_fires():
     assert engine.tick(T0 + 1.0) == []
 
 
+@pytest.mark.parametrize(
+    ("op", "value", "fires"),
+    [
+        ("inside", 0.1, True),
+        ("inside", 0.5, True),
+        ("inside", 0.9, True),
+        ("inside", 0.95, False),
+        ("outside", 0.05, True),
+        ("outside", 0.1, False),
+        ("outside", 0.9, False),
+        ("outside", 0.95, True),
+    ],
+)
+def test_each_range(op, value, fires):
+    engine = RuleEngine([rule(op=op, threshold=None, range=[0.1, 0.9])])
+    assert bool(feed(engine, value, T0)) == fires
+
+
+def test_a_range_says_so_in_its_reasons():
+    engine = RuleEngine([rule(op="outside", threshold=None, range=[0.1, 0.9])])
+    (fire,) = feed(engine, 0.95, T0)
+    (resolve,) = feed(engine, 0.5, T0 + 1.0)
+    assert fire.threshold is None
+    assert fire.reason == "last(model.drift.psi) over 5m = 0.95 outside [0.1, 0.9]"
+    assert resolve.reason == (
+        "last(model.drift.psi) over 5m = 0.5, no longer outside [0.1, 0.9]"
+    )
+
+
+def test_a_value_hovering_at_the_threshold_does_not_flap_past_recover():
+    engine = RuleEngine([rule(threshold=0.2, recover=0.15)])
+    assert actions(feed(engine, 0.21, T0)) == [("fire", "model=a")]
+    for step, value in enumerate((0.19, 0.21, 0.16, 0.2, 0.151)):
+        assert feed(engine, value, T0 + 1.0 + step) == []
+    (resolve,) = feed(engine, 0.15, T0 + 10.0)
+    assert resolve.reason == "last(model.drift.psi) over 5m = 0.15, no longer > 0.15"
+    # Below the threshold but above recover: nothing fires again.
+    assert feed(engine, 0.18, T0 + 11.0) == []
+    assert actions(feed(engine, 0.25, T0 + 12.0)) == [("fire", "model=a")]
+
+
+def test_keep_firing_for_holds_a_cleared_alert_and_a_breach_keeps_it():
+    engine = RuleEngine([rule(keep_firing_for=Duration(60.0))])
+    feed(engine, 0.5, T0)
+    assert feed(engine, 0.1, T0 + 10.0) == []
+    assert engine.tick(T0 + 69.0) == []
+    # A breach inside the hold keeps the alert; the hold starts over after it.
+    assert feed(engine, 0.5, T0 + 69.5) == []
+    assert feed(engine, 0.1, T0 + 80.0) == []
+    assert engine.tick(T0 + 139.0) == []
+    (resolve,) = engine.tick(T0 + 140.0)
+    assert resolve.action == "resolve"
+    assert resolve.since == T0
+    assert resolve.reason == (
+        "last(model.drift.psi) over 5m = 0.1, no longer > 0.2 for 1m"
+    )
+    assert engine.tick(T0 + 141.0) == []
+
+
+def test_keep_firing_for_does_not_outlast_the_restart_grace():
+    engine = RuleEngine([rule(keep_firing_for=Duration(30.0))])
+    engine.restore("drift", "model=a", {"model": "a"}, since=T0, fired_at=T0)
+    engine.tick(T0 + 1.0)
+    # The window stays empty: the grace ends a window after the first
+    # evaluation, and only then does keep_firing_for start.
+    assert engine.tick(T0 + 300.0) == []
+    assert engine.tick(T0 + 302.0) == []
+    assert engine.tick(T0 + 331.0) == []
+    assert actions(engine.tick(T0 + 332.0)) == [("resolve", "model=a")]
+
+
 def test_a_window_short_of_min_samples_never_fires():
     engine = RuleEngine([rule(aggregation="max", min_samples=3)])
     assert feed(engine, 0.9, T0) == []

@@ -57,6 +57,7 @@ class LogChannel:
                     "labels": spec.labels,
                     "value": finite(value),
                     "threshold": finite(spec.threshold),
+                    "range": spec.range or None,
                     "summary": spec.summary,
                     "runbook": spec.runbook,
                 },

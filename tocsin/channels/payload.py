@@ -81,6 +81,7 @@ def alert_payload(notification: Notification) -> dict:
         "window_seconds": finite(spec.window),
         "op": spec.op,
         "threshold": finite(spec.threshold),
+        "range": [finite(bound) for bound in spec.range] or None,
         "value": finite(value),
         "samples": spec.samples,
         "started_at": iso_utc(spec.started_at),

@@ -38,6 +38,7 @@ def alert_spec(rule: RuleConfig, decision: Decision) -> AlertSpec:
         window=float(rule.window),
         op=rule.op,
         threshold=rule.threshold,
+        range=list(rule.range),
         value=decision.value,
         samples=decision.samples,
         started_at=decision.since,

@@ -6,7 +6,7 @@ import operator
 from collections.abc import Callable, Sequence
 from math import floor
 
-#: Comparison operators of the configuration.
+#: Comparison operators of the configuration with one threshold.
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
@@ -15,17 +15,38 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "==": operator.eq,
     "!=": operator.ne,
 }
+#: Comparison operators of the configuration with a ``(low, high)`` range.
+RANGES = ("inside", "outside")
+
+Bound = float | tuple[float, float]
+
+
+def value_test(op: str, bound: Bound) -> Callable[[float], bool]:
+    """Return the test of one value against a threshold or a ``(low, high)``.
+
+    ``inside`` holds for ``low <= value <= high``, ``outside`` for the rest.
+    """
+    if op == "inside":
+        low, high = bound
+        return lambda value: low <= value <= high
+    if op == "outside":
+        low, high = bound
+        return lambda value: value < low or value > high
+    compare = COMPARISONS[op]
+    threshold = float(bound)
+    return lambda value: compare(value, threshold)
 
 
 def condition(
     op: str,
-    threshold: float,
+    bound: Bound,
     measure: Callable,
     *,
     quantile: bool = False,
     optional: bool = False,
 ) -> Callable:
-    """Return the test ``measure(window) op threshold`` of a non-empty window.
+    """Return the test of ``measure(window)`` against ``bound`` for a non-empty
+    window.
 
     :param quantile: ``measure`` reads a sketch, which costs O(sketch size);
         the test then decides from the window's exact min and max whenever they
@@ -33,30 +54,34 @@ def condition(
     :param optional: ``measure`` may find no value in a non-empty window (a
         rate over samples that share one timestamp); the test is then false.
     """
-    compare = COMPARISONS[op]
+    test = value_test(op, bound)
     if optional:
 
         def holds_if_measured(window) -> bool:
             value = measure(window)
-            return value is not None and compare(value, threshold)
+            return value is not None and test(value)
 
         return holds_if_measured
     if not quantile:
-        return lambda window: compare(measure(window), threshold)
+        return lambda window: test(measure(window))
 
     # TODO: a condition that min and max do not settle reads the sketch,
     # O(sketch size) in ddsketch's Python loop (~20 us). Counting, per bin, the
     # samples at or below the threshold would decide exactly in O(1) and leave
     # the sketch to the reported value only.
-    monotone = op not in ("==", "!=")
+    # Where the test holds for both extremes of an ordered comparison it holds
+    # for everything between them, and likewise where it fails for both; a
+    # range holds between two values inside it.
+    monotone = op in (">", ">=", "<", "<=")
+    convex = op == "inside"
 
     def holds(window) -> bool:
         low = window.lowest()
         high = window.highest()
-        at_low = compare(low, threshold)
-        if (monotone or low == high) and at_low == compare(high, threshold):
+        at_low = test(low)
+        if at_low == test(high) and (monotone or low == high or (convex and at_low)):
             return at_low
-        return compare(measure(window), threshold)
+        return test(measure(window))
 
     return holds
 
@@ -92,11 +117,17 @@ def subject(aggregation: str, metric: str, window: float) -> str:
     return f"{aggregation}({metric}) over {format_duration(window)}"
 
 
-def fire_reason(
-    what: str, value: float, op: str, threshold: float, pending: float
-) -> str:
+def format_condition(op: str, bound: Bound) -> str:
+    """Write a comparison, e.g. ``> 0.2`` or ``outside [0.1, 0.9]``."""
+    if op in RANGES:
+        low, high = bound
+        return f"{op} [{format_number(low)}, {format_number(high)}]"
+    return f"{op} {format_number(bound)}"
+
+
+def fire_reason(what: str, value: float, op: str, bound: Bound, pending: float) -> str:
     """Explain a fire, e.g. ``avg(model.drift.psi) over 5m = 0.31 > 0.2 for 30s``."""
-    reason = f"{what} = {format_number(value)} {op} {format_number(threshold)}"
+    reason = f"{what} = {format_number(value)} {format_condition(op, bound)}"
     if pending > 0:
         reason += f" for {format_duration(pending)}"
     return reason
@@ -106,19 +137,33 @@ def resolve_reason(
     what: str,
     value: float | None,
     op: str,
-    threshold: float,
+    bound: Bound,
     *,
     samples: int,
     min_samples: int = 1,
+    kept_for: float = 0.0,
 ) -> str:
-    """Explain a resolve, e.g. ``avg(x) over 5m = 0.1, no longer > 0.2``."""
+    """Explain a resolve, e.g. ``avg(x) over 5m = 0.1, no longer > 0.2``.
+
+    :param bound: the bound the value no longer passes (the recovery
+        threshold, where the rule has one).
+    :param kept_for: how long the alert was kept firing after it cleared.
+    """
     if not samples:
-        return f"{what}: no samples in window"
-    if samples < min_samples:
-        return f"{what}: {samples} samples in window, fewer than the {min_samples} needed"
-    if value is None:
-        return f"{what}: no value in window"
-    return f"{what} = {format_number(value)}, no longer {op} {format_number(threshold)}"
+        reason = f"{what}: no samples in window"
+    elif samples < min_samples:
+        reason = (
+            f"{what}: {samples} samples in window, fewer than the {min_samples} needed"
+        )
+    elif value is None:
+        reason = f"{what}: no value in window"
+    else:
+        reason = (
+            f"{what} = {format_number(value)}, no longer {format_condition(op, bound)}"
+        )
+    if kept_for > 0:
+        reason += f" for {format_duration(kept_for)}"
+    return reason
 
 
 _DAY = 86400.0

@@ -25,7 +25,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     labels: dict[str, str]
     #: The aggregated value that decided, or ``None`` when the window is empty.
     value: float | None
-    threshold: float
+    #: The rule's threshold; ``None`` for a range.
+    threshold: float | None
     #: Samples in the window when the decision was taken.
     samples: int
     #: When the decision was taken (POSIX seconds).

@@ -28,6 +28,7 @@ from math import floor
 from tocsin.config import RuleConfig
 from tocsin.logs import RateLimiter
 from tocsin.rules.conditions import (
+    RANGES,
     FireLimits,
     condition,
     fire_reason,
@@ -70,15 +71,24 @@ class RuleRuntime:
         self.spread = config.aggregation == "stddev"
         self.trend = config.aggregation in ("delta", "rate")
         self.measure = AGGREGATIONS[config.aggregation]
-        self.threshold = float(config.threshold)
+        if config.op in RANGES:
+            self.threshold = None
+            self.bound = (float(config.range[0]), float(config.range[1]))
+        else:
+            self.threshold = float(config.threshold)
+            self.bound = self.threshold
+        tests = {"quantile": self.quantiles, "optional": config.aggregation == "rate"}
         #: Whether a non-empty window breaches.
-        self.holds = condition(
-            config.op,
-            self.threshold,
-            self.measure,
-            quantile=self.quantiles,
-            optional=config.aggregation == "rate",
+        self.holds = condition(config.op, self.bound, self.measure, **tests)
+        #: What a firing series must pass to stay firing (the recovery
+        #: threshold, where the rule has one).
+        self.recovery = self.bound if config.recover is None else config.recover
+        self.stays = (
+            self.holds
+            if config.recover is None
+            else condition(config.op, self.recovery, self.measure, **tests)
         )
+        self.keep_firing_for = float(config.keep_firing_for)
         self.pending = float(config.for_)
         self.min_samples = config.min_samples
         self.limits = FireLimits(float(config.cooldown), config.daily_cap)
@@ -187,19 +197,23 @@ class RuleRuntime:
         self.limits.record(series.key, now)
         value = self.measure(series)
         op, pending = self.config.op, self.pending
-        reason = fire_reason(self.subject, value, op, self.threshold, pending)
+        reason = fire_reason(self.subject, value, op, self.bound, pending)
         return self._decision("fire", series, value, now, reason)
 
-    def resolve(self, series: RuleSeries, now: float) -> Decision:
-        """Return the resolve decision of ``series``."""
+    def resolve(self, series: RuleSeries, now: float, kept_for: float) -> Decision:
+        """Return the resolve decision of ``series``.
+
+        :param kept_for: how long the series was kept firing after it cleared.
+        """
         value = series.value
         reason = resolve_reason(
             self.subject,
             value,
             self.config.op,
-            self.threshold,
+            self.recovery,
             samples=series.count,
             min_samples=self.min_samples,
+            kept_for=kept_for,
         )
         return self._decision("resolve", series, value, now, reason)
 

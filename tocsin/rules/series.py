@@ -138,7 +138,15 @@ class RuleSeries(Window):
 
     # A series is its window rather than holding one: one object less per
     # series, and one call less per sample.
-    __slots__ = ("_rule", "_values", "_state", "_since", "_queued", "_restored")
+    __slots__ = (
+        "_rule",
+        "_values",
+        "_state",
+        "_since",
+        "_cleared",
+        "_queued",
+        "_restored",
+    )
 
     def __init__(self, rule: RuleRuntime, values: tuple[str, ...]) -> None:
         super().__init__(
@@ -153,6 +161,9 @@ class RuleSeries(Window):
         self._values = values
         self._state = INACTIVE
         self._since: float | None = None
+        #: When a firing series' condition stopped holding, while the rule's
+        #: ``keep_firing_for`` keeps it firing.
+        self._cleared: float | None = None
         self._queued = False
         #: ``(series key, labels)`` of an alert restored after a restart.
         self._restored: tuple[str, dict[str, str]] | None = None
@@ -206,12 +217,16 @@ class RuleSeries(Window):
     def is_watched(self) -> bool:
         """Return whether time alone can change the series' state.
 
-        Pending and held series wait for time to pass; a restored one waits
-        for its grace to end. Any other series evaluated in the current bin
-        changes only with new samples (which queue it) or when a bin leaves
-        its window.
+        Pending and held series wait for time to pass, and so does a cleared
+        one kept firing; a restored one waits for its grace to end. Any other
+        series evaluated in the current bin changes only with new samples
+        (which queue it) or when a bin leaves its window.
         """
-        return self._state in (PENDING, HELD) or self._restored is not None
+        return (
+            self._state in (PENDING, HELD)
+            or self._restored is not None
+            or self._cleared is not None
+        )
 
     def add(self, value: float, timestamp: float) -> None:
         """Record one sample and queue the series for evaluation; O(1)."""
@@ -277,12 +292,17 @@ class RuleSeries(Window):
         if at > self._head:
             self.advance(at)
         short = self._count + self._head_count < rule.min_samples
-        holds = False if short else rule.holds(self)
-
         state = self._state
-        if holds:
-            if state == FIRING:
+        if state == FIRING:
+            if not short and rule.stays(self):
+                if self._cleared is not None:
+                    self._cleared = None
+                    if self._restored is None:
+                        rule.watch.discard(self)
                 return None
+            return self._clear(now, short)
+
+        if not short and rule.holds(self):
             if state == INACTIVE:
                 self._state = PENDING
                 self._since = now
@@ -300,20 +320,33 @@ class RuleSeries(Window):
                 rule.watch.discard(self)
             return rule.fire(self, now)
 
-        if state == FIRING:
-            if short and self._restored is not None and self._in_grace(now):
-                return None
-            decision = rule.resolve(self, now)
-            self._state = INACTIVE
-            self._since = None
-            self._restored = None
-            rule.watch.discard(self)
-            return decision
         if state != INACTIVE:
             self._state = INACTIVE
             self._since = None
             rule.watch.discard(self)
         return None
+
+    def _clear(self, now: float, short: bool) -> Decision | None:
+        """Resolve a firing series whose condition stopped holding, unless
+        its restart grace or the rule's ``keep_firing_for`` holds it."""
+        rule = self._rule
+        if short and self._restored is not None and self._in_grace(now):
+            return None
+        kept_for = 0.0
+        if rule.keep_firing_for > 0:
+            if self._cleared is None:
+                self._cleared = now
+                rule.watch.add(self)
+            kept_for = now - self._cleared
+            if kept_for < rule.keep_firing_for:
+                return None
+        decision = rule.resolve(self, now, kept_for)
+        self._state = INACTIVE
+        self._since = None
+        self._cleared = None
+        self._restored = None
+        rule.watch.discard(self)
+        return decision
 
     def _in_grace(self, now: float) -> bool:
         # After a restart the window starts empty; an alert restored as firing

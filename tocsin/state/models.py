@@ -22,7 +22,8 @@ class AlertSpec(msgspec.Struct, frozen=True, kw_only=True):
     aggregation: str
     window: float
     op: str
-    threshold: float
+    #: The rule's threshold; ``None`` for a range.
+    threshold: float | None
     value: float | None
     samples: int
     #: When the condition started to hold.
@@ -30,6 +31,8 @@ class AlertSpec(msgspec.Struct, frozen=True, kw_only=True):
     #: When the alert fired.
     fired_at: float
     reason: str
+    #: ``[low, high]`` of a range comparison (``inside``, ``outside``).
+    range: list[float] = []
     summary: str = ""
     description: str = ""
     runbook: str = ""
