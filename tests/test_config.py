@@ -1,5 +1,6 @@
 """The config file: what loads, and the exact error line for what does not."""
 
+import os
 import subprocess
 import sys
 
@@ -235,19 +236,41 @@ def test_check_config_command_exits_non_zero_and_touches_nothing(tmp_path):
     assert not state.exists()
 
 
-def test_check_config_command_accepts_a_good_file(tmp_path):
-    path = tmp_path / "tocsin.toml"
-    path.write_text(GOOD)
-
-    result = subprocess.run(
-        [sys.executable, "-m", "tocsin", "check-config", str(path)],
+def check_config(*arguments: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tocsin", "check-config", *arguments],
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
+
+
+def test_check_config_command_accepts_a_good_file(tmp_path):
+    path = tmp_path / "tocsin.toml"
+    path.write_text(GOOD)
+    env = {**os.environ, "OPS_WEBHOOK_URL": "https://hooks.example/ops"}
+
+    result = check_config(str(path), env=env)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{path}: ok (1 rules, 2 channels)"
+
+
+def test_check_config_reads_the_secrets_as_run_does(tmp_path):
+    path = tmp_path / "tocsin.toml"
+    path.write_text(GOOD)
+    env = {key: value for key, value in os.environ.items() if key != "OPS_WEBHOOK_URL"}
+
+    missing = check_config(str(path), env=env)
+    skipped = check_config("--skip-secrets", str(path), env=env)
+
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        f"tocsin: config error: {path}: channels[0].url_env: no webhook URL:"
+        " 'OPS_WEBHOOK_URL' is empty or not set"
+    )
+    assert skipped.returncode == 0, skipped.stderr
 
 
 def test_the_annotated_example_config_is_valid():

@@ -2,20 +2,62 @@
 a file, or a systemd credential.
 
 Every secret read here is registered with :func:`tocsin.logs.register_secret`,
-so it is masked should any log line ever quote it.
+so it is masked should any log line ever quote it. Errors name the config file
+and the key that points at the secret, never the secret itself.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
+from tocsin.config import Config, WebhookChannelConfig
 from tocsin.errors import ConfigError
 from tocsin.logs import register_secret
 
 
+class Secrets(NamedTuple):
+    """Every secret a configuration names, read once at start-up."""
+
+    #: Webhook URL per webhook channel name.
+    webhook_urls: dict[str, str]
+    #: The Datadog API key; ``None`` turns the export off.
+    datadog_api_key: str | None
+
+
+def read_secrets(config: Config, source: str) -> Secrets:
+    """Read every secret ``config`` names.
+
+    :param source: the config file's path, named in errors.
+    :raises ConfigError: if a webhook URL is missing, unreadable or not
+        http(s), or if ``export.datadog.api_key_file`` is set but unreadable.
+    """
+    urls = {}
+    for index, channel in enumerate(config.channels):
+        if isinstance(channel, WebhookChannelConfig):
+            urls[channel.name] = _webhook_url(channel, source, f"channels[{index}]")
+
+    export = config.export.datadog
+    key = read_secret(env=export.api_key_env, what="Datadog API key")
+    if key is None and export.api_key_file:
+        key = read_secret(
+            file=export.api_key_file,
+            what="Datadog API key",
+            source=source,
+            key="export.datadog.api_key_file",
+        )
+    return Secrets(urls, key)
+
+
 def read_secret(
-    *, value: str = "", env: str = "", file: str = "", what: str = "secret"
+    *,
+    value: str = "",
+    env: str = "",
+    file: str = "",
+    what: str = "secret",
+    source: str = "config",
+    key: str | None = None,
 ) -> str | None:
     """Return the secret from the first source that is set, or ``None``.
 
@@ -23,6 +65,8 @@ def read_secret(
     ``$CREDENTIALS_DIRECTORY`` (where systemd puts ``LoadCredential=`` files)
     before the working directory.
 
+    :param source: the config file, named in errors.
+    :param key: the config key that names ``file``, named in errors.
     :raises ConfigError: if ``file`` is set but cannot be read.
     """
     secret: str | None = None
@@ -42,8 +86,40 @@ def read_secret(
         try:
             secret = path.read_text().strip() or None
         except OSError as error:
+            where = (
+                ""
+                if path.is_absolute() or credentials
+                else " (no $CREDENTIALS_DIRECTORY)"
+            )
             raise ConfigError(
-                str(path), f"cannot read the {what}: {error.strerror}"
+                source,
+                f"cannot read the {what} from {str(path)!r}{where}: {error.strerror}",
+                key,
             ) from None
     register_secret(secret)
     return secret
+
+
+def _webhook_url(channel: WebhookChannelConfig, source: str, where: str) -> str:
+    given = "url_env" if channel.url_env else "url_file" if channel.url_file else "url"
+    url = read_secret(
+        value=channel.url,
+        env=channel.url_env,
+        file=channel.url_file,
+        what=f"webhook URL of channel {channel.name}",
+        source=source,
+        key=f"{where}.{given}",
+    )
+    if url is None:
+        detail = repr(channel.url_env) if channel.url_env else "the file"
+        raise ConfigError(
+            source, f"no webhook URL: {detail} is empty or not set", f"{where}.{given}"
+        )
+    if not url.startswith(("http://", "https://")):
+        # The URL itself is the secret: say what is wrong, never what it is.
+        raise ConfigError(
+            source,
+            "the webhook URL must start with http:// or https://",
+            f"{where}.{given}",
+        )
+    return url

@@ -18,7 +18,7 @@ from tests.standins import datadog as intake
 from tests.standins.datadog import DatadogStandIn, GatedSleep, RecordingSleep
 from tocsin.channels import datadog_buffer, datadog_metrics
 from tocsin.channels.datadog_buffer import IDLE_DRAINS, metric_name, tag
-from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer, api_key
+from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer
 from tocsin.clock import ManualClock
 from tocsin.config import DatadogExportConfig, Duration
 
@@ -574,12 +574,10 @@ async def test_flush_gives_up_at_its_timeout_and_says_what_was_lost(
     assert len(cut) == 1 and "3 series" in cut[0].getMessage()
 
 
-# --- the API key -----------------------------------------------------------
+# --- the site ----------------------------------------------------------------
 
 
-def test_url_from_the_site_and_api_key_from_the_environment_first(
-    monkeypatch, tmp_path
-):
+def test_the_url_comes_from_the_site():
     exporter = DatadogExporter(
         DatadogExportConfig(site="datadoghq.eu"),
         KEY,
@@ -588,13 +586,3 @@ def test_url_from_the_site_and_api_key_from_the_environment_first(
         session=None,
     )
     assert exporter.url == "https://api.datadoghq.eu/api/v2/series"
-
-    (tmp_path / "dd.key").write_text("from-file-key\n")
-    config = DatadogExportConfig(api_key_env="TOCSIN_TEST_DD", api_key_file="dd.key")
-    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-
-    monkeypatch.setenv("TOCSIN_TEST_DD", "from-env-key")
-    assert api_key(config) == "from-env-key"
-    monkeypatch.delenv("TOCSIN_TEST_DD")
-    assert api_key(config) == "from-file-key"
-    assert api_key(DatadogExportConfig(api_key_env="TOCSIN_TEST_DD")) is None

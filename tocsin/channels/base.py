@@ -8,7 +8,7 @@ returns or raises :class:`~tocsin.errors.DeliveryError`, and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import aiohttp
@@ -17,8 +17,6 @@ from tocsin.channels.log import LogChannel
 from tocsin.channels.webhook import WebhookChannel
 from tocsin.clock import Clock
 from tocsin.config import ChannelConfig, LogChannelConfig, WebhookChannelConfig
-from tocsin.errors import ConfigError
-from tocsin.secrets import read_secret
 from tocsin.state.models import Notification
 
 
@@ -48,48 +46,24 @@ class Channel(Protocol):
 def build_channels(
     configs: Sequence[ChannelConfig],
     session: aiohttp.ClientSession,
+    urls: Mapping[str, str],
     *,
     clock: Clock | None = None,
-    source: str = "config",
 ) -> dict[str, Channel]:
     """Build one channel per config entry, by name.
 
     :param session: the HTTP session every HTTP channel shares.
-    :param source: the config file's path, named in errors.
-    :raises ConfigError: if a webhook URL cannot be read or is not http(s).
+    :param urls: the webhook URL of every webhook channel, by name (see
+        :func:`tocsin.secrets.read_secrets`).
     """
     channels: dict[str, Channel] = {}
-    for index, config in enumerate(configs):
+    for config in configs:
         if isinstance(config, WebhookChannelConfig):
-            url = _webhook_url(config, f"channels[{index}]", source)
-            channels[config.name] = WebhookChannel(config, url, session, clock=clock)
+            channel = WebhookChannel(config, urls[config.name], session, clock=clock)
+            channels[config.name] = channel
         elif isinstance(config, LogChannelConfig):
             channels[config.name] = LogChannel(config)
         else:
-            raise ConfigError(source, "unknown channel type", f"channels[{index}]")
+            raise TypeError(f"no channel is built from {type(config).__name__}")
 
     return channels
-
-
-def _webhook_url(config: WebhookChannelConfig, where: str, source: str) -> str:
-    url = read_secret(
-        value=config.url,
-        env=config.url_env,
-        file=config.url_file,
-        what=f"webhook URL of channel {config.name}",
-    )
-    if url is None:
-        given = (
-            "url_env" if config.url_env else "url_file" if config.url_file else "url"
-        )
-        detail = repr(config.url_env) if config.url_env else "the file"
-        raise ConfigError(
-            source, f"no webhook URL: {detail} is empty or not set", f"{where}.{given}"
-        )
-    if not url.startswith(("http://", "https://")):
-        # Not quoted: even a malformed URL may hold the secret part.
-        raise ConfigError(
-            source, "the webhook URL must start with http:// or https://", where
-        )
-
-    return url

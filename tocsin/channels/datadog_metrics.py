@@ -44,14 +44,12 @@ from tocsin.clock import Clock
 from tocsin.config import DatadogExportConfig
 from tocsin.errors import DeliveryError
 from tocsin.logs import register_secret
-from tocsin.secrets import read_secret
 
 __all__ = [
     "DatadogExporter",
     "ExportBuffer",
     "ExportSeries",
     "ExportStats",
-    "api_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,17 +73,6 @@ _EXTRA = {"channel": "datadog"}
 
 Part = tuple[bytes, int]
 """One encoded series and its number of points."""
-
-
-def api_key(config: DatadogExportConfig) -> str | None:
-    """Return the Datadog API key: from ``api_key_env``, else ``api_key_file``.
-
-    :raises ConfigError: if ``api_key_file`` is used and cannot be read.
-    """
-    key = read_secret(env=config.api_key_env, what="Datadog API key")
-    if key is None and config.api_key_file:
-        key = read_secret(file=config.api_key_file, what="Datadog API key")
-    return key
 
 
 class ExportStats:

@@ -13,7 +13,7 @@ import aiohttp
 
 from tocsin import __version__
 from tocsin.channels.base import build_channels
-from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer, api_key
+from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer
 from tocsin.channels.delivery import Dispatcher
 from tocsin.clock import Clock, SystemClock
 from tocsin.config import Config
@@ -25,6 +25,7 @@ from tocsin.daemon.ndjson import NdjsonDecoder
 from tocsin.errors import ConfigError, StateError
 from tocsin.logs import RateLimiter
 from tocsin.rules.engine import RuleEngine
+from tocsin.secrets import Secrets, read_secrets
 from tocsin.state.alerts import AlertStore
 from tocsin.state.db import Database
 from tocsin.state.outbox import Outbox
@@ -40,11 +41,21 @@ class Daemon:
 
     :param config: the checked configuration.
     :param config_path: where it was read from (for the logs).
+    :param secrets: the secrets the config names, if already read; the daemon
+        reads them first thing otherwise.
     """
 
-    def __init__(self, config: Config, config_path: str, clock: Clock | None = None):
+    def __init__(
+        self,
+        config: Config,
+        config_path: str,
+        clock: Clock | None = None,
+        *,
+        secrets: Secrets | None = None,
+    ):
         self.config = config
         self.config_path = config_path
+        self.secrets = secrets
         self.clock = clock or SystemClock()
         self.stats: dict[str, IngestStats] = {}
         self.should_exit = asyncio.Event()
@@ -126,10 +137,11 @@ class Daemon:
 
         # Secrets first: a webhook URL that cannot be read is a config error,
         # found before anything is created on disk.
+        secrets = self.secrets or read_secrets(config, self.config_path)
         session = aiohttp.ClientSession()
         stack.push_async_callback(session.close)
-        channels = build_channels(config.channels, session, source=self.config_path)
-        export_key = api_key(config.export.datadog)
+        channels = build_channels(config.channels, session, secrets.webhook_urls)
+        export_key = secrets.datadog_api_key
 
         # State next: nothing may be accepted that could not be recorded.
         database = await Database.open(config.database_path, clock=clock)

@@ -8,6 +8,7 @@ import sys
 
 from tocsin import __version__, config, logs
 from tocsin.errors import ConfigError
+from tocsin.secrets import read_secrets
 
 log = logging.getLogger("tocsin")
 
@@ -27,12 +28,20 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", help="path to tocsin.toml")
+    check.add_argument(
+        "--skip-secrets",
+        action="store_true",
+        help="do not read the webhook URLs and the API key the file names "
+        "(to check a file away from the machine it runs on)",
+    )
     return parser
 
 
-def _check_config(path: str) -> int:
+def _check_config(path: str, *, skip_secrets: bool = False) -> int:
     try:
         loaded = config.load(path)
+        if not skip_secrets:
+            read_secrets(loaded, path)
     except ConfigError as error:
         print(f"tocsin: config error: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -44,6 +53,9 @@ def _run(path: str) -> int:
     logs.setup()
     try:
         loaded = config.load(path)
+        # Secrets before anything else, so that a missing one is a config
+        # error before any state exists, as check-config reports it.
+        secrets = read_secrets(loaded, path)
     except ConfigError as error:
         log.error(
             "config error: %s",
@@ -57,13 +69,13 @@ def _run(path: str) -> int:
 
     from tocsin.daemon.app import Daemon
 
-    return uvloop.run(Daemon(loaded, path).run())
+    return uvloop.run(Daemon(loaded, path, secrets=secrets).run())
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     if arguments.command == "check-config":
-        return _check_config(arguments.file)
+        return _check_config(arguments.file, skip_secrets=arguments.skip_secrets)
     return _run(arguments.config)
 
 

@@ -1,0 +1,112 @@
+"""Secrets: where they are read from, and errors that name the key, not the secret."""
+
+from __future__ import annotations
+
+import pytest
+
+from tocsin import config
+from tocsin.errors import ConfigError
+from tocsin.secrets import read_secrets
+
+HOOK = '[[channels]]\nname = "ops"\ntype = "webhook"\n'
+
+
+def load(text: str) -> config.Config:
+    return config.parse(text, "tocsin.toml")
+
+
+def test_the_api_key_comes_from_the_environment_first(monkeypatch, tmp_path):
+    (tmp_path / "dd.key").write_text("from-file-key\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    loaded = load(
+        '[export.datadog]\napi_key_env = "TOCSIN_TEST_DD"\napi_key_file = "dd.key"\n'
+    )
+
+    monkeypatch.setenv("TOCSIN_TEST_DD", "from-env-key")
+    assert read_secrets(loaded, "tocsin.toml").datadog_api_key == "from-env-key"
+    monkeypatch.delenv("TOCSIN_TEST_DD")
+    assert read_secrets(loaded, "tocsin.toml").datadog_api_key == "from-file-key"
+
+
+def test_no_api_key_turns_the_export_off(monkeypatch):
+    monkeypatch.delenv("TOCSIN_TEST_DD", raising=False)
+    loaded = load('[export.datadog]\napi_key_env = "TOCSIN_TEST_DD"\n')
+
+    assert read_secrets(loaded, "tocsin.toml").datadog_api_key is None
+
+
+def test_webhook_urls_come_from_value_environment_and_credentials(
+    monkeypatch, tmp_path
+):
+    (tmp_path / "hook-url").write_text("https://hooks.example/c\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    monkeypatch.setenv("TOCSIN_TEST_HOOK", "https://hooks.example/b")
+    loaded = load(
+        HOOK.replace("ops", "a")
+        + 'url = "https://hooks.example/a"\n'
+        + HOOK.replace("ops", "b")
+        + 'url_env = "TOCSIN_TEST_HOOK"\n'
+        + HOOK.replace("ops", "c")
+        + 'url_file = "hook-url"\n'
+        + '[[channels]]\nname = "log"\ntype = "log"\n'
+    )
+
+    assert read_secrets(loaded, "tocsin.toml").webhook_urls == {
+        "a": "https://hooks.example/a",
+        "b": "https://hooks.example/b",
+        "c": "https://hooks.example/c",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            HOOK + 'url_env = "TOCSIN_TEST_MISSING"\n',
+            "tocsin.toml: channels[0].url_env: no webhook URL:"
+            " 'TOCSIN_TEST_MISSING' is empty or not set",
+        ),
+        (
+            HOOK + 'url_file = "/nonexistent/hook-url"\n',
+            "tocsin.toml: channels[0].url_file: cannot read the webhook URL of"
+            " channel ops from '/nonexistent/hook-url': No such file or directory",
+        ),
+        (
+            HOOK + 'url_file = "hook-url"\n',
+            "tocsin.toml: channels[0].url_file: cannot read the webhook URL of"
+            " channel ops from 'hook-url' (no $CREDENTIALS_DIRECTORY):"
+            " No such file or directory",
+        ),
+        (
+            '[export.datadog]\napi_key_env = "TOCSIN_TEST_MISSING"\n'
+            'api_key_file = "/nonexistent/dd.key"\n',
+            "tocsin.toml: export.datadog.api_key_file: cannot read the Datadog API"
+            " key from '/nonexistent/dd.key': No such file or directory",
+        ),
+    ],
+)
+def test_an_unreadable_secret_names_the_file_and_the_key(
+    text, expected, monkeypatch, tmp_path
+):
+    monkeypatch.delenv("TOCSIN_TEST_MISSING", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(ConfigError) as caught:
+        read_secrets(load(text), "tocsin.toml")
+
+    assert str(caught.value) == expected
+
+
+def test_a_non_http_url_is_refused_without_quoting_it(monkeypatch):
+    monkeypatch.setenv("TOCSIN_TEST_HOOK", "ftp://example/secret-token")
+    loaded = load(HOOK + 'url_env = "TOCSIN_TEST_HOOK"\n')
+
+    with pytest.raises(ConfigError) as caught:
+        read_secrets(loaded, "tocsin.toml")
+
+    assert str(caught.value) == (
+        "tocsin.toml: channels[0].url_env: the webhook URL must start with"
+        " http:// or https://"
+    )
+    assert "secret-token" not in str(caught.value)
