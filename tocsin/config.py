@@ -81,7 +81,8 @@ class DaemonConfig(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: How often every live series is evaluated even without new samples.
     tick: Duration = Duration(1.0)
-    #: How long in-flight deliveries may run on during shutdown.
+    #: Bound on the whole shutdown: recording decisions, flushing the export
+    #: (at most half of it) and letting in-flight deliveries finish.
     shutdown_timeout: Duration = Duration(10.0)
 
 

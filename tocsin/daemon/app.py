@@ -36,6 +36,30 @@ log = logging.getLogger(__name__)
 _CLOSE_EVERY = 60.0
 
 
+class ShutdownBudget:
+    """What remains of ``daemon.shutdown_timeout``, which bounds the whole
+    shutdown rather than each of its steps.
+
+    :param seconds: the whole budget; it starts running at :meth:`start`.
+    """
+
+    def __init__(self, seconds: float, clock: Clock) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._ends: float | None = None
+
+    def start(self) -> None:
+        """Start the budget; safe to call twice."""
+        if self._ends is None:
+            self._ends = self._clock.monotonic() + self.seconds
+
+    def remaining(self, share: float = 1.0) -> float:
+        """Return ``share`` of the seconds left (all of them before :meth:`start`)."""
+        if self._ends is None:
+            return self.seconds * share
+        return max(0.0, self._ends - self._clock.monotonic()) * share
+
+
 class Daemon:
     """One Tocsin process.
 
@@ -61,6 +85,7 @@ class Daemon:
         self.should_exit = asyncio.Event()
         #: Alert decisions still queued when shutdown gave up waiting for them.
         self.unrecorded = 0
+        self.budget = ShutdownBudget(float(config.daemon.shutdown_timeout), self.clock)
         self._stop_signal: str | None = None
 
     def request_stop(self, reason: str = "requested") -> None:
@@ -105,7 +130,14 @@ class Daemon:
                 },
             )
             await self.should_exit.wait()
-            log.info("shutting down", extra={"reason": self._stop_signal})
+            self.budget.start()
+            log.info(
+                "shutting down",
+                extra={
+                    "reason": self._stop_signal,
+                    "detail": f"within {self.budget.seconds:g}s",
+                },
+            )
         if self.unrecorded:
             log.error(
                 "stopped with alert decisions unrecorded",
@@ -133,7 +165,6 @@ class Daemon:
     async def _start(self, stack: AsyncExitStack) -> None:
         config = self.config
         clock = self.clock
-        timeout = float(config.daemon.shutdown_timeout)
 
         # Secrets first: a webhook URL that cannot be read is a config error,
         # found before anything is created on disk.
@@ -159,7 +190,11 @@ class Daemon:
         # Delivery: pending notifications from before a restart go out now.
         dispatcher = Dispatcher(outbox, channels, clock)
         dispatcher.start()
-        stack.push_async_callback(self._stop_delivery, dispatcher, channels, timeout)
+        stack.push_async_callback(self._stop_delivery, dispatcher, channels)
+
+        # Started before the pipeline so that it stops after it: at shutdown
+        # the decisions are written first, while the whole budget remains.
+        buffer = await self._start_export(stack, session, export_key)
 
         pipeline = AlertPipeline(
             rules,
@@ -169,9 +204,7 @@ class Daemon:
             clock,
         )
         pipeline_task = asyncio.create_task(pipeline.run(), name="alert-pipeline")
-        stack.push_async_callback(self._stop_pipeline, pipeline, pipeline_task, timeout)
-
-        buffer = await self._start_export(stack, session, export_key, timeout)
+        stack.push_async_callback(self._stop_pipeline, pipeline, pipeline_task)
         router = IngestRouter(engine, buffer, pipeline.submit)
 
         background = asyncio.create_task(
@@ -186,7 +219,7 @@ class Daemon:
         self.pipeline = pipeline
         self.dispatcher = dispatcher
 
-    async def _start_export(self, stack, session, key, timeout):
+    async def _start_export(self, stack, session, key):
         settings = self.config.export.datadog
         if key is None:
             log.info(
@@ -202,13 +235,15 @@ class Daemon:
 
         async def stop_export() -> None:
             # Let a send in progress finish: its series already left the buffer.
+            # Metrics matter less than notifications: the export gets at most
+            # half of what remains, so deliveries keep the rest.
             exporter.close()
             try:
-                await asyncio.wait_for(task, timeout)
+                await asyncio.wait_for(task, self.budget.remaining(0.25))
             except TimeoutError:
                 log.warning("datadog export did not stop in time; cancelled")
             log.info("flushing the datadog export")
-            await exporter.flush(timeout)
+            await exporter.flush(self.budget.remaining(1 / 3))
             totals = {**exporter.stats.as_dict(), **buffer.counters()}
             log.info("datadog export totals", extra={"detail": totals})
 
@@ -310,13 +345,11 @@ class Daemon:
                     if closed:
                         log.info("closed resolved alerts", extra={"count": closed})
 
-    async def _stop_pipeline(
-        self, pipeline: AlertPipeline, task, timeout: float
-    ) -> None:
+    async def _stop_pipeline(self, pipeline: AlertPipeline, task) -> None:
         log.info("recording queued decisions", extra={"count": pipeline.backlog})
         await pipeline.stop()
         try:
-            await asyncio.wait_for(task, timeout)
+            await asyncio.wait_for(task, self.budget.remaining())
         except TimeoutError:
             self.unrecorded = pipeline.backlog
             log.error(
@@ -324,9 +357,9 @@ class Daemon:
                 extra={"count": self.unrecorded},
             )
 
-    async def _stop_delivery(self, dispatcher, channels, timeout: float) -> None:
+    async def _stop_delivery(self, dispatcher, channels) -> None:
         log.info("finishing in-flight deliveries")
-        await dispatcher.stop(timeout)
+        await dispatcher.stop(self.budget.remaining())
         for channel in channels.values():
             await channel.close()
 
