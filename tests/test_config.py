@@ -127,6 +127,10 @@ CHANNEL = '[[channels]]\nname = "c"\ntype = "webhook"\nurl = "http://x"\n'
         ),
         ('[daemon]\ntick = "5ms"\n', "bad.toml: daemon.tick: must be at least 10ms"),
         (
+            '[ingest]\nunix_dgram = "/run/t.sock"\nunix_stream = "/run/t.sock"\n',
+            "bad.toml: ingest.unix_stream: must not be the path of unix_dgram",
+        ),
+        (
             "[ingest]\nreceive_buffer = 99999999999\n",
             "bad.toml: ingest.receive_buffer: Expected `int` <= 1073741824",
         ),

@@ -343,7 +343,12 @@ def _check(config: Config, source: str) -> None:
         if len(set(rule.group_by)) != len(rule.group_by):
             raise ConfigError(source, "a label is listed twice", f"{where}.group_by")
 
-    udp = config.ingest.udp
+    ingest = config.ingest
+    if ingest.unix_dgram and ingest.unix_dgram == ingest.unix_stream:
+        raise ConfigError(
+            source, "must not be the path of unix_dgram", "ingest.unix_stream"
+        )
+    udp = ingest.udp
     if udp:
         host, colon, port = udp.rpartition(":")
         if not colon or not port.isdigit() or int(port) > 65535:

@@ -430,6 +430,30 @@ def test_a_live_socket_is_never_taken_over(run, tmp_path):
     run(scenario)
 
 
+def test_a_live_socket_of_the_other_type_is_never_taken_over(run, tmp_path):
+    dgram_path = str(tmp_path / "dsd.sock")
+    stream_path = str(tmp_path / "ndjson.sock")
+
+    async def scenario():
+        dgram = await open_unix_dgram(dgram_path, print, receive_buffer=BUFFER)
+        stream = await open_unix_stream(stream_path, print)
+        # A datagram listener where a stream one should go, and the reverse.
+        for opening in (
+            open_unix_stream(dgram_path, print),
+            open_unix_dgram(stream_path, print, receive_buffer=BUFFER),
+        ):
+            with pytest.raises(OSError) as refused:
+                await opening
+            assert refused.value.errno == errno.EADDRINUSE
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"still:1|c", dgram_path)
+        dgram.close()
+        stream.close()
+        await stream.wait_closed()
+
+    run(scenario)
+
+
 def test_close_leaves_a_socket_file_that_is_not_its_own(run, tmp_path):
     path = str(tmp_path / "dsd.sock")
 

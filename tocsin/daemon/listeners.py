@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -492,12 +493,18 @@ def _bind_unix(sock: socket.socket, path: str) -> _OwnedPath:
 
 
 def _is_served(path: str, kind: int) -> bool:
-    """Tell whether a live socket answers at ``path``, as opposed to a stale file."""
+    """Tell whether a live socket answers at ``path``, as opposed to a stale file.
+
+    Only a refused connection proves the file stale: a live socket of the other
+    type answers with EPROTOTYPE, and removing it would cut off its senders.
+    """
     probe = socket.socket(socket.AF_UNIX, kind)
     try:
         probe.connect(path)
-    except OSError:
+    except (ConnectionRefusedError, FileNotFoundError):
         return False
+    except OSError:
+        return True
     finally:
         probe.close()
 
@@ -515,12 +522,14 @@ def _set_receive_buffer(sock: socket.socket, size: int, name: str) -> int:
             extra={"listener": name},
         )
     obtained = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    if obtained < size:
+    # Linux reports twice what it granted: the rest is its bookkeeping.
+    granted = obtained // 2 if sys.platform == "linux" else obtained
+    if granted < size:
         # Linux caps the request at net.core.rmem_max; bursts beyond the
         # buffer are lost in the kernel, which the operator should know.
         log.warning(
             "receive buffer is %d bytes, %d asked for; raise net.core.rmem_max",
-            obtained,
+            granted,
             size,
             extra={"listener": name},
         )
