@@ -195,16 +195,23 @@ class _DatagramReader:
         self._loop.add_reader(sock.fileno(), self._read)
 
     def _read(self) -> None:
+        # Empty the queue first, then parse: a sender blocked on a full Unix
+        # socket queue is woken by the first read and refills the queue on the
+        # other core while this one parses. Reading one datagram per parse
+        # would instead pay a full wake-up of the sender on every read.
         receive = self._sock.recv
-        on_datagram = self._on_datagram
+        batch = []
         for _ in range(_BATCH):
             try:
-                data = receive(_MAX_DATAGRAM)
+                batch.append(receive(_MAX_DATAGRAM))
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
                 self._socket_error(error)
                 break
+
+        on_datagram = self._on_datagram
+        for data in batch:
             try:
                 on_datagram(data)
             except Exception:
