@@ -310,7 +310,14 @@ RECORDS = [
     b'{"metric":"c","value":NaN}',
     b"junk",
     b"",
+    b"   ",
     b'{"metric":"d","value":3,"timestamp":1749999999}\r',
+    # Lines that would read as records if lines were simply joined by commas.
+    b'{"metric":"e","value":1},{"metric":"f","value":2}',
+    b'{"metric":"g","value":1} {"metric":"h","value":2}',
+    b'[{"metric":"i","value":1}',
+    b'{"metric":"j","value":1}]',
+    b'{"metric":"k","value":1,"rate":0}',
 ]
 
 
@@ -330,3 +337,16 @@ def test_chunking_never_changes_the_result(records, cuts):
     assert sink.samples == whole_sink.samples
     assert counters(stats) == counters(whole_stats)
     assert whole_stats.lines == sum(1 for r in records if r.strip())
+
+
+@settings(max_examples=200)
+@given(st.lists(st.sampled_from(RECORDS), min_size=1, max_size=12))
+def test_a_block_of_lines_decodes_as_its_lines_one_by_one(records):
+    block = b"\n".join(records) + b"\n"
+    one_by_one = [record + b"\n" for record in records]
+
+    sink, stats = decode(block)
+    alone_sink, alone_stats = decode(*one_by_one)
+
+    assert sink.samples == alone_sink.samples
+    assert counters(stats) == counters(alone_stats)

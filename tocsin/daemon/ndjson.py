@@ -58,6 +58,7 @@ class _Record(msgspec.Struct):
 
 
 _RECORD = msgspec.json.Decoder(_Record)
+_RECORDS = msgspec.json.Decoder(list[_Record])
 _TAGS = msgspec.json.Decoder(dict[str, str] | list[str] | None)
 
 
@@ -143,12 +144,12 @@ class NdjsonDecoder:
             return
 
         self._hold(data[end + 1 :])
-        self._decode_lines(data[:end].split(b"\n"))
+        self._decode_block(data[:end])
 
     def _finish(self) -> None:
         pending, self._pending = self._pending, b""
         if pending and not self._is_discarding:
-            self._decode_lines([pending])
+            self._decode_block(pending)
         self._is_discarding = False
 
     def _hold(self, partial: bytes) -> None:
@@ -161,17 +162,22 @@ class NdjsonDecoder:
         self._stats.lines += 1
         self._drop("too_long", partial)
 
-    def _decode_lines(self, lines: list[bytes]) -> None:
+    def _decode_block(self, block: bytes) -> None:
+        """Decode the complete lines of ``block`` (newline-separated)."""
         now = self._clock.time()
-        stats = self._stats
-        samples = 0
-        for line in lines:
-            if line.isspace() or not line:
-                continue
+        lines = block.split(b"\n")
+        records = self._decode_together(block, lines)
+        if records is None:
+            self._decode_lines(lines, now)
+            return
 
-            stats.lines += 1
+        # One record per line, in order: each is accepted or dropped alone.
+        stats = self._stats
+        stats.lines += len(lines)
+        samples = 0
+        for line, record in zip(lines, records, strict=True):
             try:
-                self._decode(line, now)
+                self._accept(record, now)
                 samples += 1
             except _Rejected as rejected:
                 self._drop(rejected.reason, line)
@@ -180,15 +186,53 @@ class NdjsonDecoder:
 
         stats.samples += samples
 
-    def _decode(self, line: bytes, now: float) -> None:
-        """Hand the sample of one line to its series.
+    def _decode_together(
+        self, block: bytes, lines: list[bytes]
+    ) -> list[_Record] | None:
+        """Decode every line of ``block`` in one call, as one JSON array.
 
-        :raises _Rejected: if the line is malformed, not finite or out of range.
+        Returns ``None`` unless each line is exactly one well-formed record
+        within ``max_line``: the lines are then decoded one by one, so each
+        fault is found, counted and logged with its own line. A blank line, a
+        line of two records or a broken one makes the array malformed or its
+        length differ from the line count, so none is taken for a record.
+        """
+        if len(lines) < 2 or len(max(lines, key=len)) > self._max_line:
+            return None
+        try:
+            records = _RECORDS.decode(b"[" + block.replace(b"\n", b",") + b"]")
+        except (msgspec.DecodeError, RecursionError):
+            return None
+
+        return records if len(records) == len(lines) else None
+
+    def _decode_lines(self, lines: list[bytes], now: float) -> None:
+        stats = self._stats
+        samples = 0
+        for line in lines:
+            if not line or line.isspace():
+                continue
+
+            stats.lines += 1
+            try:
+                self._accept(self._parse(line), now)
+                samples += 1
+            except _Rejected as rejected:
+                self._drop(rejected.reason, line)
+            except Exception:
+                self._consumer_failed()
+
+        stats.samples += samples
+
+    def _parse(self, line: bytes) -> _Record:
+        """Decode the record of one line.
+
+        :raises _Rejected: if the line is too long or not a record.
         """
         if len(line) > self._max_line:
             raise _Rejected("too_long")
         try:
-            record = _RECORD.decode(line)
+            return _RECORD.decode(line)
         except msgspec.DecodeError as exc:
             raise _Rejected(_reason_for(line, exc)) from None
         except RecursionError:
@@ -196,6 +240,12 @@ class NdjsonDecoder:
             # no deeper, even through values it skips; such a line is simply
             # not JSON Tocsin reads.
             raise _Rejected("json") from None
+
+    def _accept(self, record: _Record, now: float) -> None:
+        """Hand the sample of one record to its series.
+
+        :raises _Rejected: if the record is not finite or out of range.
+        """
         if not record.metric:
             raise _Rejected("name")
         # msgspec refuses out-of-range numbers today; this keeps the promise
