@@ -27,4 +27,4 @@ bench: setup
 	$(PY) bench/ingest.py
 
 clean:
-	rm -rf $(VENV) demo-run .pytest_cache .hypothesis
+	rm -rf $(VENV) demo-run build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -136,13 +136,22 @@ def log_excerpt(path: Path, tail: int = 5, notable: int = 10) -> list[str]:
 
 
 def table_counts(database: Path) -> str:
-    """Count the rows of each table, opening the database read-only."""
+    """Count the rows of each table, once the daemon has exited.
+
+    The database is in WAL mode: a ``mode=ro`` connection creates ``-wal`` and
+    ``-shm`` files it may not remove, so they would outlive the demo. The last
+    read-write connection to close checkpoints the WAL into the database and
+    deletes both, so it is opened read-write (``mode=rw`` never creates it)
+    with ``query_only``, which keeps the read-only intent: SQLite refuses any
+    write made through it.
+    """
     if not database.exists():
         return "not created"
     try:
         with contextlib.closing(
-            sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+            sqlite3.connect(f"file:{database}?mode=rw", uri=True)
         ) as db:
+            db.execute("PRAGMA query_only = ON")
             names = [
                 row[0]
                 for row in db.execute(

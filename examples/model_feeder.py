@@ -68,9 +68,14 @@ class Schedule:
         if self.window <= 0:
             raise ValueError("the window must be longer than 0 s")
 
+    @property
+    def drifts(self) -> bool:
+        """Whether the drift phase lasts at all (equal start and end: no drift)."""
+        return self.drift_start < self.drift_end
+
     def phase_at(self, elapsed: float) -> Phase:
         """Return the phase that serves at ``elapsed`` seconds."""
-        if elapsed < self.drift_start:
+        if elapsed < self.drift_start or not self.drifts:
             return "normal"
         if elapsed < self.drift_end:
             return "drift"
@@ -82,7 +87,9 @@ class Schedule:
         Cutting at the boundaries keeps every window within one population, so
         each reported PSI describes one phase, not a blend of two.
         """
-        boundaries = sorted({self.drift_start, self.drift_end, self.duration})
+        boundaries = {self.duration}
+        if self.drifts:
+            boundaries |= {self.drift_start, self.drift_end}
         start, index = 0.0, 0
         while start < self.duration:
             end = min([start + self.window] + [b for b in boundaries if b > start])
@@ -318,7 +325,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--project", default="tumour-screening")
     parser.add_argument("--duration", type=float, default=51.0, help="seconds")
     parser.add_argument("--drift-start", type=float, default=15.0, help="seconds")
-    parser.add_argument("--drift-end", type=float, default=30.0, help="seconds")
+    parser.add_argument(
+        "--drift-end",
+        type=float,
+        default=30.0,
+        help="seconds; equal to --drift-start for no drift",
+    )
     parser.add_argument("--window", type=float, default=3.0, help="seconds per PSI")
     parser.add_argument("--rate", type=float, default=50.0, help="predictions/s")
     parser.add_argument("--missing-rate", type=float, default=0.02)
@@ -340,10 +352,14 @@ def main(argv: list[str] | None = None) -> None:
         socket_timeout=None,
         constant_tags=tags,
     )
+    drift = (
+        f"drift from {args.drift_start:g}s to {args.drift_end:g}s"
+        if schedule.drifts
+        else "no drift"
+    )
     print(
         f"serving {args.model_name}: {args.rate:g} predictions/s for "
-        f"{args.duration:g}s, drift from {args.drift_start:g}s to "
-        f"{args.drift_end:g}s",
+        f"{args.duration:g}s, {drift}",
         flush=True,
     )
     try:

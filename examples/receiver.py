@@ -3,7 +3,8 @@
 ``POST /api/v2/series`` answers like Datadog (202 ``{"errors": []}``) after
 checking the API key header and undoing ``deflate`` or ``gzip``; any other
 ``POST`` is taken as a webhook notification and answered 200. Each request is
-printed as one readable line and appended to a JSON lines file.
+printed as one readable line and appended to a JSON lines file; a Datadog line
+shows one watched metric (``model.drift.psi`` unless told) per ``model:`` tag.
 
 Run on its own with ``python examples/receiver.py --port 0``; the demo imports
 :class:`Receiver` and runs it in its own event loop.
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import os
 import signal
 import time
 import zlib
@@ -26,6 +28,10 @@ from typing import Any
 from aiohttp import web
 
 SERIES_PATH = "/api/v2/series"
+#: The metric a Datadog line shows, one value per model.
+WATCHED = "model.drift.psi"
+#: The tag that tells the models apart.
+MODEL_TAG = "model"
 
 
 def describe_notification(body: object) -> dict[str, Any]:
@@ -54,12 +60,59 @@ def number(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else str(value)
 
 
+def short_names(names: list[str]) -> dict[str, str]:
+    """Map each name to itself less the prefix all of them share, if two or more.
+
+    The prefix is cut at its last ``-``, ``_``, ``.`` or ``/``, so
+    ``tumour-screen-north`` and ``tumour-screen-south`` become ``north`` and
+    ``south``; a single name is kept whole.
+    """
+    if len(set(names)) < 2:
+        return {name: name for name in names}
+    shared = os.path.commonprefix(names)
+    cut = max(shared.rfind(mark) for mark in "-_./") + 1
+
+    return {name: name[cut:] for name in names}
+
+
+def per_model(series: list, metric: str) -> str:
+    """Describe the last value of ``metric`` for each model, on one short line.
+
+    Shows ``metric north=2.990 south=0.012``; a series without a ``model:`` tag
+    shows as ``untagged``.
+    """
+    values: dict[str, str] = {}
+    for one in series:
+        if not isinstance(one, dict) or one.get("metric") != metric:
+            continue
+        tags = one.get("tags") if isinstance(one.get("tags"), list) else []
+        models = [
+            str(tag).partition(":")[2]
+            for tag in tags
+            if str(tag).startswith(f"{MODEL_TAG}:")
+        ]
+        points = one.get("points")
+        last = points[-1] if isinstance(points, list) and points else {}
+        value = last.get("value") if isinstance(last, dict) else None
+        # Three decimals, as the feeder prints its PSI, so the lines align.
+        values[models[0] if models else "untagged"] = (
+            f"{value:.3f}" if isinstance(value, int | float) else str(value)
+        )
+    if not values:
+        return f"no {metric}"
+    names = short_names(sorted(values))
+    shown = " ".join(f"{names[name]}={values[name]}" for name in names)
+
+    return f"{metric} {shown}"
+
+
 class Receiver:
     """The stand-in server, with every request it received.
 
     :param api_key: the key Datadog requests must carry; any key if ``None``.
     :param record: JSON lines file to append each request to, if given.
     :param out: where the one-line descriptions go.
+    :param watch: the metric a Datadog line shows per model.
     """
 
     def __init__(
@@ -70,12 +123,14 @@ class Receiver:
         api_key: str | None = None,
         record: Path | None = None,
         out: Callable[[str], None] = print,
+        watch: str = WATCHED,
     ) -> None:
         self.host = host
         self.port = port
         self.api_key = api_key
         self.record = record
         self.out = out
+        self.watch = watch
         self.notifications: list[dict[str, Any]] = []
         self.datadog_requests: list[dict[str, Any]] = []
         self._changed = asyncio.Condition()
@@ -151,20 +206,19 @@ class Receiver:
                 )
             payload = json.loads(raw)
             series = payload["series"]
+            if not isinstance(series, list):
+                raise TypeError("series is not a list")
         except (zlib.error, OSError, ValueError, KeyError, TypeError) as error:
             self.out(f"datadog  400: {error}")
             return web.json_response({"errors": [str(error)]}, status=400)
 
-        latest = {}
-        for one in series:
-            points = one.get("points") or [{}]
-            latest[str(one.get("metric"))] = points[-1].get("value")
-        names = sorted(latest)[:3]
-        shown = ", ".join(f"{name}={number(latest[name])}" for name in names)
-        more = f" (+{len(latest) - 3} more)" if len(latest) > 3 else ""
+        # Each series carries one model's value: show them side by side, not
+        # the last value of a name whichever model sent it.
+        metrics = {one.get("metric") for one in series if isinstance(one, dict)}
         self.out(
-            f"datadog  {len(series)} series, {len(wire)} B {encoding} / "
-            f"{len(raw)} B raw: {shown}{more}"
+            f"datadog  {len(series)} series of {len(metrics)} metrics, "
+            f"{len(wire)} B {encoding} / {len(raw)} B raw: "
+            f"{per_model(series, self.watch)}"
         )
         await self._keep(
             "datadog",
@@ -200,7 +254,9 @@ class Receiver:
 
 async def _serve(args: argparse.Namespace) -> None:
     record = Path(args.record) if args.record else None
-    receiver = Receiver(port=args.port, api_key=args.api_key, record=record)
+    receiver = Receiver(
+        port=args.port, api_key=args.api_key, record=record, watch=args.watch
+    )
     port = await receiver.start()
     print(f"receiver listening on http://127.0.0.1:{port}", flush=True)
     stop = asyncio.Event()
@@ -217,6 +273,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--api-key", help="the DD-API-KEY to require")
     parser.add_argument("--record", help="JSON lines file of received requests")
+    parser.add_argument(
+        "--watch", default=WATCHED, help=f"metric to show per model ({WATCHED})"
+    )
     asyncio.run(_serve(parser.parse_args(argv)))
 
 
