@@ -76,6 +76,27 @@ def test_a_missing_group_by_label_counts_as_empty():
     assert series.labels == {"model": "", "env": "prod"}
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"model": "x,env=y", "env": ""}, {"model": "x", "env": "y,env="}),
+        ({"model": "a=b", "env": "c"}, {"model": "a", "env": "b=c"}),
+        ({"model": "a\\", "env": ",b"}, {"model": "a\\,", "env": "b"}),
+    ],
+)
+def test_different_labels_never_share_a_series_key(first, second):
+    engine = RuleEngine([rule(group_by=["model", "env"])])
+    (one,) = engine.targets(METRIC, first)
+    (two,) = engine.targets(METRIC, second)
+    assert one.key != two.key
+
+
+def test_series_keys_escape_their_delimiters():
+    engine = RuleEngine([rule(group_by=["model", "env"])])
+    (series,) = engine.targets(METRIC, {"model": "a,b", "env": "k=v\\"})
+    assert series.key == "model=a\\,b,env=k\\=v\\\\"
+
+
 def test_samples_differing_outside_group_by_share_a_series():
     engine = RuleEngine([rule()])
     first = engine.targets(METRIC, {"model": "a", "host": "1"})

@@ -45,6 +45,13 @@ log = logging.getLogger(__name__)
 _LOG_INTERVAL = 60.0
 
 
+def _escape(text: str) -> str:
+    """Return ``text`` with the characters that delimit series keys escaped."""
+    if "\\" in text or "," in text or "=" in text:
+        text = text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
+    return text
+
+
 class RuleRuntime:
     """One configured rule as the engine runs it: its series and recent fires."""
 
@@ -106,9 +113,14 @@ class RuleRuntime:
         self._limiter = limiter
 
     def key_of(self, values: tuple[str, ...]) -> str:
-        """Return the series key for ``group_by`` label values."""
+        """Return the series key for ``group_by`` label values.
+
+        ``name=value`` pairs joined by commas, with ``\\``, ``,`` and ``=``
+        escaped by a backslash inside names and values, so two different sets
+        of labels never share a key (and so never share an alert).
+        """
         pairs = zip(self.group_by, values, strict=True)
-        return ",".join([f"{name}={value}" for name, value in pairs])
+        return ",".join([f"{_escape(name)}={_escape(value)}" for name, value in pairs])
 
     def series_for(self, labels: Mapping[str, str]) -> RuleSeries | None:
         """Return the series a sample with ``labels`` feeds, creating it.
