@@ -19,7 +19,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     #: Name of the rule.
     rule: str
     #: Canonical series key: the rule's ``group_by`` labels as ``k=v`` joined
-    #: with ``,`` in ``group_by`` order (empty when the rule has no group_by).
+    #: with ``,`` in ``group_by`` order, ``\``, ``,`` and ``=`` escaped by a
+    #: backslash (empty when the rule has no group_by).
     series: str
     #: The ``group_by`` labels and their values for this series.
     labels: dict[str, str]
