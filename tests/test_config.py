@@ -185,6 +185,21 @@ CHANNEL = '[[channels]]\nname = "c"\ntype = "webhook"\nurl = "http://x"\n'
             "bad.toml: rules[0].recover: must be a finite number",
         ),
         (
+            RULE + 'summary = "Drift on {{ labels.modle }}"\n',
+            "bad.toml: rules[0].summary: 'dict object' has no attribute 'modle'",
+        ),
+        (
+            RULE + 'description = "{{ value | round(2) "\n',
+            "bad.toml: rules[0].description: unexpected end of template, "
+            "expected 'end of print statement'.",
+        ),
+        (
+            RULE + 'summary = "{% for x in y %}"\n',
+            "bad.toml: rules[0].summary: Unexpected end of template. Jinja was "
+            "looking for the following tags: 'endfor' or 'else'. The innermost "
+            "block that needs to be closed is 'for'.",
+        ),
+        (
             "[daemon\n",
             "bad.toml: not valid TOML: "
             "Expected ']' at the end of a table declaration (at line 1, column 8)",

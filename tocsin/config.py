@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from tocsin import templates
 from tocsin.errors import ConfigError
 
 
@@ -333,6 +334,7 @@ def _check(config: Config, source: str) -> None:
         if not rule.metric:
             raise ConfigError(source, "must not be empty", f"{where}.metric")
         _check_condition(rule, source, where)
+        _check_texts(rule, source, where)
         for position, channel in enumerate(rule.channels):
             if channel not in seen:
                 raise ConfigError(
@@ -364,6 +366,30 @@ def _check(config: Config, source: str) -> None:
 
 
 _ORDERED = {">": 1, ">=": 1, "<": -1, "<=": -1}
+
+
+def _check_texts(rule: RuleConfig, source: str, where: str) -> None:
+    """Render the rule's texts against a sample alert of the rule, so a
+    template that cannot render is refused now rather than when it fires."""
+    labels = {**rule.labels, **dict.fromkeys(rule.group_by, "sample")}
+    threshold = None if rule.range else rule.threshold
+    sample = templates.context(
+        rule=rule.name,
+        metric=rule.metric,
+        severity=rule.severity,
+        series=",".join(f"{name}=sample" for name in rule.group_by),
+        labels=labels,
+        value=threshold if threshold is not None else float(rule.range[0]),
+        threshold=threshold,
+        op=rule.op,
+        aggregation=rule.aggregation,
+        window="1m",
+    )
+    for field in ("summary", "description"):
+        try:
+            templates.render(getattr(rule, field), sample)
+        except templates.TemplateProblem as problem:
+            raise ConfigError(source, str(problem), f"{where}.{field}") from None
 
 
 def _check_condition(rule: RuleConfig, source: str, where: str) -> None:

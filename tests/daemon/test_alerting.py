@@ -94,6 +94,44 @@ def test_the_alert_spec_carries_the_rule_and_the_decision():
     assert spec.runbook == "https://runbooks.example/drift"
 
 
+def test_the_alert_spec_renders_the_rules_texts_for_its_series():
+    rule = RULES["drift"]
+    templated = config.RuleConfig(
+        **{
+            field: getattr(rule, field)
+            for field in rule.__struct_fields__
+            if field not in ("summary", "description")
+        },
+        summary="Drift on {{ labels.model }} ({{ labels.team }})",
+        description="{{ aggregation }} over {{ window }} = {{ value }} {{ op }} "
+        "{{ threshold }} [{{ severity }}, {{ rule }}, {{ series }}]",
+    )
+
+    spec = alert_spec(templated, decision("fire", T0))
+
+    assert spec.summary == "Drift on a (ml)"
+    assert spec.description == "last over 1m = 0.5 > 0.2 [medium, drift, model=a]"
+
+
+def test_a_text_that_fails_to_render_is_sent_as_written(caplog):
+    rule = RULES["drift"]
+    broken = config.RuleConfig(
+        **{
+            field: getattr(rule, field)
+            for field in rule.__struct_fields__
+            if field != "summary"
+        },
+        summary="{{ value + 'x' }}",
+    )
+
+    spec = alert_spec(broken, decision("fire", T0))
+
+    assert spec.summary == "{{ value + 'x' }}"
+    assert [r.message for r in caplog.records] == [
+        "cannot render the rule's summary; sending it as written"
+    ]
+
+
 async def test_fire_then_resolve_queues_notifications_per_channel(store, clock):
     woken = []
     pipeline = AlertPipeline(RULES, CHANNELS, store, lambda: woken.append(1), clock)

@@ -57,7 +57,7 @@ op = ">"
 threshold = 0.2
 severity = "high"
 channels = ["hook", "log"]
-summary = "Prediction drift on {{model}}"
+summary = "Prediction drift on {{{{ labels.model }}}} ({{{{ labels.project }}}})"
 runbook = "https://runbooks.example/drift"
 recommended_actions = ["Compare live features with the training set"]
 labels = {{ team = "ml-platform" }}
@@ -152,6 +152,7 @@ async def test_a_drift_alert_travels_from_the_unix_socket_to_the_webhook(
     assert body["status"] == "firing"
     assert trigger.headers["Idempotency-Key"] == body["idempotency_key"]
     assert alert["rule"] == "drift"
+    assert alert["name"] == "Prediction drift on fraud_v3 (risk)"
     assert alert["model"] == "fraud_v3"
     assert alert["project"] == "risk"
     assert alert["labels"] == {

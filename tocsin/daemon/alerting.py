@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 from tocsin.clock import Clock
 from tocsin.config import ChannelConfig, RuleConfig
 from tocsin.errors import StateError
+from tocsin.rules.conditions import format_duration
 from tocsin.rules.decisions import Decision
 from tocsin.state.models import AlertSpec
+from tocsin.templates import TemplateProblem, context, render
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +29,28 @@ _MAX_RETRY_DELAY = 5.0
 
 
 def alert_spec(rule: RuleConfig, decision: Decision) -> AlertSpec:
-    """Describe the alert a ``fire`` decision opens, from its rule."""
+    """Describe the alert a ``fire`` decision opens, from its rule.
+
+    The rule's summary and description are rendered for this alert (see
+    :mod:`tocsin.templates`).
+    """
+    labels = {**rule.labels, **decision.labels}
+    variables = context(
+        rule=rule.name,
+        metric=rule.metric,
+        severity=rule.severity,
+        series=decision.series,
+        labels=labels,
+        value=decision.value,
+        threshold=rule.threshold,
+        op=rule.op,
+        aggregation=rule.aggregation,
+        window=format_duration(float(rule.window)),
+    )
     return AlertSpec(
         rule=rule.name,
         series=decision.series,
-        labels={**rule.labels, **decision.labels},
+        labels=labels,
         severity=rule.severity,
         metric=rule.metric,
         aggregation=rule.aggregation,
@@ -44,12 +63,27 @@ def alert_spec(rule: RuleConfig, decision: Decision) -> AlertSpec:
         started_at=decision.since,
         fired_at=decision.at,
         reason=decision.reason,
-        summary=rule.summary,
-        description=rule.description,
+        summary=_render(rule, "summary", variables),
+        description=_render(rule, "description", variables),
         runbook=rule.runbook,
         recommended_actions=list(rule.recommended_actions),
         metadata=dict(rule.metadata),
     )
+
+
+def _render(rule: RuleConfig, field: str, variables: dict[str, object]) -> str:
+    text = getattr(rule, field)
+    try:
+        return render(text, variables)
+    except TemplateProblem as problem:
+        # The configuration check renders every text against a sample alert,
+        # so this takes a value that breaks a filter; the alert still goes out.
+        log.warning(
+            "cannot render the rule's %s; sending it as written",
+            field,
+            extra={"rule": rule.name, "error": str(problem)},
+        )
+        return text
 
 
 class AlertPipeline:
