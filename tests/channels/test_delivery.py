@@ -387,3 +387,30 @@ async def test_stop_before_start_and_twice_is_harmless(clock, outbox):
     await dispatcher.stop(timeout=1.0)
 
     assert dispatcher.delivered == 0
+
+
+async def test_a_trigger_retried_after_the_resolve_still_says_triggered(
+    hook, session, clock, store, outbox
+):
+    hook.reply(503)
+    channel = webhook("ops", hook, session, clock)
+    dispatcher = Dispatcher(outbox, {"ops": channel}, clock, rng=random.Random(SEED))
+    await store.fire(make_spec(), ["ops"])
+    await dispatcher.run_once(T0)
+    # The alert resolves while its trigger waits for the next attempt.
+    await store.resolve(
+        "drift", "model=a", at=T0 + 1, value=0.05, reason="ok", channels=["ops"]
+    )
+
+    await settle(dispatcher, outbox, clock)
+
+    first, retried, resolve = hook.requests
+    assert retried.body == first.body
+    assert retried.headers["Idempotency-Key"] == first.headers["Idempotency-Key"]
+    assert retried.json["status"] == "firing"
+    assert retried.json["alert"]["state"] == "triggered"
+    assert retried.json["alert"]["value"] == 0.31
+    assert retried.json["alert"]["resolved_at"] is None
+    assert resolve.json["status"] == "resolved"
+    assert resolve.json["alert"]["state"] == "resolved"
+    assert resolve.json["alert"]["value"] == 0.05

@@ -84,8 +84,38 @@ CREATE TABLE delivery_attempts (
 );
 """
 
+# Each outbox row keeps the alert as it was at its transition, so that every
+# attempt of one notification sends the same message: joining the alert's
+# current row made a trigger retried after the resolve say "resolved" under the
+# trigger's idempotency key. An alert's id, uid and spec never change after it
+# fires; its state, value and resolved_at are what the row has to keep.
+#
+# Rows already queued are filled in from their transition: a trigger saw the
+# alert firing with the value it fired on; a resolve saw it resolved, and
+# resolving is the last change of value and resolved_at an alert ever gets.
+_V2 = """
+ALTER TABLE outbox ADD COLUMN alert_state TEXT
+    CHECK (alert_state IN ('triggered', 'resolved'));
+ALTER TABLE outbox ADD COLUMN alert_value REAL;
+ALTER TABLE outbox ADD COLUMN alert_resolved_at REAL;
+
+UPDATE outbox SET
+    alert_state = 'triggered',
+    alert_value = (SELECT json_extract(a.spec, '$.value') FROM alerts AS a
+                   WHERE a.id = outbox.alert_id),
+    alert_resolved_at = NULL
+WHERE event = 'trigger';
+
+UPDATE outbox SET
+    alert_state = 'resolved',
+    alert_value = (SELECT a.value FROM alerts AS a WHERE a.id = outbox.alert_id),
+    alert_resolved_at = (SELECT a.resolved_at FROM alerts AS a
+                         WHERE a.id = outbox.alert_id)
+WHERE event = 'resolve';
+"""
+
 #: Every migration, oldest first; the schema version is the list's length.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 
 def statements(script: str) -> list[str]:

@@ -76,6 +76,7 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     key: str
     channel: str
     event: NotificationEvent
+    #: The alert as it was right after ``transition``, not as it is now.
     alert: Alert
     transition: Transition
     #: Attempts already made before this one.

@@ -9,6 +9,11 @@ exactly the attempts that were made.
 Notifications of one alert reach one channel in order: a row is not due while an
 older row of the same alert and channel is still pending, so a resolve never
 overtakes the trigger it follows.
+
+A notification describes the alert as it was at its transition, kept in the
+row when it was written, not as it is now: a trigger retried after its alert
+resolved still says the alert fired, and every attempt carries the same
+message under the same idempotency key.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ _FIRST_IN_LINE = (
     "NOT EXISTS (SELECT 1 FROM outbox AS o2 WHERE o2.alert_id = o.alert_id"
     " AND o2.channel = o.channel AND o2.state = 'pending' AND o2.id < o.id)"
 )
+# The alert's identity and spec from its row (they never change), its state and
+# value from the outbox row; closing notifies nobody, so closed_at is NULL.
 _DUE = f"""
 SELECT o.id, o.key, o.channel, o.event, o.attempts, o.created_at,
-       a.id, a.uid, a.state, a.spec, a.value, a.resolved_at, a.closed_at,
+       a.id, a.uid, o.alert_state, a.spec, o.alert_value, o.alert_resolved_at, NULL,
        t.id, t.alert_id, t.from_state, t.to_state, t.at, t.actor, t.reason, t.comment
 FROM outbox AS o
 JOIN alerts AS a ON a.id = o.alert_id
