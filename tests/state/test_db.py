@@ -41,7 +41,7 @@ async def test_pragmas_are_set(tmp_path):
     try:
         assert await db.fetchone("PRAGMA journal_mode") == ("wal",)
         assert await db.fetchone("PRAGMA foreign_keys") == (1,)
-        assert await db.fetchone("PRAGMA synchronous") == (1,)  # NORMAL
+        assert await db.fetchone("PRAGMA synchronous") == (2,)  # FULL
         assert await db.fetchone("PRAGMA busy_timeout") == (2500,)
     finally:
         await db.close()

@@ -117,7 +117,8 @@ class Database:
                     f"state database {path}: cannot switch to WAL mode "
                     f"(journal mode is {mode})"
                 )
-            await connection.execute("PRAGMA synchronous = NORMAL")
+            # FULL: under NORMAL a power loss can undo the last alerts; writes are rare.
+            await connection.execute("PRAGMA synchronous = FULL")
             await connection.execute("PRAGMA foreign_keys = ON")
             version = await migrate(connection, str(path), migrations)
             await _check_usable(connection, path, version)
