@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 
@@ -17,6 +18,7 @@ from tocsin.channels.log import LogChannel
 from tocsin.channels.webhook import WebhookChannel
 from tocsin.clock import ManualClock
 from tocsin.config import LogChannelConfig, WebhookChannelConfig
+from tocsin.errors import StateError
 from tocsin.state.alerts import AlertStore
 from tocsin.state.db import Database
 from tocsin.state.outbox import Outbox
@@ -414,3 +416,66 @@ async def test_a_trigger_retried_after_the_resolve_still_says_triggered(
     assert resolve.json["status"] == "resolved"
     assert resolve.json["alert"]["state"] == "resolved"
     assert resolve.json["alert"]["value"] == 0.05
+
+
+class StuckOutbox:
+    """An outbox that raises ``error`` on ``failures`` reads, then has nothing due.
+
+    Each failure moves the clock by the worker's pause and wakes the worker, so
+    the test covers many seconds of retries without waiting for any of them.
+    """
+
+    def __init__(self, clock: ManualClock, failures: int, error: Exception) -> None:
+        self.clock = clock
+        self.failures = failures
+        self.error = error
+        self.wake = lambda: None
+        self.exhausted = asyncio.Event()
+
+    async def due(self, channel, now, limit):
+        if self.failures == 0:
+            self.exhausted.set()
+            return []
+        self.failures -= 1
+        self.clock.advance(1.0)
+        self.wake()
+        raise self.error
+
+    async def next_due(self, channel):
+        return None
+
+    async def pending_channels(self):
+        return {}
+
+
+@pytest.mark.parametrize(
+    ("error", "level", "message"),
+    [
+        (
+            StateError("state database t.db: query failed: disk I/O error"),
+            logging.WARNING,
+            "cannot read or record deliveries; retrying",
+        ),
+        (ZeroDivisionError("bug"), logging.ERROR, "delivery worker failed"),
+    ],
+)
+async def test_a_failing_worker_is_logged_once_per_interval(
+    clock, caplog, error, level, message
+):
+    outbox = StuckOutbox(clock, failures=12, error=error)
+    channel = LogChannel(LogChannelConfig(name="audit"))
+    dispatcher = Dispatcher(outbox, {"audit": channel}, clock)
+    outbox.wake = dispatcher.wake
+
+    dispatcher.start()
+    await outbox.exhausted.wait()
+    await dispatcher.stop(timeout=5.0)
+
+    # Twelve failures a second apart: the first is logged, the next nine are
+    # held back, the eleventh opens a new interval and says how many were.
+    lines = [
+        (r.getMessage(), r.channel, r.suppressed)
+        for r in caplog.records
+        if r.levelno == level
+    ]
+    assert lines == [(message, "audit", 0), (message, "audit", 9)]

@@ -223,3 +223,28 @@ async def test_a_database_that_cannot_be_written_is_refused_at_open(tmp_path):
             await Database.open(path, clock=clock)
     finally:
         subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+async def test_slow_transactions_are_logged_once_per_interval(tmp_path, caplog):
+    clock = ManualClock()
+    db = await Database.open(tmp_path / "t.db", clock=clock)
+    try:
+        for _ in range(3):
+            async with db.transaction():
+                clock.advance(2.0)
+        clock.advance(10.0)
+        async with db.transaction():
+            clock.advance(2.0)
+    finally:
+        await db.close()
+
+    warnings = [
+        (r.getMessage(), r.elapsed_ms, r.suppressed)
+        for r in caplog.records
+        if r.name == "tocsin.state.db"
+    ]
+    assert warnings == [
+        ("slow state transaction", 2000, 0),
+        ("slow state transaction", 2000, 2),
+    ]
+    assert db.slow == 4

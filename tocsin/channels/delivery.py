@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from tocsin.channels.base import Channel
 from tocsin.clock import Clock
 from tocsin.errors import DeliveryError, StateError
-from tocsin.logs import redact
+from tocsin.logs import RateLimiter, redact
 from tocsin.state.models import Notification
 from tocsin.state.outbox import Outbox
 
@@ -67,6 +67,7 @@ class Dispatcher:
             name: {} for name in self._channels
         }
         self._last_failure: dict[str, tuple[str, int | None]] = {}
+        self._limiter = RateLimiter(clock=clock.monotonic)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -156,14 +157,28 @@ class Dispatcher:
                     continue
                 next_at = await self._outbox.next_due(channel.name)
             except StateError as error:
-                log.warning(
-                    "cannot read or record deliveries; retrying",
-                    extra={"channel": channel.name, "error": str(error)},
-                )
+                # Retried every second: a database that stays unavailable must
+                # not write a line per second per channel.
+                allowed, suppressed = self._limiter.allow(f"state:{channel.name}")
+                if allowed:
+                    log.warning(
+                        "cannot read or record deliveries; retrying",
+                        extra={
+                            "channel": channel.name,
+                            "error": str(error),
+                            "suppressed": suppressed,
+                        },
+                    )
                 next_at = self._clock.time() + _STATE_RETRY
             except Exception:
-                # A bug must not end the channel's deliveries for good.
-                log.exception("delivery worker failed", extra={"channel": channel.name})
+                # A bug must not end the channel's deliveries for good, nor
+                # fill the log while it keeps failing.
+                allowed, suppressed = self._limiter.allow(f"bug:{channel.name}")
+                if allowed:
+                    log.exception(
+                        "delivery worker failed",
+                        extra={"channel": channel.name, "suppressed": suppressed},
+                    )
                 next_at = self._clock.time() + _STATE_RETRY
             await _wait(wakeup, next_at, self._clock)
 
