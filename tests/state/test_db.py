@@ -248,3 +248,49 @@ async def test_slow_transactions_are_logged_once_per_interval(tmp_path, caplog):
         ("slow state transaction", 2000, 2),
     ]
     assert db.slow == 4
+
+
+async def test_a_migration_may_rebuild_a_referenced_table(tmp_path):
+    path = tmp_path / "t.db"
+    first = (
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY, x INTEGER CHECK (x > 0));"
+        "CREATE TABLE child (parent_id INTEGER NOT NULL REFERENCES parent (id));"
+        "INSERT INTO parent VALUES (1, 5); INSERT INTO child VALUES (1);"
+    )
+    # Loosen the CHECK the only way SQLite can: copy, drop, rename.
+    rebuild = (
+        "CREATE TABLE parent_new (id INTEGER PRIMARY KEY, x INTEGER);"
+        "INSERT INTO parent_new SELECT * FROM parent; DROP TABLE parent;"
+        "ALTER TABLE parent_new RENAME TO parent;"
+    )
+
+    db = await Database.open(path, clock=ManualClock(), migrations=[first, rebuild])
+    try:
+        assert await db.fetchall("SELECT * FROM child JOIN parent") == [(1, 1, 5)]
+        assert await db.fetchone("PRAGMA foreign_keys") == (1,)
+        with pytest.raises(StateError, match="FOREIGN KEY"):
+            async with db.transaction() as tx:
+                await tx.execute("DELETE FROM parent")
+    finally:
+        await db.close()
+
+
+async def test_a_migration_that_breaks_a_foreign_key_is_rolled_back(tmp_path):
+    path = tmp_path / "t.db"
+    first = (
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE child (parent_id INTEGER NOT NULL REFERENCES parent (id));"
+        "INSERT INTO parent VALUES (1); INSERT INTO child VALUES (1);"
+    )
+    dangling = "DELETE FROM parent;"
+
+    with pytest.raises(StateError) as caught:
+        await Database.open(path, clock=ManualClock(), migrations=[first, dangling])
+
+    assert str(caught.value).endswith(
+        "migration to schema version 2 failed: "
+        "row 1 of child refers to a missing row of parent"
+    )
+    assert _user_version(path) == 1
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT id FROM parent").fetchall() == [(1,)]

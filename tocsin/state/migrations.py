@@ -4,6 +4,11 @@ Migration ``n`` (1-based) turns a database at ``PRAGMA user_version = n - 1``
 into one at ``n``. Each runs in its own transaction together with the version
 bump, so a crash mid-migration leaves the previous version intact. Never edit a
 migration that has shipped: append a new one.
+
+SQLite changes a table's constraints only by copying it into a new table and
+dropping the old one (https://www.sqlite.org/lang_altertable.html#otheralter),
+which foreign keys forbid while they are enforced; migrations therefore run
+with enforcement off, and every foreign key is checked before each commit.
 """
 
 from __future__ import annotations
@@ -156,28 +161,51 @@ async def migrate(
             f"Tocsin only knows versions up to {target}; run a newer Tocsin "
             f"or restore a matching database"
         )
-    for version in range(current + 1, target + 1):
-        await connection.execute("BEGIN IMMEDIATE")
-        try:
-            # Another process may have migrated while we waited for the lock.
-            if await _user_version(connection) >= version:
-                await connection.execute("ROLLBACK")
-                continue
-            for statement in statements(migrations[version - 1]):
-                await connection.execute(statement)
-            # PRAGMA takes no parameters; version is an int we computed.
-            await connection.execute(f"PRAGMA user_version = {version:d}")
-            await connection.execute("COMMIT")
-        except sqlite3.Error as error:
-            await connection.execute("ROLLBACK")
-            raise StateError(
-                f"state database {path}: migration to schema version {version} "
-                f"failed: {error}"
-            ) from error
+    # The setting cannot change inside a transaction: it is switched around them.
+    enforced = await _pragma(connection, "foreign_keys")
+    await connection.execute("PRAGMA foreign_keys = OFF")
+    try:
+        for version in range(current + 1, target + 1):
+            await _apply(connection, path, version, migrations[version - 1])
+    finally:
+        await connection.execute(f"PRAGMA foreign_keys = {enforced:d}")
 
     return target
 
 
+async def _apply(
+    connection: aiosqlite.Connection, path: str, version: int, script: str
+) -> None:
+    """Run one migration and its version bump in one transaction."""
+    await connection.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have migrated while we waited for the lock.
+        if await _user_version(connection) >= version:
+            await connection.execute("ROLLBACK")
+            return
+        for statement in statements(script):
+            await connection.execute(statement)
+        broken = list(await connection.execute_fetchall("PRAGMA foreign_key_check"))
+        if broken:
+            table, rowid, parent, _ = broken[0]
+            raise sqlite3.IntegrityError(
+                f"row {rowid} of {table} refers to a missing row of {parent}"
+            )
+        # PRAGMA takes no parameters; version is an int we computed.
+        await connection.execute(f"PRAGMA user_version = {version:d}")
+        await connection.execute("COMMIT")
+    except sqlite3.Error as error:
+        await connection.execute("ROLLBACK")
+        raise StateError(
+            f"state database {path}: migration to schema version {version} "
+            f"failed: {error}"
+        ) from error
+
+
 async def _user_version(connection: aiosqlite.Connection) -> int:
-    rows = await connection.execute_fetchall("PRAGMA user_version")
+    return await _pragma(connection, "user_version")
+
+
+async def _pragma(connection: aiosqlite.Connection, name: str) -> int:
+    rows = await connection.execute_fetchall(f"PRAGMA {name}")
     return int(next(iter(rows))[0])
