@@ -479,3 +479,78 @@ async def test_a_failing_worker_is_logged_once_per_interval(
         if r.levelno == level
     ]
     assert lines == [(message, "audit", 0), (message, "audit", 9)]
+
+
+async def test_a_resolve_whose_trigger_was_dead_lettered_is_skipped(
+    hook, session, clock, db, store, outbox, caplog
+):
+    hook.reply(401)
+    channel = webhook("ops", hook, session, clock)
+    dispatcher = Dispatcher(outbox, {"ops": channel}, clock)
+    alert = await store.fire(make_spec(), ["ops"])
+    await dispatcher.run_once(T0)
+    clock.advance(5)
+    await store.resolve(
+        "drift", "model=a", at=T0 + 5, value=0.05, reason="ok", channels=["ops"]
+    )
+
+    assert await dispatcher.run_once(T0 + 5) == 1
+
+    # The destination never heard of the alert: it gets no resolve either.
+    assert [r.json["event"] for r in hook.requests] == ["trigger"]
+    rows = await db.fetchall(
+        "SELECT event, state, attempts, skipped_at, skip_reason FROM outbox ORDER BY id"
+    )
+    assert rows == [
+        ("trigger", "dead", 1, None, None),
+        ("resolve", "skipped", 0, T0 + 5, "trigger_not_delivered"),
+    ]
+    assert await db.fetchall("SELECT outcome FROM delivery_attempts") == [("dead",)]
+    assert await outbox.pending_count() == 0
+    assert dispatcher.skipped == 1
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage() == (
+        "resolve not sent: the channel never received the alert's trigger"
+    )
+    assert (warning.channel, warning.alert, warning.reason) == (
+        "ops",
+        alert.uid,
+        "trigger_not_delivered",
+    )
+
+
+async def test_a_resolve_on_a_channel_the_trigger_never_went_to_is_skipped(
+    hook, session, clock, db, store, outbox
+):
+    # The channel was added to the rule between the trigger and the resolve.
+    dispatcher = Dispatcher(
+        outbox, {"ops": webhook("ops", hook, session, clock)}, clock
+    )
+    await store.fire(make_spec(), [])
+    await store.resolve(
+        "drift", "model=a", at=T0 + 5, value=0.05, reason="ok", channels=["ops"]
+    )
+
+    await dispatcher.run_once(T0 + 5)
+
+    assert hook.requests == []
+    assert await db.fetchall("SELECT event, state FROM outbox") == [
+        ("resolve", "skipped")
+    ]
+
+
+async def test_a_resolve_after_a_delivered_trigger_is_sent(
+    hook, session, clock, store, outbox
+):
+    dispatcher = Dispatcher(
+        outbox, {"ops": webhook("ops", hook, session, clock)}, clock
+    )
+    await store.fire(make_spec(), ["ops"])
+    await store.resolve(
+        "drift", "model=a", at=T0 + 5, value=0.05, reason="ok", channels=["ops"]
+    )
+
+    await dispatcher.run_once(T0 + 5)
+
+    assert [r.json["event"] for r in hook.requests] == ["trigger", "resolve"]
+    assert dispatcher.skipped == 0

@@ -255,6 +255,36 @@ async def test_a_notification_keeps_the_alert_as_it_was_at_its_transition(
     )
 
 
+async def test_a_resolve_after_a_dead_trigger_is_not_announced_and_can_be_skipped(
+    db, store, outbox, clock
+):
+    await store.fire(make_spec(), ["ops", "log"])
+    [dead] = await outbox.due("ops", T0, limit=10)
+    [sent] = await outbox.due("log", T0, limit=10)
+    await outbox.dead(dead, status=401, reason="auth", error="x", duration_ms=1.0)
+    await outbox.delivered(sent, status=None, duration_ms=1.0)
+    await store.resolve(
+        "drift", "model=a", at=T0 + 1, value=0.0, reason="ok", channels=["ops", "log"]
+    )
+
+    [orphan] = await outbox.due("ops", T0 + 1, limit=10)
+    [resolve] = await outbox.due("log", T0 + 1, limit=10)
+    assert (orphan.event, orphan.announced) == ("resolve", False)
+    assert (resolve.event, resolve.announced) == ("resolve", True)
+    assert sent.announced and dead.announced
+
+    clock.advance(3)
+    await outbox.skipped(orphan, reason="trigger_not_delivered")
+
+    assert await outbox.pending_channels() == {"log": 1}
+    assert await outbox.attempts(orphan.id) == []
+    row = await db.fetchone(
+        "SELECT state, attempts, skipped_at, skip_reason FROM outbox WHERE id = ?",
+        (orphan.id,),
+    )
+    assert row == ("skipped", 0, T0 + 3, "trigger_not_delivered")
+
+
 async def _write_as_schema_1(db: Database, alert_id: int, **alert) -> None:
     """Write an alert, its trigger and its outbox rows as schema version 1 did.
 
@@ -350,5 +380,52 @@ async def test_rows_queued_by_schema_1_are_delivered_after_the_migration(
             T0 + 3,
         )
         assert await db.fetchone("PRAGMA user_version") == (len(MIGRATIONS),)
+    finally:
+        await db.close()
+
+
+async def test_rows_of_schema_2_keep_everything_when_the_outbox_is_rebuilt(
+    tmp_path, clock
+):
+    path = tmp_path / "tocsin.db"
+    db = await Database.open(path, clock=clock, migrations=MIGRATIONS[:2])
+    store, outbox = AlertStore(db, clock), Outbox(db, clock)
+    await store.fire(make_spec(), ["ops", "log", "spare"])
+    [ops], [log], [spare] = [
+        await outbox.due(channel, T0, limit=1) for channel in ("ops", "log", "spare")
+    ]
+    await outbox.delivered(log, status=None, duration_ms=1.0)
+    await outbox.dead(spare, status=401, reason="auth", error="x", duration_ms=1.0)
+    await outbox.retry(
+        ops,
+        next_attempt_at=T0 + 9,
+        status=503,
+        reason="server_error",
+        error="y",
+        duration_ms=2.0,
+    )
+    everything = "SELECT * FROM outbox ORDER BY id"
+    before = await db.fetchall(everything)
+    attempts = await db.fetchall("SELECT * FROM delivery_attempts ORDER BY id")
+    await db.close()
+
+    db = await Database.open(path, clock=clock)
+    try:
+        # Every row and column as it was, the two new columns empty.
+        after = await db.fetchall(everything)
+        assert [row[:-2] for row in after] == before
+        assert {row[-2:] for row in after} == {(None, None)}
+        assert await db.fetchall("SELECT * FROM delivery_attempts") == attempts
+        indexes = await db.fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'index'"
+            " AND tbl_name = 'outbox' AND sql IS NOT NULL ORDER BY name"
+        )
+        assert indexes == [("outbox_alert",), ("outbox_due",)]
+        [again] = await Outbox(db, clock).due("ops", T0 + 9, limit=10)
+        assert (again.key, again.attempts, again.alert.state) == (
+            ops.key,
+            1,
+            "triggered",
+        )
     finally:
         await db.close()

@@ -119,8 +119,49 @@ UPDATE outbox SET
 WHERE event = 'resolve';
 """
 
+# A notification can now end 'skipped': a resolve is not sent to a channel that
+# never received the alert's trigger (see tocsin.channels.delivery). Adding the
+# state to the CHECK takes a rebuild of the table, which also makes the alert
+# kept by version 2 mandatory: version 2 filled it in for every row.
+_V3 = """
+CREATE TABLE outbox_v3 (
+    id INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL REFERENCES alerts (id),
+    transition_id INTEGER NOT NULL REFERENCES transitions (id),
+    channel TEXT NOT NULL CHECK (channel <> ''),
+    event TEXT NOT NULL CHECK (event IN ('trigger', 'resolve')),
+    key TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'delivered', 'dead', 'skipped')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    last_status INTEGER,
+    created_at REAL NOT NULL,
+    delivered_at REAL,
+    alert_state TEXT NOT NULL CHECK (alert_state IN ('triggered', 'resolved')),
+    alert_value REAL,
+    alert_resolved_at REAL,
+    skipped_at REAL,
+    -- Why the notification was not sent, in a word: 'trigger_not_delivered'.
+    skip_reason TEXT
+);
+INSERT INTO outbox_v3 (id, alert_id, transition_id, channel, event, key, state,
+    attempts, next_attempt_at, last_error, last_status, created_at, delivered_at,
+    alert_state, alert_value, alert_resolved_at)
+SELECT id, alert_id, transition_id, channel, event, key, state,
+    attempts, next_attempt_at, last_error, last_status, created_at, delivered_at,
+    alert_state, alert_value, alert_resolved_at
+FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_v3 RENAME TO outbox;
+CREATE INDEX outbox_due ON outbox (channel, next_attempt_at, id)
+    WHERE state = 'pending';
+CREATE INDEX outbox_alert ON outbox (alert_id, channel, id);
+"""
+
 #: Every migration, oldest first; the schema version is the list's length.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 
 def statements(script: str) -> list[str]:

@@ -82,3 +82,6 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     #: Attempts already made before this one.
     attempts: int
     created_at: float
+    #: Whether the channel knows of the alert: always for a trigger; for a
+    #: resolve, only if the trigger was delivered to the same channel.
+    announced: bool = True
