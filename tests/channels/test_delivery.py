@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 
@@ -17,6 +18,7 @@ from tocsin.channels.log import LogChannel
 from tocsin.channels.webhook import WebhookChannel
 from tocsin.clock import ManualClock
 from tocsin.config import LogChannelConfig, WebhookChannelConfig
+from tocsin.errors import StateError
 from tocsin.state.alerts import AlertStore
 from tocsin.state.db import Database
 from tocsin.state.outbox import Outbox
@@ -387,3 +389,168 @@ async def test_stop_before_start_and_twice_is_harmless(clock, outbox):
     await dispatcher.stop(timeout=1.0)
 
     assert dispatcher.delivered == 0
+
+
+async def test_a_trigger_retried_after_the_resolve_still_says_triggered(
+    hook, session, clock, store, outbox
+):
+    hook.reply(503)
+    channel = webhook("ops", hook, session, clock)
+    dispatcher = Dispatcher(outbox, {"ops": channel}, clock, rng=random.Random(SEED))
+    await store.fire(make_spec(), ["ops"])
+    await dispatcher.run_once(T0)
+    # The alert resolves while its trigger waits for the next attempt.
+    await store.resolve(
+        "drift", "model=a", at=T0 + 1, value=0.05, reason="ok", channels=["ops"]
+    )
+
+    await settle(dispatcher, outbox, clock)
+
+    first, retried, resolve = hook.requests
+    assert retried.body == first.body
+    assert retried.headers["Idempotency-Key"] == first.headers["Idempotency-Key"]
+    assert retried.json["status"] == "firing"
+    assert retried.json["alert"]["state"] == "triggered"
+    assert retried.json["alert"]["value"] == 0.31
+    assert retried.json["alert"]["resolved_at"] is None
+    assert resolve.json["status"] == "resolved"
+    assert resolve.json["alert"]["state"] == "resolved"
+    assert resolve.json["alert"]["value"] == 0.05
+
+
+class StuckOutbox:
+    """An outbox that raises ``error`` on ``failures`` reads, then has nothing due.
+
+    Each failure moves the clock by the worker's pause and wakes the worker, so
+    the test covers many seconds of retries without waiting for any of them.
+    """
+
+    def __init__(self, clock: ManualClock, failures: int, error: Exception) -> None:
+        self.clock = clock
+        self.failures = failures
+        self.error = error
+        self.wake = lambda: None
+        self.exhausted = asyncio.Event()
+
+    async def due(self, channel, now, limit):
+        if self.failures == 0:
+            self.exhausted.set()
+            return []
+        self.failures -= 1
+        self.clock.advance(1.0)
+        self.wake()
+        raise self.error
+
+    async def next_due(self, channel):
+        return None
+
+    async def pending_channels(self):
+        return {}
+
+
+@pytest.mark.parametrize(
+    ("error", "level", "message"),
+    [
+        (
+            StateError("state database t.db: query failed: disk I/O error"),
+            logging.WARNING,
+            "cannot read or record deliveries; retrying",
+        ),
+        (ZeroDivisionError("bug"), logging.ERROR, "delivery worker failed"),
+    ],
+)
+async def test_a_failing_worker_is_logged_once_per_interval(
+    clock, caplog, error, level, message
+):
+    outbox = StuckOutbox(clock, failures=12, error=error)
+    channel = LogChannel(LogChannelConfig(name="audit"))
+    dispatcher = Dispatcher(outbox, {"audit": channel}, clock)
+    outbox.wake = dispatcher.wake
+
+    dispatcher.start()
+    await outbox.exhausted.wait()
+    await dispatcher.stop(timeout=5.0)
+
+    # Twelve failures a second apart: the first is logged, the next nine are
+    # held back, the eleventh opens a new interval and says how many were.
+    lines = [
+        (r.getMessage(), r.channel, r.suppressed)
+        for r in caplog.records
+        if r.levelno == level
+    ]
+    assert lines == [(message, "audit", 0), (message, "audit", 9)]
+
+
+async def test_a_resolve_whose_trigger_was_dead_lettered_is_skipped(
+    hook, session, clock, db, store, outbox, caplog
+):
+    hook.reply(401)
+    channel = webhook("ops", hook, session, clock)
+    dispatcher = Dispatcher(outbox, {"ops": channel}, clock)
+    alert = await store.fire(make_spec(), ["ops"])
+    await dispatcher.run_once(T0)
+    clock.advance(5)
+    await store.resolve(
+        "drift", "model=a", at=T0 + 5, value=0.05, reason="ok", channels=["ops"]
+    )
+
+    assert await dispatcher.run_once(T0 + 5) == 1
+
+    # The destination never heard of the alert: it gets no resolve either.
+    assert [r.json["event"] for r in hook.requests] == ["trigger"]
+    rows = await db.fetchall(
+        "SELECT event, state, attempts, skipped_at, skip_reason FROM outbox ORDER BY id"
+    )
+    assert rows == [
+        ("trigger", "dead", 1, None, None),
+        ("resolve", "skipped", 0, T0 + 5, "trigger_not_delivered"),
+    ]
+    assert await db.fetchall("SELECT outcome FROM delivery_attempts") == [("dead",)]
+    assert await outbox.pending_count() == 0
+    assert dispatcher.skipped == 1
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage() == (
+        "resolve not sent: the channel never received the alert's trigger"
+    )
+    assert (warning.channel, warning.alert, warning.reason) == (
+        "ops",
+        alert.uid,
+        "trigger_not_delivered",
+    )
+
+
+async def test_a_resolve_on_a_channel_the_trigger_never_went_to_is_skipped(
+    hook, session, clock, db, store, outbox
+):
+    # The channel was added to the rule between the trigger and the resolve.
+    dispatcher = Dispatcher(
+        outbox, {"ops": webhook("ops", hook, session, clock)}, clock
+    )
+    await store.fire(make_spec(), [])
+    await store.resolve(
+        "drift", "model=a", at=T0 + 5, value=0.05, reason="ok", channels=["ops"]
+    )
+
+    await dispatcher.run_once(T0 + 5)
+
+    assert hook.requests == []
+    assert await db.fetchall("SELECT event, state FROM outbox") == [
+        ("resolve", "skipped")
+    ]
+
+
+async def test_a_resolve_after_a_delivered_trigger_is_sent(
+    hook, session, clock, store, outbox
+):
+    dispatcher = Dispatcher(
+        outbox, {"ops": webhook("ops", hook, session, clock)}, clock
+    )
+    await store.fire(make_spec(), ["ops"])
+    await store.resolve(
+        "drift", "model=a", at=T0 + 5, value=0.05, reason="ok", channels=["ops"]
+    )
+
+    await dispatcher.run_once(T0 + 5)
+
+    assert [r.json["event"] for r in hook.requests] == ["trigger", "resolve"]
+    assert dispatcher.skipped == 0

@@ -34,9 +34,11 @@ async def session():
         yield client
 
 
-def webhook(url: str, session, timeout: float = 5.0, **fields) -> WebhookChannel:
+def webhook(
+    url: str, session, timeout: float = 5.0, clock=None, **fields
+) -> WebhookChannel:
     config = WebhookChannelConfig(name="ops", url=url, timeout=timeout, **fields)
-    return WebhookChannel(config, url, session, clock=ManualClock(NOW))
+    return WebhookChannel(config, url, session, clock=clock or ManualClock(NOW))
 
 
 async def test_a_notification_is_posted_as_json_with_idempotency_headers(hook, session):
@@ -52,10 +54,27 @@ async def test_a_notification_is_posted_as_json_with_idempotency_headers(hook, s
     assert request.headers["User-Agent"] == f"tocsin/{__version__}"
     assert request.headers["Idempotency-Key"] == sent.key
     assert request.headers["webhook-id"] == sent.key
+    assert request.headers["webhook-timestamp"] == "1750000000"
     assert request.headers["X-Team"] == "ml"
     assert request.json["idempotency_key"] == sent.key
     assert request.json["alert"]["uid"] == sent.alert.uid
     assert request.json["status"] == "firing"
+
+
+async def test_each_attempt_has_its_own_timestamp_and_the_same_body(hook, session):
+    clock = ManualClock(NOW + 0.75)
+    channel = webhook(hook.url, session, clock=clock)
+    sent = notification()
+
+    await channel.send(sent)
+    clock.advance(30.5)
+    await channel.send(sent)
+
+    first, second = hook.requests
+    assert first.headers["webhook-timestamp"] == "1750000000"
+    assert second.headers["webhook-timestamp"] == "1750000031"
+    assert second.headers["webhook-id"] == first.headers["webhook-id"]
+    assert second.body == first.body
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ async def test_open_creates_the_directory_and_the_schema(tmp_path):
 
     assert path.exists()
     assert _tables(path) == TABLES
-    assert _user_version(path) == len(MIGRATIONS) == 1
+    assert _user_version(path) == len(MIGRATIONS)
 
 
 async def test_pragmas_are_set(tmp_path):
@@ -41,7 +41,7 @@ async def test_pragmas_are_set(tmp_path):
     try:
         assert await db.fetchone("PRAGMA journal_mode") == ("wal",)
         assert await db.fetchone("PRAGMA foreign_keys") == (1,)
-        assert await db.fetchone("PRAGMA synchronous") == (1,)  # NORMAL
+        assert await db.fetchone("PRAGMA synchronous") == (2,)  # FULL
         assert await db.fetchone("PRAGMA busy_timeout") == (2500,)
     finally:
         await db.close()
@@ -60,7 +60,7 @@ async def test_reopen_keeps_rows_and_does_not_migrate_again(tmp_path):
     db = await Database.open(path, clock=ManualClock())
     try:
         assert await db.fetchall("SELECT uid FROM alerts") == [("u1",)]
-        assert await db.fetchone("PRAGMA user_version") == (1,)
+        assert await db.fetchone("PRAGMA user_version") == (len(MIGRATIONS),)
     finally:
         await db.close()
 
@@ -223,3 +223,74 @@ async def test_a_database_that_cannot_be_written_is_refused_at_open(tmp_path):
             await Database.open(path, clock=clock)
     finally:
         subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+async def test_slow_transactions_are_logged_once_per_interval(tmp_path, caplog):
+    clock = ManualClock()
+    db = await Database.open(tmp_path / "t.db", clock=clock)
+    try:
+        for _ in range(3):
+            async with db.transaction():
+                clock.advance(2.0)
+        clock.advance(10.0)
+        async with db.transaction():
+            clock.advance(2.0)
+    finally:
+        await db.close()
+
+    warnings = [
+        (r.getMessage(), r.elapsed_ms, r.suppressed)
+        for r in caplog.records
+        if r.name == "tocsin.state.db"
+    ]
+    assert warnings == [
+        ("slow state transaction", 2000, 0),
+        ("slow state transaction", 2000, 2),
+    ]
+    assert db.slow == 4
+
+
+async def test_a_migration_may_rebuild_a_referenced_table(tmp_path):
+    path = tmp_path / "t.db"
+    first = (
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY, x INTEGER CHECK (x > 0));"
+        "CREATE TABLE child (parent_id INTEGER NOT NULL REFERENCES parent (id));"
+        "INSERT INTO parent VALUES (1, 5); INSERT INTO child VALUES (1);"
+    )
+    # Loosen the CHECK the only way SQLite can: copy, drop, rename.
+    rebuild = (
+        "CREATE TABLE parent_new (id INTEGER PRIMARY KEY, x INTEGER);"
+        "INSERT INTO parent_new SELECT * FROM parent; DROP TABLE parent;"
+        "ALTER TABLE parent_new RENAME TO parent;"
+    )
+
+    db = await Database.open(path, clock=ManualClock(), migrations=[first, rebuild])
+    try:
+        assert await db.fetchall("SELECT * FROM child JOIN parent") == [(1, 1, 5)]
+        assert await db.fetchone("PRAGMA foreign_keys") == (1,)
+        with pytest.raises(StateError, match="FOREIGN KEY"):
+            async with db.transaction() as tx:
+                await tx.execute("DELETE FROM parent")
+    finally:
+        await db.close()
+
+
+async def test_a_migration_that_breaks_a_foreign_key_is_rolled_back(tmp_path):
+    path = tmp_path / "t.db"
+    first = (
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE child (parent_id INTEGER NOT NULL REFERENCES parent (id));"
+        "INSERT INTO parent VALUES (1); INSERT INTO child VALUES (1);"
+    )
+    dangling = "DELETE FROM parent;"
+
+    with pytest.raises(StateError) as caught:
+        await Database.open(path, clock=ManualClock(), migrations=[first, dangling])
+
+    assert str(caught.value).endswith(
+        "migration to schema version 2 failed: "
+        "row 1 of child refers to a missing row of parent"
+    )
+    assert _user_version(path) == 1
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT id FROM parent").fetchall() == [(1,)]

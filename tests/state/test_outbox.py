@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from tests.state.test_alerts import T0, make_spec
 from tocsin.clock import ManualClock
 from tocsin.state.alerts import AlertStore
 from tocsin.state.db import Database
+from tocsin.state.migrations import MIGRATIONS
+from tocsin.state.models import Alert
 from tocsin.state.outbox import DeliveryAttempt, Outbox
 
 
@@ -213,5 +216,216 @@ async def test_pending_rows_survive_a_restart(tmp_path, clock):
     try:
         [after] = await Outbox(db, clock).due("ops", T0, limit=10)
         assert after == before
+    finally:
+        await db.close()
+
+
+async def test_a_notification_keeps_the_alert_as_it_was_at_its_transition(
+    store, outbox
+):
+    alert = await store.fire(make_spec(), ["ops"])
+    [trigger] = await outbox.due("ops", T0, limit=10)
+    await outbox.retry(
+        trigger,
+        next_attempt_at=T0 + 10,
+        status=503,
+        reason="server_error",
+        error="x",
+        duration_ms=1.0,
+    )
+    await store.resolve(
+        "drift", "model=a", at=T0 + 5, value=0.05, reason="ok", channels=["ops"]
+    )
+    await store.close_resolved(T0 + 6)
+
+    [again] = await outbox.due("ops", T0 + 10, limit=10)
+
+    assert again.alert == alert
+    assert (again.alert.state, again.alert.value, again.alert.resolved_at) == (
+        "triggered",
+        0.31,
+        None,
+    )
+    await outbox.delivered(again, status=200, duration_ms=1.0)
+    [resolve] = await outbox.due("ops", T0 + 10, limit=10)
+    assert (resolve.alert.state, resolve.alert.value, resolve.alert.resolved_at) == (
+        "resolved",
+        0.05,
+        T0 + 5,
+    )
+
+
+async def test_a_resolve_after_a_dead_trigger_is_not_announced_and_can_be_skipped(
+    db, store, outbox, clock
+):
+    await store.fire(make_spec(), ["ops", "log"])
+    [dead] = await outbox.due("ops", T0, limit=10)
+    [sent] = await outbox.due("log", T0, limit=10)
+    await outbox.dead(dead, status=401, reason="auth", error="x", duration_ms=1.0)
+    await outbox.delivered(sent, status=None, duration_ms=1.0)
+    await store.resolve(
+        "drift", "model=a", at=T0 + 1, value=0.0, reason="ok", channels=["ops", "log"]
+    )
+
+    [orphan] = await outbox.due("ops", T0 + 1, limit=10)
+    [resolve] = await outbox.due("log", T0 + 1, limit=10)
+    assert (orphan.event, orphan.announced) == ("resolve", False)
+    assert (resolve.event, resolve.announced) == ("resolve", True)
+    assert sent.announced and dead.announced
+
+    clock.advance(3)
+    await outbox.skipped(orphan, reason="trigger_not_delivered")
+
+    assert await outbox.pending_channels() == {"log": 1}
+    assert await outbox.attempts(orphan.id) == []
+    row = await db.fetchone(
+        "SELECT state, attempts, skipped_at, skip_reason FROM outbox WHERE id = ?",
+        (orphan.id,),
+    )
+    assert row == ("skipped", 0, T0 + 3, "trigger_not_delivered")
+
+
+async def _write_as_schema_1(db: Database, alert_id: int, **alert) -> None:
+    """Write an alert, its trigger and its outbox rows as schema version 1 did.
+
+    :param alert: ``resolved`` (the resolve's value, or absent), ``trigger``
+        and ``resolve`` (the state of each outbox row, or absent).
+    """
+    spec = make_spec(series=f"model={alert_id}", value=0.1 + 0.2)
+    resolved = "resolved" in alert
+    async with db.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO alerts (id, uid, rule, series, state, spec, value, fired_at,"
+            " resolved_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                alert_id,
+                f"uid{alert_id}",
+                spec.rule,
+                spec.series,
+                "resolved" if resolved else "triggered",
+                msgspec.json.encode(spec).decode(),
+                alert["resolved"] if resolved else spec.value,
+                T0,
+                T0 + alert_id if resolved else None,
+                T0,
+            ),
+        )
+        transitions = [(alert_id * 10, None, "triggered", T0, "trigger")]
+        if resolved:
+            transitions.append(
+                (alert_id * 10 + 1, "triggered", "resolved", T0 + alert_id, "resolve")
+            )
+        for transition_id, before, after, at, event in transitions:
+            await tx.execute(
+                "INSERT INTO transitions (id, alert_id, from_state, to_state, at,"
+                " actor, reason) VALUES (?, ?, ?, ?, ?, 'engine', 'why')",
+                (transition_id, alert_id, before, after, at),
+            )
+            if event not in alert:
+                continue
+            await tx.execute(
+                "INSERT INTO outbox (alert_id, transition_id, channel, event, key,"
+                " state, attempts, next_attempt_at, created_at)"
+                " VALUES (?, ?, 'ops', ?, ?, ?, ?, ?, ?)",
+                (
+                    alert_id,
+                    transition_id,
+                    event,
+                    f"key-{transition_id}",
+                    alert[event],
+                    0 if alert[event] == "pending" else 1,
+                    at,
+                    at,
+                ),
+            )
+
+
+async def test_rows_queued_by_schema_1_are_delivered_after_the_migration(
+    tmp_path, clock
+):
+    path = tmp_path / "tocsin.db"
+    db = await Database.open(path, clock=clock, migrations=MIGRATIONS[:1])
+    # Still firing, its trigger pending.
+    await _write_as_schema_1(db, 1, trigger="pending")
+    # Resolved after its trigger went out; the resolve pending.
+    await _write_as_schema_1(
+        db, 2, resolved=0.05, trigger="delivered", resolve="pending"
+    )
+    # Resolved while its trigger still waited: both pending.
+    await _write_as_schema_1(db, 3, resolved=0.07, trigger="pending", resolve="pending")
+    await db.close()
+
+    db = await Database.open(path, clock=clock)
+    try:
+        outbox = Outbox(db, clock)
+        due = await outbox.due("ops", T0 + 100, limit=10)
+
+        def seen(alert: Alert) -> tuple:
+            return (alert.uid, alert.state, alert.value, alert.resolved_at)
+
+        assert [(n.key, n.event, *seen(n.alert)) for n in due] == [
+            ("key-10", "trigger", "uid1", "triggered", 0.1 + 0.2, None),
+            ("key-21", "resolve", "uid2", "resolved", 0.05, T0 + 2),
+            ("key-30", "trigger", "uid3", "triggered", 0.1 + 0.2, None),
+        ]
+        assert all(n.alert.spec.series == f"model={n.alert.id}" for n in due)
+        for notification in due:
+            await outbox.delivered(notification, status=200, duration_ms=1.0)
+        [resolve] = await outbox.due("ops", T0 + 100, limit=10)
+        assert (resolve.key, *seen(resolve.alert)) == (
+            "key-31",
+            "uid3",
+            "resolved",
+            0.07,
+            T0 + 3,
+        )
+        assert await db.fetchone("PRAGMA user_version") == (len(MIGRATIONS),)
+    finally:
+        await db.close()
+
+
+async def test_rows_of_schema_2_keep_everything_when_the_outbox_is_rebuilt(
+    tmp_path, clock
+):
+    path = tmp_path / "tocsin.db"
+    db = await Database.open(path, clock=clock, migrations=MIGRATIONS[:2])
+    store, outbox = AlertStore(db, clock), Outbox(db, clock)
+    await store.fire(make_spec(), ["ops", "log", "spare"])
+    [ops], [log], [spare] = [
+        await outbox.due(channel, T0, limit=1) for channel in ("ops", "log", "spare")
+    ]
+    await outbox.delivered(log, status=None, duration_ms=1.0)
+    await outbox.dead(spare, status=401, reason="auth", error="x", duration_ms=1.0)
+    await outbox.retry(
+        ops,
+        next_attempt_at=T0 + 9,
+        status=503,
+        reason="server_error",
+        error="y",
+        duration_ms=2.0,
+    )
+    everything = "SELECT * FROM outbox ORDER BY id"
+    before = await db.fetchall(everything)
+    attempts = await db.fetchall("SELECT * FROM delivery_attempts ORDER BY id")
+    await db.close()
+
+    db = await Database.open(path, clock=clock)
+    try:
+        # Every row and column as it was, the two new columns empty.
+        after = await db.fetchall(everything)
+        assert [row[:-2] for row in after] == before
+        assert {row[-2:] for row in after} == {(None, None)}
+        assert await db.fetchall("SELECT * FROM delivery_attempts") == attempts
+        indexes = await db.fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'index'"
+            " AND tbl_name = 'outbox' AND sql IS NOT NULL ORDER BY name"
+        )
+        assert indexes == [("outbox_alert",), ("outbox_due",)]
+        [again] = await Outbox(db, clock).due("ops", T0 + 9, limit=10)
+        assert (again.key, again.attempts, again.alert.state) == (
+            ops.key,
+            1,
+            "triggered",
+        )
     finally:
         await db.close()

@@ -9,6 +9,12 @@ written; the wake path is what keeps a breach-to-arrival time of milliseconds.
 Delivery is at least once: a notification whose outcome could not be recorded
 (a crash, a refused write, a shutdown that cut it short) is sent again later,
 with the same idempotency key, so the destination can drop the repeat.
+
+A resolve goes only to a channel that received the alert's trigger. One whose
+trigger was dead-lettered there (or never queued there, for a channel added to
+the rule later) is skipped and recorded as such: the destination never heard
+of the alert and has nothing to resolve, which is also why Alertmanager sends
+no resolved notification for an alert it never notified as firing.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from tocsin.channels.base import Channel
 from tocsin.clock import Clock
 from tocsin.errors import DeliveryError, StateError
-from tocsin.logs import redact
+from tocsin.logs import RateLimiter, redact
 from tocsin.state.models import Notification
 from tocsin.state.outbox import Outbox
 
@@ -33,6 +39,9 @@ JITTER = 0.25
 
 #: Pause of a worker after the state database refused a read or write.
 _STATE_RETRY = 1.0
+
+#: Why a resolve was skipped, as recorded in the outbox and logged.
+_TRIGGER_NOT_DELIVERED = "trigger_not_delivered"
 
 
 class Dispatcher:
@@ -57,6 +66,7 @@ class Dispatcher:
         self.delivered = 0
         self.retried = 0
         self.dead_lettered = 0
+        self.skipped = 0
         self._outbox = outbox
         self._channels = dict(channels)
         self._clock = clock
@@ -67,6 +77,7 @@ class Dispatcher:
             name: {} for name in self._channels
         }
         self._last_failure: dict[str, tuple[str, int | None]] = {}
+        self._limiter = RateLimiter(clock=clock.monotonic)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -116,7 +127,7 @@ class Dispatcher:
 
         Times written to the outbox are read from the clock.
 
-        :return: how many attempts were made.
+        :return: how many notifications were attempted or skipped.
         """
         attempts = 0
         for channel in self._channels.values():
@@ -156,24 +167,43 @@ class Dispatcher:
                     continue
                 next_at = await self._outbox.next_due(channel.name)
             except StateError as error:
-                log.warning(
-                    "cannot read or record deliveries; retrying",
-                    extra={"channel": channel.name, "error": str(error)},
-                )
+                # Retried every second: a database that stays unavailable must
+                # not write a line per second per channel.
+                allowed, suppressed = self._limiter.allow(f"state:{channel.name}")
+                if allowed:
+                    log.warning(
+                        "cannot read or record deliveries; retrying",
+                        extra={
+                            "channel": channel.name,
+                            "error": str(error),
+                            "suppressed": suppressed,
+                        },
+                    )
                 next_at = self._clock.time() + _STATE_RETRY
             except Exception:
-                # A bug must not end the channel's deliveries for good.
-                log.exception("delivery worker failed", extra={"channel": channel.name})
+                # A bug must not end the channel's deliveries for good, nor
+                # fill the log while it keeps failing.
+                allowed, suppressed = self._limiter.allow(f"bug:{channel.name}")
+                if allowed:
+                    log.exception(
+                        "delivery worker failed",
+                        extra={"channel": channel.name, "suppressed": suppressed},
+                    )
                 next_at = self._clock.time() + _STATE_RETRY
             await _wait(wakeup, next_at, self._clock)
 
     async def _deliver_due(self, channel: Channel, now: float) -> int:
-        """Send one batch of due notifications; return its size."""
+        """Send (or skip) one batch of due notifications; return its size."""
         batch = await self._outbox.due(channel.name, now, self._concurrency)
         if not batch:
             return 0
         results = await asyncio.gather(
-            *(self._deliver(channel, notification) for notification in batch),
+            *(
+                self._deliver(channel, notification)
+                if notification.announced
+                else self._skip(channel, notification)
+                for notification in batch
+            ),
             return_exceptions=True,
         )
         for result in results:
@@ -250,6 +280,20 @@ class Dispatcher:
             )
         else:
             log.error("notification dead-lettered: final error", extra=context)
+
+    async def _skip(self, channel: Channel, notification: Notification) -> None:
+        """Record a resolve of an alert the channel never received as skipped."""
+        await self._outbox.skipped(notification, reason=_TRIGGER_NOT_DELIVERED)
+        self.skipped += 1
+        context = _context(channel.name, notification, reason=_TRIGGER_NOT_DELIVERED)
+        del context["attempt"]
+        # A WARNING, not an ERROR: the failure was the trigger's, already
+        # logged as an error when it was dead-lettered; this line says that
+        # the destination will not hear of the alert's end either.
+        log.warning(
+            "resolve not sent: the channel never received the alert's trigger",
+            extra=context,
+        )
 
     def _warn_once(self, channel: str, failure: DeliveryError, context: dict) -> None:
         # One WARNING per change of error: an outage of an hour must not

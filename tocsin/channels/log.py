@@ -34,7 +34,6 @@ class LogChannel:
         alert = notification.alert
         spec = alert.spec
         status = _STATUS[notification.event]
-        value = spec.value if notification.event == "trigger" else alert.value
         log.log(
             self.level,
             "alert %s: %s %s (%s)",
@@ -55,7 +54,7 @@ class LogChannel:
                 "detail": {
                     "severity": spec.severity,
                     "labels": spec.labels,
-                    "value": finite(value),
+                    "value": finite(alert.value),
                     "threshold": finite(spec.threshold),
                     "range": spec.range or None,
                     "summary": spec.summary,

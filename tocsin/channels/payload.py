@@ -3,9 +3,9 @@
 The shape follows what receivers of alerting webhooks already parse: a
 ``status`` of ``firing`` or ``resolved``, an ``alert`` object with labels and
 the numbers that decided, and the transition that caused the message. The
-``status`` and ``value`` describe the transition being notified; the rest of
-``alert`` describes the alert as it is when the message is built (a trigger
-delivered late may therefore carry ``state: resolved``).
+``alert`` is the one the outbox kept with the notification: the alert as it was
+at that transition (a trigger delivered after its alert resolved still says
+``state: triggered``), so every attempt of a notification is the same bytes.
 
 Version ``1`` fields only ever get added to, never renamed or removed.
 """
@@ -63,7 +63,6 @@ def alert_payload(notification: Notification) -> dict:
     alert = notification.alert
     spec = alert.spec
     transition = notification.transition
-    value = spec.value if notification.event == "trigger" else alert.value
     body = {
         "id": alert.id,
         "uid": alert.uid,
@@ -82,7 +81,7 @@ def alert_payload(notification: Notification) -> dict:
         "op": spec.op,
         "threshold": finite(spec.threshold),
         "range": [finite(bound) for bound in spec.range] or None,
-        "value": finite(value),
+        "value": finite(alert.value),
         "samples": spec.samples,
         "started_at": iso_utc(spec.started_at),
         "fired_at": iso_utc(spec.fired_at),

@@ -132,10 +132,14 @@ class WebhookChannel:
         :raises DeliveryError: if the destination did not answer with a 2xx.
         """
         body = encode(alert_payload(notification))
+        # The id and the body are the same on every attempt; the timestamp is
+        # this attempt's, which Standard Webhooks receivers require to accept
+        # a message at all (they compare it with their clock).
         headers = {
             **self._headers,
             "Idempotency-Key": notification.key,
             "webhook-id": notification.key,
+            "webhook-timestamp": str(int(self._clock.time())),
         }
         try:
             async with self._session.post(

@@ -103,11 +103,12 @@ class AlertStore:
             transition = await _transition(
                 tx, alert_id, None, "triggered", spec.fired_at, spec.reason
             )
-            await _queue(tx, uid, transition, "trigger", channels, now)
+            alert = Alert(
+                id=alert_id, uid=uid, state="triggered", spec=spec, value=spec.value
+            )
+            await _queue(tx, alert, transition, "trigger", channels, now)
 
-        return Alert(
-            id=alert_id, uid=uid, state="triggered", spec=spec, value=spec.value
-        )
+        return alert
 
     async def resolve(
         self,
@@ -144,11 +145,11 @@ class AlertStore:
             transition = await _transition(
                 tx, alert.id, alert.state, "resolved", at, reason
             )
-            await _queue(tx, alert.uid, transition, "resolve", channels, now)
+            alert.state = "resolved"
+            alert.value = value
+            alert.resolved_at = at
+            await _queue(tx, alert, transition, "resolve", channels, now)
 
-        alert.state = "resolved"
-        alert.value = value
-        alert.resolved_at = at
         return alert
 
     async def close_resolved(self, resolved_before: float) -> int:
@@ -249,27 +250,35 @@ async def _transition(
 
 async def _queue(
     tx: Transaction,
-    uid: str,
+    alert: Alert,
     transition: Transition,
     event: NotificationEvent,
     channels: Sequence[str],
     now: float,
 ) -> None:
-    """Write one outbox row per channel, due at once."""
+    """Write one outbox row per channel, due at once.
+
+    Each row keeps ``alert`` as it is after ``transition``, so every attempt
+    of the notification describes the same alert whatever happens to it later.
+    """
     rows = [
         (
-            transition.alert_id,
+            alert.id,
             transition.id,
             channel,
             event,
-            notification_key(uid, transition.id, channel),
+            notification_key(alert.uid, transition.id, channel),
             now,
             now,
+            alert.state,
+            alert.value,
+            alert.resolved_at,
         )
         for channel in dict.fromkeys(channels)
     ]
     await tx.executemany(
         "INSERT INTO outbox (alert_id, transition_id, channel, event, key,"
-        " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " next_attempt_at, created_at, alert_state, alert_value, alert_resolved_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )

@@ -21,6 +21,7 @@ import aiosqlite
 
 from tocsin.clock import Clock
 from tocsin.errors import StateError
+from tocsin.logs import RateLimiter
 from tocsin.state.migrations import MIGRATIONS, migrate
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Database:
         self.slow = 0
         self._connection: aiosqlite.Connection | None = connection
         self._lock = asyncio.Lock()
+        self._limiter = RateLimiter(clock=clock.monotonic)
 
     @classmethod
     async def open(
@@ -117,7 +119,8 @@ class Database:
                     f"state database {path}: cannot switch to WAL mode "
                     f"(journal mode is {mode})"
                 )
-            await connection.execute("PRAGMA synchronous = NORMAL")
+            # FULL: under NORMAL a power loss can undo the last alerts; writes are rare.
+            await connection.execute("PRAGMA synchronous = FULL")
             await connection.execute("PRAGMA foreign_keys = ON")
             version = await migrate(connection, str(path), migrations)
             await _check_usable(connection, path, version)
@@ -181,10 +184,18 @@ class Database:
         elapsed = self.clock.monotonic() - started
         if elapsed > _SLOW_TRANSACTION:
             self.slow += 1
-            log.warning(
-                "slow state transaction",
-                extra={"path": str(self.path), "elapsed_ms": round(elapsed * 1000)},
-            )
+            # A stuck disk makes every transaction slow; one line per interval
+            # tells as much, with the count of those held back.
+            allowed, suppressed = self._limiter.allow("slow")
+            if allowed:
+                log.warning(
+                    "slow state transaction",
+                    extra={
+                        "path": str(self.path),
+                        "elapsed_ms": round(elapsed * 1000),
+                        "suppressed": suppressed,
+                    },
+                )
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """Run one read query outside any transaction and return every row.

@@ -4,6 +4,11 @@ Migration ``n`` (1-based) turns a database at ``PRAGMA user_version = n - 1``
 into one at ``n``. Each runs in its own transaction together with the version
 bump, so a crash mid-migration leaves the previous version intact. Never edit a
 migration that has shipped: append a new one.
+
+SQLite changes a table's constraints only by copying it into a new table and
+dropping the old one (https://www.sqlite.org/lang_altertable.html#otheralter),
+which foreign keys forbid while they are enforced; migrations therefore run
+with enforcement off, and every foreign key is checked before each commit.
 """
 
 from __future__ import annotations
@@ -84,8 +89,79 @@ CREATE TABLE delivery_attempts (
 );
 """
 
+# Each outbox row keeps the alert as it was at its transition, so that every
+# attempt of one notification sends the same message: joining the alert's
+# current row made a trigger retried after the resolve say "resolved" under the
+# trigger's idempotency key. An alert's id, uid and spec never change after it
+# fires; its state, value and resolved_at are what the row has to keep.
+#
+# Rows already queued are filled in from their transition: a trigger saw the
+# alert firing with the value it fired on; a resolve saw it resolved, and
+# resolving is the last change of value and resolved_at an alert ever gets.
+_V2 = """
+ALTER TABLE outbox ADD COLUMN alert_state TEXT
+    CHECK (alert_state IN ('triggered', 'resolved'));
+ALTER TABLE outbox ADD COLUMN alert_value REAL;
+ALTER TABLE outbox ADD COLUMN alert_resolved_at REAL;
+
+UPDATE outbox SET
+    alert_state = 'triggered',
+    alert_value = (SELECT json_extract(a.spec, '$.value') FROM alerts AS a
+                   WHERE a.id = outbox.alert_id),
+    alert_resolved_at = NULL
+WHERE event = 'trigger';
+
+UPDATE outbox SET
+    alert_state = 'resolved',
+    alert_value = (SELECT a.value FROM alerts AS a WHERE a.id = outbox.alert_id),
+    alert_resolved_at = (SELECT a.resolved_at FROM alerts AS a
+                         WHERE a.id = outbox.alert_id)
+WHERE event = 'resolve';
+"""
+
+# A notification can now end 'skipped': a resolve is not sent to a channel that
+# never received the alert's trigger (see tocsin.channels.delivery). Adding the
+# state to the CHECK takes a rebuild of the table, which also makes the alert
+# kept by version 2 mandatory: version 2 filled it in for every row.
+_V3 = """
+CREATE TABLE outbox_v3 (
+    id INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL REFERENCES alerts (id),
+    transition_id INTEGER NOT NULL REFERENCES transitions (id),
+    channel TEXT NOT NULL CHECK (channel <> ''),
+    event TEXT NOT NULL CHECK (event IN ('trigger', 'resolve')),
+    key TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'delivered', 'dead', 'skipped')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    last_status INTEGER,
+    created_at REAL NOT NULL,
+    delivered_at REAL,
+    alert_state TEXT NOT NULL CHECK (alert_state IN ('triggered', 'resolved')),
+    alert_value REAL,
+    alert_resolved_at REAL,
+    skipped_at REAL,
+    -- Why the notification was not sent, in a word: 'trigger_not_delivered'.
+    skip_reason TEXT
+);
+INSERT INTO outbox_v3 (id, alert_id, transition_id, channel, event, key, state,
+    attempts, next_attempt_at, last_error, last_status, created_at, delivered_at,
+    alert_state, alert_value, alert_resolved_at)
+SELECT id, alert_id, transition_id, channel, event, key, state,
+    attempts, next_attempt_at, last_error, last_status, created_at, delivered_at,
+    alert_state, alert_value, alert_resolved_at
+FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_v3 RENAME TO outbox;
+CREATE INDEX outbox_due ON outbox (channel, next_attempt_at, id)
+    WHERE state = 'pending';
+CREATE INDEX outbox_alert ON outbox (alert_id, channel, id);
+"""
+
 #: Every migration, oldest first; the schema version is the list's length.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 
 def statements(script: str) -> list[str]:
@@ -126,28 +202,51 @@ async def migrate(
             f"Tocsin only knows versions up to {target}; run a newer Tocsin "
             f"or restore a matching database"
         )
-    for version in range(current + 1, target + 1):
-        await connection.execute("BEGIN IMMEDIATE")
-        try:
-            # Another process may have migrated while we waited for the lock.
-            if await _user_version(connection) >= version:
-                await connection.execute("ROLLBACK")
-                continue
-            for statement in statements(migrations[version - 1]):
-                await connection.execute(statement)
-            # PRAGMA takes no parameters; version is an int we computed.
-            await connection.execute(f"PRAGMA user_version = {version:d}")
-            await connection.execute("COMMIT")
-        except sqlite3.Error as error:
-            await connection.execute("ROLLBACK")
-            raise StateError(
-                f"state database {path}: migration to schema version {version} "
-                f"failed: {error}"
-            ) from error
+    # The setting cannot change inside a transaction: it is switched around them.
+    enforced = await _pragma(connection, "foreign_keys")
+    await connection.execute("PRAGMA foreign_keys = OFF")
+    try:
+        for version in range(current + 1, target + 1):
+            await _apply(connection, path, version, migrations[version - 1])
+    finally:
+        await connection.execute(f"PRAGMA foreign_keys = {enforced:d}")
 
     return target
 
 
+async def _apply(
+    connection: aiosqlite.Connection, path: str, version: int, script: str
+) -> None:
+    """Run one migration and its version bump in one transaction."""
+    await connection.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have migrated while we waited for the lock.
+        if await _user_version(connection) >= version:
+            await connection.execute("ROLLBACK")
+            return
+        for statement in statements(script):
+            await connection.execute(statement)
+        broken = list(await connection.execute_fetchall("PRAGMA foreign_key_check"))
+        if broken:
+            table, rowid, parent, _ = broken[0]
+            raise sqlite3.IntegrityError(
+                f"row {rowid} of {table} refers to a missing row of {parent}"
+            )
+        # PRAGMA takes no parameters; version is an int we computed.
+        await connection.execute(f"PRAGMA user_version = {version:d}")
+        await connection.execute("COMMIT")
+    except sqlite3.Error as error:
+        await connection.execute("ROLLBACK")
+        raise StateError(
+            f"state database {path}: migration to schema version {version} "
+            f"failed: {error}"
+        ) from error
+
+
 async def _user_version(connection: aiosqlite.Connection) -> int:
-    rows = await connection.execute_fetchall("PRAGMA user_version")
+    return await _pragma(connection, "user_version")
+
+
+async def _pragma(connection: aiosqlite.Connection, name: str) -> int:
+    rows = await connection.execute_fetchall(f"PRAGMA {name}")
     return int(next(iter(rows))[0])

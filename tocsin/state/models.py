@@ -76,8 +76,12 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     key: str
     channel: str
     event: NotificationEvent
+    #: The alert as it was right after ``transition``, not as it is now.
     alert: Alert
     transition: Transition
     #: Attempts already made before this one.
     attempts: int
     created_at: float
+    #: Whether the channel knows of the alert: always for a trigger; for a
+    #: resolve, only if the trigger was delivered to the same channel.
+    announced: bool = True

@@ -2,13 +2,19 @@
 
 A row is written by :class:`~tocsin.state.alerts.AlertStore` in the transaction
 of its alert's transition and leaves the ``pending`` state only through
-:meth:`Outbox.delivered` or :meth:`Outbox.dead`. Each outcome of an attempt is
-written together with its ``delivery_attempts`` row, so the audit log holds
-exactly the attempts that were made.
+:meth:`Outbox.delivered`, :meth:`Outbox.dead` or :meth:`Outbox.skipped`. Each
+outcome of an attempt is written together with its ``delivery_attempts`` row,
+so the audit log holds exactly the attempts that were made; a skipped row was
+never attempted and has none.
 
 Notifications of one alert reach one channel in order: a row is not due while an
 older row of the same alert and channel is still pending, so a resolve never
 overtakes the trigger it follows.
+
+A notification describes the alert as it was at its transition, kept in the
+row when it was written, not as it is now: a trigger retried after its alert
+resolved still says the alert fired, and every attempt carries the same
+message under the same idempotency key.
 """
 
 from __future__ import annotations
@@ -29,10 +35,21 @@ _FIRST_IN_LINE = (
     "NOT EXISTS (SELECT 1 FROM outbox AS o2 WHERE o2.alert_id = o.alert_id"
     " AND o2.channel = o.channel AND o2.state = 'pending' AND o2.id < o.id)"
 )
+# Whether the channel knows of the alert: a trigger announces it, and a resolve
+# follows an announcement only if the trigger reached this channel. When a
+# resolve is due its trigger is no longer pending (the rule above).
+_ANNOUNCED = (
+    "o.event = 'trigger' OR EXISTS (SELECT 1 FROM outbox AS o3"
+    " WHERE o3.alert_id = o.alert_id AND o3.channel = o.channel"
+    " AND o3.event = 'trigger' AND o3.state = 'delivered')"
+)
+# The alert's identity and spec from its row (they never change), its state and
+# value from the outbox row; closing notifies nobody, so closed_at is NULL.
 _DUE = f"""
 SELECT o.id, o.key, o.channel, o.event, o.attempts, o.created_at,
-       a.id, a.uid, a.state, a.spec, a.value, a.resolved_at, a.closed_at,
-       t.id, t.alert_id, t.from_state, t.to_state, t.at, t.actor, t.reason, t.comment
+       a.id, a.uid, o.alert_state, a.spec, o.alert_value, o.alert_resolved_at, NULL,
+       t.id, t.alert_id, t.from_state, t.to_state, t.at, t.actor, t.reason, t.comment,
+       ({_ANNOUNCED})
 FROM outbox AS o
 JOIN alerts AS a ON a.id = o.alert_id
 JOIN transitions AS t ON t.id = o.transition_id
@@ -87,6 +104,7 @@ def _notification(row: tuple) -> Notification:
         transition=transition_from_row(row[13:21]),
         attempts=attempts,
         created_at=created_at,
+        announced=bool(row[21]),
     )
 
 
@@ -166,6 +184,18 @@ class Outbox:
             duration_ms=duration_ms,
             next_attempt_at=None,
         )
+
+    async def skipped(self, notification: Notification, *, reason: str) -> None:
+        """Take the notification out of the queue without sending it.
+
+        :param reason: why, in a word (``trigger_not_delivered``).
+        """
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE outbox SET state = 'skipped', skipped_at = ?, skip_reason = ?"
+                " WHERE id = ? AND state = 'pending'",
+                (self._clock.time(), reason, notification.id),
+            )
 
     async def pending_count(self) -> int:
         """Return how many notifications wait for delivery, on every channel."""
