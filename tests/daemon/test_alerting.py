@@ -183,6 +183,35 @@ async def test_a_restored_alert_is_not_fired_again_and_resolves(store, clock):
     assert (resolved.action, resolved.series) == ("resolve", "model=a")
 
 
+async def test_an_alert_of_a_removed_rule_is_resolved_at_start_up(store, clock):
+    alert = await store.fire(
+        alert_spec(RULES["drift"], decision("fire", T0)), ["hook", "quiet"]
+    )
+    assert alert is not None
+    engine = RuleEngine([])
+
+    assert await restore(store, engine, {}, T0 + 10, channels=CHANNELS) == 0
+
+    [stored] = await store.list_alerts()
+    assert (stored.state, stored.resolved_at) == ("resolved", T0 + 10)
+    [_, resolved] = await store.history(alert.id)
+    assert resolved.reason == "rule 'drift' is no longer configured"
+    rows = await store._db.fetchall("SELECT event, channel FROM outbox ORDER BY id")
+    # "quiet" takes no resolves; a channel no longer configured gets none.
+    assert rows == [("trigger", "hook"), ("trigger", "quiet"), ("resolve", "hook")]
+
+
+async def test_a_removed_channel_gets_no_resolve_of_a_removed_rule(store, clock):
+    await store.fire(alert_spec(RULES["drift"], decision("fire", T0)), ["hook"])
+
+    await restore(store, RuleEngine([]), {}, T0 + 10, channels={})
+
+    [stored] = await store.list_alerts()
+    assert stored.state == "resolved"
+    rows = await store._db.fetchall("SELECT event FROM outbox ORDER BY id")
+    assert rows == [("trigger",)]
+
+
 async def test_a_cooldown_survives_a_restart(store, clock):
     alert = await store.fire(alert_spec(RULES["drift"], decision("fire", T0)), [])
     await store.resolve(

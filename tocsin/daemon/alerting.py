@@ -197,19 +197,30 @@ class AlertPipeline:
         self.on_written()
 
 
-async def restore(store, engine, rules: Mapping[str, RuleConfig], now: float) -> int:
+async def restore(
+    store,
+    engine,
+    rules: Mapping[str, RuleConfig],
+    now: float,
+    channels: Mapping[str, ChannelConfig] | None = None,
+) -> int:
     """Tell the engine which series already fire and what fired today.
 
     Run once at start-up, before any sample arrives, so that a series that was
     firing before a crash or restart is the same alert afterwards, and the daily
-    cap and cooldown count the fires that happened before.
+    cap and cooldown count the fires that happened before. An open alert whose
+    rule is no longer configured can never resolve by itself: it is resolved
+    now, saying so, on the channels its trigger went to that are still
+    configured and take resolves.
 
+    :param channels: the configured channels, by name.
     :return: the number of open alerts restored.
     """
     restored = 0
     for alert in await store.open_alerts():
         spec = alert.spec
         if spec.rule not in rules:
+            await _retire(store, alert, now, channels or {})
             continue
         labels = {
             k: v for k, v in spec.labels.items() if k in rules[spec.rule].group_by
@@ -232,3 +243,30 @@ async def restore(store, engine, rules: Mapping[str, RuleConfig], now: float) ->
             series, times = zip(*fired, strict=True)
             engine.restore_fires(name, times, series=series)
     return restored
+
+
+async def _retire(store, alert, now: float, channels: Mapping[str, ChannelConfig]):
+    """Resolve an open alert whose rule left the configuration."""
+    spec = alert.spec
+    notified = await store.notified_channels(alert.id)
+    resolving = [
+        name for name in notified if name in channels and channels[name].send_resolved
+    ]
+    reason = f"rule {spec.rule!r} is no longer configured"
+    await store.resolve(
+        spec.rule,
+        spec.series,
+        at=now,
+        value=None,
+        reason=reason,
+        channels=resolving,
+    )
+    log.warning(
+        "resolved an alert of a removed rule",
+        extra={
+            "rule": spec.rule,
+            "series": spec.series,
+            "alert": alert.uid,
+            "reason": reason,
+        },
+    )

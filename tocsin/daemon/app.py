@@ -183,7 +183,10 @@ class Daemon:
 
         engine = RuleEngine(config.rules)
         rules = {rule.name: rule for rule in config.rules}
-        restored = await restore(store, engine, rules, clock.time())
+        channel_configs = {channel.name: channel for channel in config.channels}
+        restored = await restore(
+            store, engine, rules, clock.time(), channels=channel_configs
+        )
         if restored:
             log.info("restored open alerts", extra={"count": restored})
 
@@ -198,7 +201,7 @@ class Daemon:
 
         pipeline = AlertPipeline(
             rules,
-            {channel.name: channel for channel in config.channels},
+            channel_configs,
             store,
             dispatcher.wake,
             clock,

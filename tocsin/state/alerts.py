@@ -173,6 +173,15 @@ class AlertStore:
 
         return closed
 
+    async def notified_channels(self, alert_id: int) -> list[str]:
+        """Return the channels an alert's trigger was queued for, in order."""
+        rows = await self._db.fetchall(
+            "SELECT channel FROM outbox WHERE alert_id = ? AND event = 'trigger'"
+            " ORDER BY id",
+            (alert_id,),
+        )
+        return [row[0] for row in rows]
+
     async def open_alerts(self) -> list[Alert]:
         """Return every open alert, oldest first."""
         rows = await self._db.fetchall(
