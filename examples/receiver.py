@@ -45,6 +45,7 @@ def describe_notification(body: object) -> dict[str, Any]:
 
     return {
         "event": body.get("event"),
+        "name": alert.get("name"),
         "rule": alert.get("rule"),
         "model": alert.get("model"),
         "severity": alert.get("severity"),
@@ -248,6 +249,7 @@ class Receiver:
             f"value={number(seen['value'])} (condition {seen['op'] or '?'} "
             f"{number(seen['threshold'])}) key={seen['key']}"
         )
+        self.out(f"         {seen['name']}")
         await self._keep("webhook", {"path": request.path, "seen": seen, "body": body})
         return web.json_response({"ok": True})
 
