@@ -74,6 +74,15 @@ def test_an_empty_file_is_a_valid_config_with_defaults():
 RULE = '[[rules]]\nname = "r"\nmetric = "m"\nthreshold = 1\n'
 RANGE_RULE = '[[rules]]\nname = "r"\nmetric = "m"\nop = "outside"\nrange = [0.1, 0.9]\n'
 CHANNEL = '[[channels]]\nname = "c"\ntype = "webhook"\nurl = "http://x"\n'
+DATADOG = "[export.datadog]\n"
+BASE_URL = (
+    "bad.toml: export.datadog.base_url: expected an http(s) URL with a host, "
+    "like https://api.datadoghq.eu, got "
+)
+SITE = (
+    "bad.toml: export.datadog.site: expected a host name like datadoghq.eu "
+    "(no scheme, no path), got "
+)
 
 
 @pytest.mark.parametrize(
@@ -189,6 +198,48 @@ CHANNEL = '[[channels]]\nname = "c"\ntype = "webhook"\nurl = "http://x"\n'
             "bad.toml: not valid TOML: "
             "Expected ']' at the end of a table declaration (at line 1, column 8)",
         ),
+        (
+            DATADOG + 'base_url = "api.datadoghq.eu"\n',
+            BASE_URL + "'api.datadoghq.eu'",
+        ),
+        (
+            DATADOG + 'base_url = "ftp://api.datadoghq.eu"\n',
+            BASE_URL + "'ftp://api.datadoghq.eu'",
+        ),
+        (
+            DATADOG + 'base_url = "https://"\n',
+            BASE_URL + "'https://'",
+        ),
+        (
+            DATADOG + 'base_url = "https://:8080/"\n',
+            BASE_URL + "'https://:8080/'",
+        ),
+        (
+            DATADOG + 'base_url = "https://intake:99999"\n',
+            BASE_URL + "'https://intake:99999'",
+        ),
+        (
+            DATADOG + 'base_url = "https://api.datadoghq.eu\\n"\n',
+            BASE_URL + "'https://api.datadoghq.eu\\n'",
+        ),
+        (
+            DATADOG + 'base_url = "https://proxy.example/dd?"\n',
+            "bad.toml: export.datadog.base_url: must not have a query or a fragment:"
+            " the API path is appended to it",
+        ),
+        (
+            DATADOG + 'site = "https://datadoghq.eu"\n',
+            SITE + "'https://datadoghq.eu'",
+        ),
+        (
+            DATADOG + 'site = "datadoghq.eu/"\n',
+            SITE + "'datadoghq.eu/'",
+        ),
+        (DATADOG + 'site = ""\n', SITE + "''"),
+        (
+            DATADOG + 'site = "datadoghq..eu"\n',
+            SITE + "'datadoghq..eu'",
+        ),
     ],
 )
 def test_a_bad_config_is_one_line_naming_file_and_key(text, expected):
@@ -197,6 +248,21 @@ def test_a_bad_config_is_one_line_naming_file_and_key(text, expected):
 
     assert str(raised.value) == expected
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'site = "us5.datadoghq.com"',
+        # A site outside Datadog's published list is still a host name.
+        'site = "datadoghq.example-site.com"',
+        'base_url = "https://api.datadoghq.eu"',
+        'base_url = "http://127.0.0.1:8126/"',
+        'base_url = "http://[::1]:8126/intake"',
+    ],
+)
+def test_datadog_sites_and_base_urls_that_load(line):
+    config.parse(DATADOG + line + "\n", "good.toml")
 
 
 def test_a_missing_file_names_the_file(tmp_path):

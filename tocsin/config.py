@@ -10,11 +10,13 @@ and nothing that runs is touched.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -108,8 +110,10 @@ class AlertsConfig(_Strict):
 
 
 class DatadogExportConfig(_Strict):
+    #: The Datadog site, a host name (``datadoghq.eu``); the API is
+    #: ``https://api.{site}``.
     site: str = "datadoghq.com"
-    #: Full base URL (``https://api.datadoghq.eu``); overrides ``site``.
+    #: Full http(s) base URL (``https://api.datadoghq.eu``); overrides ``site``.
     base_url: str = ""
     #: Environment variable holding the API key.
     api_key_env: str = "DD_API_KEY"
@@ -355,12 +359,72 @@ def _check(config: Config, source: str) -> None:
             raise ConfigError(source, f"expected host:port, got {udp!r}", "ingest.udp")
 
     export = config.export.datadog
+    if not _is_host_name(export.site):
+        raise ConfigError(
+            source,
+            f"expected a host name like datadoghq.eu (no scheme, no path), "
+            f"got {export.site!r}",
+            "export.datadog.site",
+        )
+    if export.base_url:
+        _check_base_url(export.base_url, source)
     if export.interval < 1:
         raise ConfigError(source, "must be at least 1s", "export.datadog.interval")
     if export.timeout <= 0:
         raise ConfigError(source, "must be longer than 0s", "export.datadog.timeout")
     if config.daemon.tick < 0.01:
         raise ConfigError(source, "must be at least 10ms", "daemon.tick")
+
+
+#: One label of a host name: letters, digits and hyphens, no hyphen at either end.
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
+
+
+def _is_host_name(text: str) -> bool:
+    return len(text) <= 253 and _HOST_NAME.fullmatch(text) is not None
+
+
+def _check_base_url(url: str, source: str) -> None:
+    """Check that ``export.datadog.base_url`` is an http(s) URL with a host.
+
+    The exporter appends ``/api/v2/series`` to it, so a query or a fragment
+    would swallow that path. :func:`urlsplit` silently drops tabs and newlines,
+    so any whitespace or control character is refused before it runs.
+    """
+    key = "export.datadog.base_url"
+    expected = (
+        f"expected an http(s) URL with a host, like https://api.datadoghq.eu, "
+        f"got {url!r}"
+    )
+    if not url.isprintable() or " " in url:
+        raise ConfigError(source, expected, key)
+    try:
+        parts = urlsplit(url)
+        # Only reading the port checks it: urlsplit alone accepts ``:99999``.
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(source, expected, key) from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not (
+        _is_host_name(host) or _is_ip_address(host)
+    ):
+        raise ConfigError(source, expected, key)
+    if "?" in url or "#" in url:
+        raise ConfigError(
+            source,
+            "must not have a query or a fragment: the API path is appended to it",
+            key,
+        )
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+
+    return True
 
 
 _ORDERED = {">": 1, ">=": 1, "<": -1, "<=": -1}
