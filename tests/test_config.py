@@ -240,6 +240,26 @@ SITE = (
             DATADOG + 'site = "datadoghq..eu"\n',
             SITE + "'datadoghq..eu'",
         ),
+        (
+            DATADOG + 'metric_prefix = "1bad prefix"\n',
+            "bad.toml: export.datadog.metric_prefix: must start with an ASCII"
+            " letter, as every Datadog metric name does; got '1bad prefix'",
+        ),
+        (
+            DATADOG + 'metric_prefix = "_ml."\n',
+            "bad.toml: export.datadog.metric_prefix: must start with an ASCII"
+            " letter, as every Datadog metric name does; got '_ml.'",
+        ),
+        (
+            DATADOG + 'metric_prefix = "модель."\n',
+            "bad.toml: export.datadog.metric_prefix: must start with an ASCII"
+            " letter, as every Datadog metric name does; got 'модель.'",
+        ),
+        (
+            DATADOG + f'metric_prefix = "{"m" * 200}"\n',
+            "bad.toml: export.datadog.metric_prefix: must be shorter than 200"
+            " characters, Datadog's limit for a whole metric name",
+        ),
     ],
 )
 def test_a_bad_config_is_one_line_naming_file_and_key(text, expected):
@@ -259,9 +279,12 @@ def test_a_bad_config_is_one_line_naming_file_and_key(text, expected):
         'base_url = "https://api.datadoghq.eu"',
         'base_url = "http://127.0.0.1:8126/"',
         'base_url = "http://[::1]:8126/intake"',
+        # Characters Datadog does not take become "_", as in exported names.
+        'metric_prefix = "ml platform."',
+        f'metric_prefix = "{"m" * 199}"',
     ],
 )
-def test_datadog_sites_and_base_urls_that_load(line):
+def test_datadog_export_settings_that_load(line):
     config.parse(DATADOG + line + "\n", "good.toml")
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from tocsin.datadog_names import NAME_LIMIT, metric_name
 from tocsin.errors import ConfigError
 
 
@@ -121,6 +122,7 @@ class DatadogExportConfig(_Strict):
     #: ``$CREDENTIALS_DIRECTORY`` first (a systemd credential).
     api_key_file: str = ""
     interval: Duration = Duration(60.0)
+    #: Prepended to every exported metric name; it must start with a letter.
     metric_prefix: str = ""
     tags: list[str] = []
     #: Metric names to export; empty exports every ingested metric.
@@ -368,6 +370,7 @@ def _check(config: Config, source: str) -> None:
         )
     if export.base_url:
         _check_base_url(export.base_url, source)
+    _check_metric_prefix(export.metric_prefix, source)
     if export.interval < 1:
         raise ConfigError(source, "must be at least 1s", "export.datadog.interval")
     if export.timeout <= 0:
@@ -416,6 +419,27 @@ def _check_base_url(url: str, source: str) -> None:
             "must not have a query or a fragment: the API path is appended to it",
             key,
         )
+
+
+def _check_metric_prefix(prefix: str, source: str) -> None:
+    """Refuse a prefix with which the export could send no metric at all.
+
+    The check is the export's own: if a one-character name has no Datadog name
+    behind the prefix, no name has one.
+    """
+    if not prefix or metric_name("x", prefix) is not None:
+        return
+    if len(prefix) >= NAME_LIMIT:
+        message = (
+            f"must be shorter than {NAME_LIMIT} characters, Datadog's limit for"
+            " a whole metric name"
+        )
+    else:
+        message = (
+            "must start with an ASCII letter, as every Datadog metric name does;"
+            f" got {prefix!r}"
+        )
+    raise ConfigError(source, message, "export.datadog.metric_prefix")
 
 
 def _is_ip_address(text: str) -> bool:
