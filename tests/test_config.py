@@ -241,6 +241,29 @@ SITE = (
             SITE + "'datadoghq..eu'",
         ),
         (
+            RULE + 'match = { env = "prod", model = 3 }\n',
+            "bad.toml: rules[0].match.model: Expected `str`, got `int`",
+        ),
+        (
+            RULE + RULE.replace('"r"', '"s"') + "labels = { team = true }\n",
+            "bad.toml: rules[1].labels.team: Expected `str`, got `bool`",
+        ),
+        (
+            RULE + 'metadata = { "dashboard.url" = ["a"] }\n',
+            'bad.toml: rules[0].metadata."dashboard.url": Expected `str`, got `array`',
+        ),
+        (
+            RULE + 'labels = { "team\\n" = 1 }\n',
+            'bad.toml: rules[0].labels."team\\n": Expected `str`, got `int`',
+        ),
+        (
+            '[[channels]]\nname = "log"\ntype = "log"\n'
+            + CHANNEL
+            + "headers = { X-Team = 7 }\n",
+            "bad.toml: channels[1].headers.X-Team: Expected `str`, got `int`",
+        ),
+        ('[daemon]\n"state dir" = "x"\n', 'bad.toml: daemon."state dir": unknown key'),
+        (
             DATADOG + 'metric_prefix = "1bad prefix"\n',
             "bad.toml: export.datadog.metric_prefix: must start with an ASCII"
             " letter, as every Datadog metric name does; got '1bad prefix'",

@@ -2,7 +2,8 @@
 
 Decoding and checking are separate steps. :func:`load` reads and decodes the
 file with msgspec (unknown keys, wrong types and bad durations fail there, with
-the key path msgspec reports) and then runs the checks a schema cannot express
+the key path msgspec reports, an entry of a table such as ``match`` named by its
+key) and then runs the checks a schema cannot express
 (unique names, references between sections). Either step raises
 :class:`~tocsin.errors.ConfigError` with one line naming the file and the key,
 and nothing that runs is touched.
@@ -14,8 +15,9 @@ import ipaddress
 import math
 import os
 import re
+import types
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import msgspec
@@ -252,7 +254,7 @@ def _split_msgspec_error(error: msgspec.MSGSPEC_ERRORS) -> tuple[str, str | None
     ):
         found = pattern.match(message)
         if found:
-            field = found["field"]
+            field = _toml_key(found["field"])
             path = f"{path}.{field}" if path else field
             message = replacement
     if path and path.endswith("].type") and message.startswith("Invalid value"):
@@ -261,6 +263,103 @@ def _split_msgspec_error(error: msgspec.MSGSPEC_ERRORS) -> tuple[str, str | None
             f"unknown channel type ({message[len('Invalid value ') :]}); known: {known}"
         )
     return message, path
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_key(key: str) -> str:
+    """Write ``key`` as it may appear in a key path: bare, or quoted as TOML does.
+
+    Control characters are escaped, so a key path always stays on one line.
+    """
+    if _BARE_KEY.fullmatch(key):
+        return key
+    quoted = []
+    for char in key:
+        if char in '"\\':
+            quoted.append("\\" + char)
+        elif char in _ESCAPES:
+            quoted.append(_ESCAPES[char])
+        elif not char.isprintable():
+            quoted.append(
+                f"\\u{ord(char):04X}" if ord(char) < 0x10000 else f"\\U{ord(char):08X}"
+            )
+        else:
+            quoted.append(char)
+
+    return '"' + "".join(quoted) + '"'
+
+
+_PATH_STEP = re.compile(
+    r"\.?(?P<field>[^.\[]+)|\[(?P<index>\d+)\]|(?P<entry>\[\.\.\.\])"
+)
+
+
+def _name_entries(text: str | bytes, path: str) -> str:
+    """Replace each ``[...]`` in a msgspec path by the key of the entry at fault.
+
+    msgspec writes ``rules[0].match[...]`` for a bad value in a table such as
+    ``match = { model = 3 }``. The document is decoded again without a schema
+    and walked along the path next to the schema; in each table the entry at
+    fault is the first one that does not convert on its own, as msgspec
+    decodes entries in order. Should the walk fail, ``path`` is returned as it is.
+    """
+    try:
+        node: Any = msgspec.toml.decode(text)
+    except msgspec.DecodeError:
+        return path
+    kind: object = Config
+    named = []
+    try:
+        for step in _PATH_STEP.finditer(path):
+            kind = _concrete(kind, node)
+            if step["field"] is not None:
+                field = step["field"]
+                fields = msgspec.structs.fields(kind)
+                kind = next(f.type for f in fields if f.encode_name == field)
+                node = node[field]
+                named.append(("." if named else "") + field)
+            elif step["index"] is not None:
+                kind = get_args(kind)[0]
+                node = node[int(step["index"])]
+                named.append(f"[{step['index']}]")
+            else:
+                key = next(
+                    key
+                    for key, value in node.items()
+                    if not _converts({key: value}, kind)
+                )
+                kind = get_args(kind)[1]
+                node = node[key]
+                named.append("." + _toml_key(key))
+    except (KeyError, IndexError, TypeError, AttributeError, StopIteration):
+        return path
+
+    return "".join(named)
+
+
+def _concrete(kind: object, node: Any) -> object:
+    """Return the type ``node`` decodes as: ``kind`` without ``Annotated``, or
+    the member of a tagged union whose tag ``node`` carries."""
+    while get_origin(kind) is Annotated:
+        kind = get_args(kind)[0]
+    if get_origin(kind) in (Union, types.UnionType):
+        for member in get_args(kind):
+            config = getattr(member, "__struct_config__", None)
+            if config is not None and node.get(config.tag_field) == config.tag:
+                return member
+    return kind
+
+
+def _converts(value: object, kind: object) -> bool:
+    try:
+        msgspec.convert(value, kind, dec_hook=_decode_hook)
+    except msgspec.ValidationError:
+        return False
+
+    return True
 
 
 def parse(text: str | bytes, source: str = "<memory>") -> Config:
@@ -273,6 +372,8 @@ def parse(text: str | bytes, source: str = "<memory>") -> Config:
         config = msgspec.toml.decode(text, type=Config, dec_hook=_decode_hook)
     except msgspec.ValidationError as error:
         message, path = _split_msgspec_error(error)
+        if path and "[...]" in path:
+            path = _name_entries(text, path)
         raise ConfigError(source, message, path) from None
     except msgspec.DecodeError as error:
         raise ConfigError(source, f"not valid TOML: {error}") from None
