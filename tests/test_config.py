@@ -264,6 +264,36 @@ SITE = (
         ),
         ('[daemon]\n"state dir" = "x"\n', 'bad.toml: daemon."state dir": unknown key'),
         (
+            CHANNEL + 'headers = { Authorization = "Bearer s3cret\\r\\nX-Evil: 1" }\n',
+            "bad.toml: channels[0].headers.Authorization:"
+            " the value holds a line break or another control character",
+        ),
+        (
+            CHANNEL + 'headers = { X-Token = "s3cret\\u0000" }\n',
+            "bad.toml: channels[0].headers.X-Token:"
+            " the value holds a line break or another control character",
+        ),
+        (
+            CHANNEL + 'headers = { "X-Team Name" = "ml" }\n',
+            'bad.toml: channels[0].headers."X-Team Name": not a valid header name'
+            " (letters, digits and !#$%&'*+-.^_`|~ only)",
+        ),
+        (
+            CHANNEL + 'headers = { "X-Team:" = "ml" }\n',
+            'bad.toml: channels[0].headers."X-Team:": not a valid header name'
+            " (letters, digits and !#$%&'*+-.^_`|~ only)",
+        ),
+        (
+            CHANNEL + 'headers = { "X-Team\\r\\n" = "ml" }\n',
+            'bad.toml: channels[0].headers."X-Team\\r\\n": not a valid header name'
+            " (letters, digits and !#$%&'*+-.^_`|~ only)",
+        ),
+        (
+            CHANNEL + 'headers = { "" = "ml" }\n',
+            'bad.toml: channels[0].headers."": not a valid header name'
+            " (letters, digits and !#$%&'*+-.^_`|~ only)",
+        ),
+        (
             DATADOG + 'metric_prefix = "1bad prefix"\n',
             "bad.toml: export.datadog.metric_prefix: must start with an ASCII"
             " letter, as every Datadog metric name does; got '1bad prefix'",
@@ -291,6 +321,24 @@ def test_a_bad_config_is_one_line_naming_file_and_key(text, expected):
 
     assert str(raised.value) == expected
     assert "\n" not in str(raised.value)
+
+
+def test_header_values_are_never_quoted_in_errors():
+    text = CHANNEL + 'headers = { Authorization = "Bearer s3cret\\n" }\n'
+
+    with pytest.raises(ConfigError) as raised:
+        config.parse(text, "bad.toml")
+
+    assert "s3cret" not in str(raised.value)
+
+
+def test_header_values_with_tabs_and_non_ascii_text_load():
+    text = CHANNEL + 'headers = { X-Team = "ml\\tplatform", X-Owner = "Zoë" }\n'
+
+    assert config.parse(text, "good.toml").channels[0].headers == {
+        "X-Team": "ml\tplatform",
+        "X-Owner": "Zoë",
+    }
 
 
 @pytest.mark.parametrize(

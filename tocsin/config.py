@@ -426,6 +426,9 @@ def _check(config: Config, source: str) -> None:
                     "must start with http:// or https://",
                     f"channels[{index}].url",
                 )
+            for name, value in channel.headers.items():
+                where = f"channels[{index}].headers.{_toml_key(name)}"
+                _check_header(name, value, source, where)
 
     names: set[str] = set()
     for index, rule in enumerate(config.rules):
@@ -593,6 +596,32 @@ def _check_condition(rule: RuleConfig, source: str, where: str) -> None:
     if (rule.recover - rule.threshold) * direction > 0:
         side = "at or below" if direction > 0 else "at or above"
         raise ConfigError(source, f"must be {side} the threshold", f"{where}.recover")
+
+
+#: An HTTP field name: a token (RFC 9110, section 5.1).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: What an HTTP field value may not hold: control characters other than tab.
+_HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_header(name: str, value: str, source: str, where: str) -> None:
+    """Refuse a header aiohttp would refuse to send, on every attempt.
+
+    The value may be a credential: the error says what is wrong with it and
+    never quotes it.
+    """
+    if not _HEADER_NAME.fullmatch(name):
+        raise ConfigError(
+            source,
+            "not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+            where,
+        )
+    if _HEADER_VALUE_FORBIDDEN.search(value):
+        raise ConfigError(
+            source,
+            "the value holds a line break or another control character",
+            where,
+        )
 
 
 def _check_retries(channel: ChannelConfig, source: str, where: str) -> None:
