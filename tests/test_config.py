@@ -294,6 +294,11 @@ SITE = (
             " (letters, digits and !#$%&'*+-.^_`|~ only)",
         ),
         (
+            DATADOG + 'api_key_env = "DD_API_KEY"\napi_key_file = "datadog-api-key"\n',
+            "bad.toml: export.datadog: set one of api_key_env and api_key_file,"
+            " not both",
+        ),
+        (
             DATADOG + 'metric_prefix = "1bad prefix"\n',
             "bad.toml: export.datadog.metric_prefix: must start with an ASCII"
             " letter, as every Datadog metric name does; got '1bad prefix'",

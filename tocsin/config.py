@@ -112,14 +112,19 @@ class AlertsConfig(_Strict):
     close_after: Duration = Duration(3600.0)
 
 
+#: Where the Datadog API key is read from when the file names no source.
+DEFAULT_API_KEY_ENV = "DD_API_KEY"
+
+
 class DatadogExportConfig(_Strict):
     #: The Datadog site, a host name (``datadoghq.eu``); the API is
     #: ``https://api.{site}``.
     site: str = "datadoghq.com"
     #: Full http(s) base URL (``https://api.datadoghq.eu``); overrides ``site``.
     base_url: str = ""
-    #: Environment variable holding the API key.
-    api_key_env: str = "DD_API_KEY"
+    #: Environment variable holding the API key; unset, ``DD_API_KEY`` unless
+    #: ``api_key_file`` is set, and ``""`` reads none. Set at most one of the two.
+    api_key_env: str | msgspec.UnsetType = msgspec.UNSET
     #: File holding the API key; a relative name is looked up in
     #: ``$CREDENTIALS_DIRECTORY`` first (a systemd credential).
     api_key_file: str = ""
@@ -138,6 +143,17 @@ class DatadogExportConfig(_Strict):
     #: been idle for 5 intervals); samples of further series are counted and
     #: left out, so a flood of new tag values stays bounded.
     max_series: PositiveInt = 100_000
+
+    @property
+    def key_env(self) -> str:
+        """Return the environment variable the API key is read from, ``""`` for none.
+
+        A source the file names wins over the default: with ``api_key_file``
+        set, ``$DD_API_KEY`` is not read.
+        """
+        if self.api_key_env is not msgspec.UNSET:
+            return self.api_key_env
+        return "" if self.api_key_file else DEFAULT_API_KEY_ENV
 
 
 class ExportConfig(_Strict):
@@ -475,6 +491,9 @@ def _check(config: Config, source: str) -> None:
     if export.base_url:
         _check_base_url(export.base_url, source)
     _check_metric_prefix(export.metric_prefix, source)
+    if export.api_key_env and export.api_key_file:
+        message = "set one of api_key_env and api_key_file, not both"
+        raise ConfigError(source, message, "export.datadog")
     if export.interval < 1:
         raise ConfigError(source, "must be at least 1s", "export.datadog.interval")
     if export.timeout <= 0:

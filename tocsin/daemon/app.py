@@ -222,10 +222,13 @@ class Daemon:
     async def _start_export(self, stack, session, key):
         settings = self.config.export.datadog
         if key is None:
-            log.info(
-                "datadog export off: no API key configured",
-                extra={"detail": f"set ${settings.api_key_env} or api_key_file"},
-            )
+            if settings.api_key_file:
+                detail = "the api_key_file is empty"
+            elif settings.key_env:
+                detail = f"${settings.key_env} is empty or not set"
+            else:
+                detail = "api_key_env is empty and no api_key_file is set"
+            log.info("datadog export off: no API key", extra={"detail": detail})
             return None
         buffer = ExportBuffer.from_config(settings)
         exporter = DatadogExporter(
