@@ -159,6 +159,10 @@ SITE = (
             '[ingest]\nudp = "localhost"\n',
             "bad.toml: ingest.udp: expected host:port, got 'localhost'",
         ),
+        (
+            '[ingest]\nudp = "127.0.0.1:²"\n',
+            "bad.toml: ingest.udp: expected host:port, got '127.0.0.1:²'",
+        ),
         (RULE + 'window = "0s"\n', "bad.toml: rules[0].window: must be longer than 0s"),
         (
             RANGE_RULE.replace("range", "#"),
@@ -362,6 +366,21 @@ def test_header_values_with_tabs_and_non_ascii_text_load():
 )
 def test_datadog_export_settings_that_load(line):
     config.parse(DATADOG + line + "\n", "good.toml")
+
+
+def test_a_udp_host_that_does_not_resolve_is_a_config_error():
+    # The reason after the host is the resolver's own words, which vary by libc.
+    with pytest.raises(ConfigError) as raised:
+        config.parse('[ingest]\nudp = "nosuchhost.invalid:8125"\n', "bad.toml")
+
+    prefix = "bad.toml: ingest.udp: cannot resolve host 'nosuchhost.invalid': "
+    assert str(raised.value).startswith(prefix)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("udp", ["localhost:8125", "[::1]:8125", ":8125", ""])
+def test_udp_addresses_that_load(udp):
+    assert config.parse(f'[ingest]\nudp = "{udp}"\n', "good.toml").ingest.udp == udp
 
 
 def test_a_missing_file_names_the_file(tmp_path):

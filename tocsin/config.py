@@ -15,6 +15,7 @@ import ipaddress
 import math
 import os
 import re
+import socket
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -477,8 +478,9 @@ def _check(config: Config, source: str) -> None:
     udp = ingest.udp
     if udp:
         host, colon, port = udp.rpartition(":")
-        if not colon or not port.isdigit() or int(port) > 65535:
+        if not colon or not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise ConfigError(source, f"expected host:port, got {udp!r}", "ingest.udp")
+        _check_udp_host(host.removeprefix("[").removesuffix("]"), int(port), source)
 
     export = config.export.datadog
     if not _is_host_name(export.site):
@@ -572,6 +574,23 @@ def _is_ip_address(text: str) -> bool:
         return False
 
     return True
+
+
+def _check_udp_host(host: str, port: int, source: str) -> None:
+    """Refuse a UDP listener host that does not resolve, as binding would.
+
+    The lookup is the one the listener makes; an address is resolved without
+    asking any name server, and a name usually from ``/etc/hosts``.
+    """
+    try:
+        socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, UnicodeError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(
+            source, f"cannot resolve host {host!r}: {reason}", "ingest.udp"
+        ) from None
 
 
 _ORDERED = {">": 1, ">=": 1, "<": -1, "<=": -1}
