@@ -383,6 +383,36 @@ def test_udp_addresses_that_load(udp):
     assert config.parse(f'[ingest]\nudp = "{udp}"\n', "good.toml").ingest.udp == udp
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", []),
+        (
+            '[[channels]]\nname = "log"\ntype = "log"\n'
+            + RULE.replace('"r"', '"told"')
+            + 'channels = ["log"]\n'
+            + RULE.replace('"r"', '"kept"')
+            + "channels = []\n"
+            + RULE.replace('"r"', '"silent"'),
+            [
+                config.ConfigWarning(
+                    "rules[1].channels",
+                    "no channels: alerts of rule 'kept' are recorded"
+                    " but nobody is notified",
+                ),
+                config.ConfigWarning(
+                    "rules[2].channels",
+                    "no channels: alerts of rule 'silent' are recorded"
+                    " but nobody is notified",
+                ),
+            ],
+        ),
+    ],
+)
+def test_warnings_name_each_rule_that_notifies_nobody(text, expected):
+    assert config.parse(text, "good.toml").warnings() == expected
+
+
 def test_a_missing_file_names_the_file(tmp_path):
     missing = tmp_path / "nope.toml"
 
@@ -443,6 +473,20 @@ def test_check_config_command_accepts_a_good_file(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{path}: ok (1 rules, 2 channels)"
+
+
+def test_check_config_warns_on_stderr_and_still_accepts(tmp_path):
+    path = tmp_path / "tocsin.toml"
+    path.write_text(RULE)
+
+    result = check_config(str(path), env=dict(os.environ))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"tocsin: config warning: {path}: rules[0].channels: no channels:"
+        " alerts of rule 'r' are recorded but nobody is notified"
+    ]
+    assert result.stdout.strip() == f"{path}: ok (1 rules, 0 channels)"
 
 
 def test_check_config_reads_the_secrets_as_run_does(tmp_path):

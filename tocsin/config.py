@@ -18,7 +18,7 @@ import re
 import socket
 import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import msgspec
@@ -233,6 +233,14 @@ class RuleConfig(_Strict, kw_only=True):
     metadata: dict[str, str] = {}
 
 
+class ConfigWarning(NamedTuple):
+    """Something a config may say that is likely a mistake; it still loads."""
+
+    #: The key path it is about (``rules[0].channels``).
+    key: str
+    message: str
+
+
 class Config(_Strict):
     daemon: DaemonConfig = DaemonConfig()
     ingest: IngestConfig = IngestConfig()
@@ -252,6 +260,22 @@ class Config(_Strict):
             if channel.name == name:
                 return channel
         raise KeyError(name)
+
+    def warnings(self) -> list[ConfigWarning]:
+        """Return what this config allows but probably does not mean.
+
+        A rule without channels is legitimate, to keep a record only, so it is
+        a warning and not an error.
+        """
+        return [
+            ConfigWarning(
+                f"rules[{index}].channels",
+                f"no channels: alerts of rule {rule.name!r} are recorded"
+                " but nobody is notified",
+            )
+            for index, rule in enumerate(self.rules)
+            if not rule.channels
+        ]
 
 
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")

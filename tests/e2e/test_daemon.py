@@ -430,3 +430,24 @@ async def test_a_listener_that_cannot_bind_stops_start_up_before_any_state(
     assert (error["listener"], error["address"]) == (listener, address)
     assert error["error"] == reason
     assert not (tmp_path / "state").exists()
+
+
+async def test_a_rule_that_notifies_nobody_is_logged_as_a_warning(tmp_path):
+    text = (
+        f'[daemon]\nstate_dir = "{tmp_path}/state"\n[ingest]\nudp = ""\n'
+        '[[rules]]\nname = "record-only"\nmetric = "m"\nthreshold = 1\n'
+    )
+    # An empty key keeps the export off, whatever the environment holds.
+    daemon = DaemonProcess(tmp_path, text, {"DD_API_KEY": ""})
+    try:
+        await daemon.start()
+        assert await daemon.stop() == 0
+    finally:
+        await daemon.close()
+
+    [warning] = [record for record in daemon.logs if record["level"] == "warning"]
+    assert warning["message"] == (
+        "config warning: rules[0].channels: no channels: alerts of rule"
+        " 'record-only' are recorded but nobody is notified"
+    )
+    assert warning["path"] == str(daemon.config_path)

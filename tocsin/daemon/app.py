@@ -108,6 +108,13 @@ class Daemon:
                 "channels": len(config.channels),
             },
         )
+        for warning in config.warnings():
+            log.warning(
+                "config warning: %s: %s",
+                warning.key,
+                warning.message,
+                extra={"path": self.config_path},
+            )
         self._install_signal_handlers()
         async with AsyncExitStack() as stack:
             try:
