@@ -16,15 +16,15 @@ import math
 import os
 import re
 import socket
-import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
+from typing import Annotated, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import msgspec
 
 from tocsin.datadog_names import NAME_LIMIT, metric_name
 from tocsin.errors import ConfigError
+from tocsin.keypaths import name_entries, toml_key
 
 
 class Duration(float):
@@ -295,7 +295,7 @@ def _split_msgspec_error(error: msgspec.MSGSPEC_ERRORS) -> tuple[str, str | None
     ):
         found = pattern.match(message)
         if found:
-            field = _toml_key(found["field"])
+            field = toml_key(found["field"])
             path = f"{path}.{field}" if path else field
             message = replacement
     if path and path.endswith("].type") and message.startswith("Invalid value"):
@@ -304,103 +304,6 @@ def _split_msgspec_error(error: msgspec.MSGSPEC_ERRORS) -> tuple[str, str | None
             f"unknown channel type ({message[len('Invalid value ') :]}); known: {known}"
         )
     return message, path
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-
-
-def _toml_key(key: str) -> str:
-    """Write ``key`` as it may appear in a key path: bare, or quoted as TOML does.
-
-    Control characters are escaped, so a key path always stays on one line.
-    """
-    if _BARE_KEY.fullmatch(key):
-        return key
-    quoted = []
-    for char in key:
-        if char in '"\\':
-            quoted.append("\\" + char)
-        elif char in _ESCAPES:
-            quoted.append(_ESCAPES[char])
-        elif not char.isprintable():
-            quoted.append(
-                f"\\u{ord(char):04X}" if ord(char) < 0x10000 else f"\\U{ord(char):08X}"
-            )
-        else:
-            quoted.append(char)
-
-    return '"' + "".join(quoted) + '"'
-
-
-_PATH_STEP = re.compile(
-    r"\.?(?P<field>[^.\[]+)|\[(?P<index>\d+)\]|(?P<entry>\[\.\.\.\])"
-)
-
-
-def _name_entries(text: str | bytes, path: str) -> str:
-    """Replace each ``[...]`` in a msgspec path by the key of the entry at fault.
-
-    msgspec writes ``rules[0].match[...]`` for a bad value in a table such as
-    ``match = { model = 3 }``. The document is decoded again without a schema
-    and walked along the path next to the schema; in each table the entry at
-    fault is the first one that does not convert on its own, as msgspec
-    decodes entries in order. Should the walk fail, ``path`` is returned as it is.
-    """
-    try:
-        node: Any = msgspec.toml.decode(text)
-    except msgspec.DecodeError:
-        return path
-    kind: object = Config
-    named = []
-    try:
-        for step in _PATH_STEP.finditer(path):
-            kind = _concrete(kind, node)
-            if step["field"] is not None:
-                field = step["field"]
-                fields = msgspec.structs.fields(kind)
-                kind = next(f.type for f in fields if f.encode_name == field)
-                node = node[field]
-                named.append(("." if named else "") + field)
-            elif step["index"] is not None:
-                kind = get_args(kind)[0]
-                node = node[int(step["index"])]
-                named.append(f"[{step['index']}]")
-            else:
-                key = next(
-                    key
-                    for key, value in node.items()
-                    if not _converts({key: value}, kind)
-                )
-                kind = get_args(kind)[1]
-                node = node[key]
-                named.append("." + _toml_key(key))
-    except (KeyError, IndexError, TypeError, AttributeError, StopIteration):
-        return path
-
-    return "".join(named)
-
-
-def _concrete(kind: object, node: Any) -> object:
-    """Return the type ``node`` decodes as: ``kind`` without ``Annotated``, or
-    the member of a tagged union whose tag ``node`` carries."""
-    while get_origin(kind) is Annotated:
-        kind = get_args(kind)[0]
-    if get_origin(kind) in (Union, types.UnionType):
-        for member in get_args(kind):
-            config = getattr(member, "__struct_config__", None)
-            if config is not None and node.get(config.tag_field) == config.tag:
-                return member
-    return kind
-
-
-def _converts(value: object, kind: object) -> bool:
-    try:
-        msgspec.convert(value, kind, dec_hook=_decode_hook)
-    except msgspec.ValidationError:
-        return False
-
-    return True
 
 
 def parse(text: str | bytes, source: str = "<memory>") -> Config:
@@ -414,7 +317,7 @@ def parse(text: str | bytes, source: str = "<memory>") -> Config:
     except msgspec.ValidationError as error:
         message, path = _split_msgspec_error(error)
         if path and "[...]" in path:
-            path = _name_entries(text, path)
+            path = name_entries(text, path, Config, _decode_hook)
         raise ConfigError(source, message, path) from None
     except msgspec.DecodeError as error:
         raise ConfigError(source, f"not valid TOML: {error}") from None
@@ -468,7 +371,7 @@ def _check(config: Config, source: str) -> None:
                     f"channels[{index}].url",
                 )
             for name, value in channel.headers.items():
-                where = f"channels[{index}].headers.{_toml_key(name)}"
+                where = f"channels[{index}].headers.{toml_key(name)}"
                 _check_header(name, value, source, where)
 
     names: set[str] = set()
