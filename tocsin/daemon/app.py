@@ -190,7 +190,7 @@ class Daemon:
 
         # Sockets next, bound but not yet read: a port in use stops start-up
         # before any state exists. They are listened on last, once samples
-        # have somewhere to go; the kernel queues what arrives meanwhile.
+        # have somewhere to go; datagrams sent meanwhile wait in the kernel.
         bindings = self._bind_listeners(stack)
 
         session = aiohttp.ClientSession()

@@ -105,7 +105,8 @@ class Listener:
 class Binding:
     """A listener's socket, bound but not yet listened on.
 
-    What arrives meanwhile waits in the kernel's queue. An ``open_*`` function
+    Datagrams that arrive meanwhile wait in the kernel's queue; a stream
+    connection is refused until the listener opens. An ``open_*`` function
     takes the socket over (``sock=``); until then :meth:`close` releases it.
 
     :ivar name: ``udp``, ``unix_dgram`` or ``unix_stream``.
@@ -413,7 +414,8 @@ async def open_udp(
 ) -> Listener:
     """Listen for DogStatsD datagrams on UDP ``host:port`` (``[::1]:8125``).
 
-    :param sock: a bound UDP socket to use instead of binding ``address``.
+    :param sock: a UDP socket bound already (a :class:`Binding` or a socket),
+        to use instead of binding ``address``.
     :param on_batch: called after each batch of datagrams read together.
     :raises ValueError: if ``address`` is not ``host:port``.
     :raises OSError: if the address cannot be bound.
