@@ -75,6 +75,7 @@ aggregation = "avg"
 window = "1m"
 op = ">"
 threshold = 1000.0
+channels = ["bench-log"]
 
 [[rules]]
 name = "bench-marker"

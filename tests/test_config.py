@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,15 @@ def test_an_empty_file_is_a_valid_config_with_defaults():
 RULE = '[[rules]]\nname = "r"\nmetric = "m"\nthreshold = 1\n'
 RANGE_RULE = '[[rules]]\nname = "r"\nmetric = "m"\nop = "outside"\nrange = [0.1, 0.9]\n'
 CHANNEL = '[[channels]]\nname = "c"\ntype = "webhook"\nurl = "http://x"\n'
+DATADOG = "[export.datadog]\n"
+BASE_URL = (
+    "bad.toml: export.datadog.base_url: expected an http(s) URL with a host, "
+    "like https://api.datadoghq.eu, got "
+)
+SITE = (
+    "bad.toml: export.datadog.site: expected a host name like datadoghq.eu "
+    "(no scheme, no path), got "
+)
 
 
 @pytest.mark.parametrize(
@@ -150,6 +160,10 @@ CHANNEL = '[[channels]]\nname = "c"\ntype = "webhook"\nurl = "http://x"\n'
             '[ingest]\nudp = "localhost"\n',
             "bad.toml: ingest.udp: expected host:port, got 'localhost'",
         ),
+        (
+            '[ingest]\nudp = "127.0.0.1:²"\n',
+            "bad.toml: ingest.udp: expected host:port, got '127.0.0.1:²'",
+        ),
         (RULE + 'window = "0s"\n', "bad.toml: rules[0].window: must be longer than 0s"),
         (
             RANGE_RULE.replace("range", "#"),
@@ -204,6 +218,126 @@ CHANNEL = '[[channels]]\nname = "c"\ntype = "webhook"\nurl = "http://x"\n'
             "bad.toml: not valid TOML: "
             "Expected ']' at the end of a table declaration (at line 1, column 8)",
         ),
+        (
+            DATADOG + 'base_url = "api.datadoghq.eu"\n',
+            BASE_URL + "'api.datadoghq.eu'",
+        ),
+        (
+            DATADOG + 'base_url = "ftp://api.datadoghq.eu"\n',
+            BASE_URL + "'ftp://api.datadoghq.eu'",
+        ),
+        (
+            DATADOG + 'base_url = "https://"\n',
+            BASE_URL + "'https://'",
+        ),
+        (
+            DATADOG + 'base_url = "https://:8080/"\n',
+            BASE_URL + "'https://:8080/'",
+        ),
+        (
+            DATADOG + 'base_url = "https://intake:99999"\n',
+            BASE_URL + "'https://intake:99999'",
+        ),
+        (
+            DATADOG + 'base_url = "https://api.datadoghq.eu\\n"\n',
+            BASE_URL + "'https://api.datadoghq.eu\\n'",
+        ),
+        (
+            DATADOG + 'base_url = "https://proxy.example/dd?"\n',
+            "bad.toml: export.datadog.base_url: must not have a query or a fragment:"
+            " the API path is appended to it",
+        ),
+        (
+            DATADOG + 'site = "https://datadoghq.eu"\n',
+            SITE + "'https://datadoghq.eu'",
+        ),
+        (
+            DATADOG + 'site = "datadoghq.eu/"\n',
+            SITE + "'datadoghq.eu/'",
+        ),
+        (DATADOG + 'site = ""\n', SITE + "''"),
+        (
+            DATADOG + 'site = "datadoghq..eu"\n',
+            SITE + "'datadoghq..eu'",
+        ),
+        (
+            RULE + 'match = { env = "prod", model = 3 }\n',
+            "bad.toml: rules[0].match.model: Expected `str`, got `int`",
+        ),
+        (
+            RULE + RULE.replace('"r"', '"s"') + "labels = { team = true }\n",
+            "bad.toml: rules[1].labels.team: Expected `str`, got `bool`",
+        ),
+        (
+            RULE + 'metadata = { "dashboard.url" = ["a"] }\n',
+            'bad.toml: rules[0].metadata."dashboard.url": Expected `str`, got `array`',
+        ),
+        (
+            RULE + 'labels = { "team\\n" = 1 }\n',
+            'bad.toml: rules[0].labels."team\\n": Expected `str`, got `int`',
+        ),
+        (
+            '[[channels]]\nname = "log"\ntype = "log"\n'
+            + CHANNEL
+            + "headers = { X-Team = 7 }\n",
+            "bad.toml: channels[1].headers.X-Team: Expected `str`, got `int`",
+        ),
+        ('[daemon]\n"state dir" = "x"\n', 'bad.toml: daemon."state dir": unknown key'),
+        (
+            CHANNEL + 'headers = { Authorization = "Bearer s3cret\\r\\nX-Evil: 1" }\n',
+            "bad.toml: channels[0].headers.Authorization:"
+            " the value holds a line break or another control character",
+        ),
+        (
+            CHANNEL + 'headers = { X-Token = "s3cret\\u0000" }\n',
+            "bad.toml: channels[0].headers.X-Token:"
+            " the value holds a line break or another control character",
+        ),
+        (
+            CHANNEL + 'headers = { "X-Team Name" = "ml" }\n',
+            'bad.toml: channels[0].headers."X-Team Name": not a valid header name'
+            " (letters, digits and !#$%&'*+-.^_`|~ only)",
+        ),
+        (
+            CHANNEL + 'headers = { "X-Team:" = "ml" }\n',
+            'bad.toml: channels[0].headers."X-Team:": not a valid header name'
+            " (letters, digits and !#$%&'*+-.^_`|~ only)",
+        ),
+        (
+            CHANNEL + 'headers = { "X-Team\\r\\n" = "ml" }\n',
+            'bad.toml: channels[0].headers."X-Team\\r\\n": not a valid header name'
+            " (letters, digits and !#$%&'*+-.^_`|~ only)",
+        ),
+        (
+            CHANNEL + 'headers = { "" = "ml" }\n',
+            'bad.toml: channels[0].headers."": not a valid header name'
+            " (letters, digits and !#$%&'*+-.^_`|~ only)",
+        ),
+        (
+            DATADOG + 'api_key_env = "DD_API_KEY"\napi_key_file = "datadog-api-key"\n',
+            "bad.toml: export.datadog: set one of api_key_env and api_key_file,"
+            " not both",
+        ),
+        (
+            DATADOG + 'metric_prefix = "1bad prefix"\n',
+            "bad.toml: export.datadog.metric_prefix: must start with an ASCII"
+            " letter, as every Datadog metric name does; got '1bad prefix'",
+        ),
+        (
+            DATADOG + 'metric_prefix = "_ml."\n',
+            "bad.toml: export.datadog.metric_prefix: must start with an ASCII"
+            " letter, as every Datadog metric name does; got '_ml.'",
+        ),
+        (
+            DATADOG + 'metric_prefix = "модель."\n',
+            "bad.toml: export.datadog.metric_prefix: must start with an ASCII"
+            " letter, as every Datadog metric name does; got 'модель.'",
+        ),
+        (
+            DATADOG + f'metric_prefix = "{"m" * 200}"\n',
+            "bad.toml: export.datadog.metric_prefix: must be shorter than 200"
+            " characters, Datadog's limit for a whole metric name",
+        ),
     ],
 )
 def test_a_bad_config_is_one_line_naming_file_and_key(text, expected):
@@ -212,6 +346,87 @@ def test_a_bad_config_is_one_line_naming_file_and_key(text, expected):
 
     assert str(raised.value) == expected
     assert "\n" not in str(raised.value)
+
+
+def test_header_values_are_never_quoted_in_errors():
+    text = CHANNEL + 'headers = { Authorization = "Bearer s3cret\\n" }\n'
+
+    with pytest.raises(ConfigError) as raised:
+        config.parse(text, "bad.toml")
+
+    assert "s3cret" not in str(raised.value)
+
+
+def test_header_values_with_tabs_and_non_ascii_text_load():
+    text = CHANNEL + 'headers = { X-Team = "ml\\tplatform", X-Owner = "Zoë" }\n'
+
+    assert config.parse(text, "good.toml").channels[0].headers == {
+        "X-Team": "ml\tplatform",
+        "X-Owner": "Zoë",
+    }
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'site = "us5.datadoghq.com"',
+        # A site outside Datadog's published list is still a host name.
+        'site = "datadoghq.example-site.com"',
+        'base_url = "https://api.datadoghq.eu"',
+        'base_url = "http://127.0.0.1:8126/"',
+        'base_url = "http://[::1]:8126/intake"',
+        # Characters Datadog does not take become "_", as in exported names.
+        'metric_prefix = "ml platform."',
+        f'metric_prefix = "{"m" * 199}"',
+    ],
+)
+def test_datadog_export_settings_that_load(line):
+    config.parse(DATADOG + line + "\n", "good.toml")
+
+
+def test_a_udp_host_that_does_not_resolve_is_a_config_error():
+    # The reason after the host is the resolver's own words, which vary by libc.
+    with pytest.raises(ConfigError) as raised:
+        config.parse('[ingest]\nudp = "nosuchhost.invalid:8125"\n', "bad.toml")
+
+    prefix = "bad.toml: ingest.udp: cannot resolve host 'nosuchhost.invalid': "
+    assert str(raised.value).startswith(prefix)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("udp", ["localhost:8125", "[::1]:8125", ":8125", ""])
+def test_udp_addresses_that_load(udp):
+    assert config.parse(f'[ingest]\nudp = "{udp}"\n', "good.toml").ingest.udp == udp
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", []),
+        (
+            '[[channels]]\nname = "log"\ntype = "log"\n'
+            + RULE.replace('"r"', '"told"')
+            + 'channels = ["log"]\n'
+            + RULE.replace('"r"', '"kept"')
+            + "channels = []\n"
+            + RULE.replace('"r"', '"silent"'),
+            [
+                config.ConfigWarning(
+                    "rules[1].channels",
+                    "no channels: alerts of rule 'kept' are recorded"
+                    " but nobody is notified",
+                ),
+                config.ConfigWarning(
+                    "rules[2].channels",
+                    "no channels: alerts of rule 'silent' are recorded"
+                    " but nobody is notified",
+                ),
+            ],
+        ),
+    ],
+)
+def test_warnings_name_each_rule_that_notifies_nobody(text, expected):
+    assert config.parse(text, "good.toml").warnings() == expected
 
 
 def test_a_missing_file_names_the_file(tmp_path):
@@ -276,6 +491,20 @@ def test_check_config_command_accepts_a_good_file(tmp_path):
     assert result.stdout.strip() == f"{path}: ok (1 rules, 2 channels)"
 
 
+def test_check_config_warns_on_stderr_and_still_accepts(tmp_path):
+    path = tmp_path / "tocsin.toml"
+    path.write_text(RULE)
+
+    result = check_config(str(path), env=dict(os.environ))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"tocsin: config warning: {path}: rules[0].channels: no channels:"
+        " alerts of rule 'r' are recorded but nobody is notified"
+    ]
+    assert result.stdout.strip() == f"{path}: ok (1 rules, 0 channels)"
+
+
 def test_check_config_reads_the_secrets_as_run_does(tmp_path):
     path = tmp_path / "tocsin.toml"
     path.write_text(GOOD)
@@ -300,3 +529,23 @@ def test_the_annotated_example_config_is_valid():
         "prediction-latency",
         "prediction-errors",
     ]
+
+
+def test_the_example_config_validates_as_its_comment_says():
+    [line] = [
+        line
+        for line in Path("examples/tocsin.toml").read_text().splitlines()
+        if line.startswith("# Validate with: tocsin ")
+    ]
+    arguments = line.removeprefix("# Validate with: tocsin ").split()
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tocsin", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+    assert result.returncode == 0, result.stderr

@@ -15,17 +15,27 @@ def load(text: str) -> config.Config:
     return config.parse(text, "tocsin.toml")
 
 
-def test_the_api_key_comes_from_the_environment_first(monkeypatch, tmp_path):
-    (tmp_path / "dd.key").write_text("from-file-key\n")
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "default-env-key"),
+        # A source the file names wins over the default $DD_API_KEY.
+        ('api_key_file = "dd.key"\n', "file-key"),
+        ('api_key_env = "TOCSIN_TEST_DD"\n', "named-env-key"),
+        ('api_key_env = ""\napi_key_file = "dd.key"\n', "file-key"),
+        ('api_key_env = ""\n', None),
+    ],
+)
+def test_the_api_key_comes_from_the_one_source_configured(
+    text, expected, monkeypatch, tmp_path
+):
+    (tmp_path / "dd.key").write_text("file-key\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    loaded = load(
-        '[export.datadog]\napi_key_env = "TOCSIN_TEST_DD"\napi_key_file = "dd.key"\n'
-    )
+    monkeypatch.setenv("DD_API_KEY", "default-env-key")
+    monkeypatch.setenv("TOCSIN_TEST_DD", "named-env-key")
+    loaded = load("[export.datadog]\n" + text)
 
-    monkeypatch.setenv("TOCSIN_TEST_DD", "from-env-key")
-    assert read_secrets(loaded, "tocsin.toml").datadog_api_key == "from-env-key"
-    monkeypatch.delenv("TOCSIN_TEST_DD")
-    assert read_secrets(loaded, "tocsin.toml").datadog_api_key == "from-file-key"
+    assert read_secrets(loaded, "tocsin.toml").datadog_api_key == expected
 
 
 def test_no_api_key_turns_the_export_off(monkeypatch):
@@ -78,8 +88,7 @@ def test_webhook_urls_come_from_value_environment_and_credentials(
             " No such file or directory",
         ),
         (
-            '[export.datadog]\napi_key_env = "TOCSIN_TEST_MISSING"\n'
-            'api_key_file = "/nonexistent/dd.key"\n',
+            '[export.datadog]\napi_key_file = "/nonexistent/dd.key"\n',
             "tocsin.toml: export.datadog.api_key_file: cannot read the Datadog API"
             " key from '/nonexistent/dd.key': No such file or directory",
         ),

@@ -2,7 +2,8 @@
 
 Decoding and checking are separate steps. :func:`load` reads and decodes the
 file with msgspec (unknown keys, wrong types and bad durations fail there, with
-the key path msgspec reports) and then runs the checks a schema cannot express
+the key path msgspec reports, an entry of a table such as ``match`` named by its
+key) and then runs the checks a schema cannot express
 (unique names, references between sections). Either step raises
 :class:`~tocsin.errors.ConfigError` with one line naming the file and the key,
 and nothing that runs is touched.
@@ -10,16 +11,21 @@ and nothing that runs is touched.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
+import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
+from urllib.parse import urlsplit
 
 import msgspec
 
 from tocsin import templates
+from tocsin.datadog_names import NAME_LIMIT, metric_name
 from tocsin.errors import ConfigError
+from tocsin.keypaths import name_entries, toml_key
 
 
 class Duration(float):
@@ -108,16 +114,24 @@ class AlertsConfig(_Strict):
     close_after: Duration = Duration(3600.0)
 
 
+#: Where the Datadog API key is read from when the file names no source.
+DEFAULT_API_KEY_ENV = "DD_API_KEY"
+
+
 class DatadogExportConfig(_Strict):
+    #: The Datadog site, a host name (``datadoghq.eu``); the API is
+    #: ``https://api.{site}``.
     site: str = "datadoghq.com"
-    #: Full base URL (``https://api.datadoghq.eu``); overrides ``site``.
+    #: Full http(s) base URL (``https://api.datadoghq.eu``); overrides ``site``.
     base_url: str = ""
-    #: Environment variable holding the API key.
-    api_key_env: str = "DD_API_KEY"
+    #: Environment variable holding the API key; unset, ``DD_API_KEY`` unless
+    #: ``api_key_file`` is set, and ``""`` reads none. Set at most one of the two.
+    api_key_env: str | msgspec.UnsetType = msgspec.UNSET
     #: File holding the API key; a relative name is looked up in
     #: ``$CREDENTIALS_DIRECTORY`` first (a systemd credential).
     api_key_file: str = ""
     interval: Duration = Duration(60.0)
+    #: Prepended to every exported metric name; it must start with a letter.
     metric_prefix: str = ""
     tags: list[str] = []
     #: Metric names to export; empty exports every ingested metric.
@@ -131,6 +145,17 @@ class DatadogExportConfig(_Strict):
     #: been idle for 5 intervals); samples of further series are counted and
     #: left out, so a flood of new tag values stays bounded.
     max_series: PositiveInt = 100_000
+
+    @property
+    def key_env(self) -> str:
+        """Return the environment variable the API key is read from, ``""`` for none.
+
+        A source the file names wins over the default: with ``api_key_file``
+        set, ``$DD_API_KEY`` is not read.
+        """
+        if self.api_key_env is not msgspec.UNSET:
+            return self.api_key_env
+        return "" if self.api_key_file else DEFAULT_API_KEY_ENV
 
 
 class ExportConfig(_Strict):
@@ -209,6 +234,14 @@ class RuleConfig(_Strict, kw_only=True):
     metadata: dict[str, str] = {}
 
 
+class ConfigWarning(NamedTuple):
+    """Something a config may say that is likely a mistake; it still loads."""
+
+    #: The key path it is about (``rules[0].channels``).
+    key: str
+    message: str
+
+
 class Config(_Strict):
     daemon: DaemonConfig = DaemonConfig()
     ingest: IngestConfig = IngestConfig()
@@ -229,6 +262,22 @@ class Config(_Strict):
                 return channel
         raise KeyError(name)
 
+    def warnings(self) -> list[ConfigWarning]:
+        """Return what this config allows but probably does not mean.
+
+        A rule without channels is legitimate, to keep a record only, so it is
+        a warning and not an error.
+        """
+        return [
+            ConfigWarning(
+                f"rules[{index}].channels",
+                f"no channels: alerts of rule {rule.name!r} are recorded"
+                " but nobody is notified",
+            )
+            for index, rule in enumerate(self.rules)
+            if not rule.channels
+        ]
+
 
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
@@ -247,7 +296,7 @@ def _split_msgspec_error(error: msgspec.MSGSPEC_ERRORS) -> tuple[str, str | None
     ):
         found = pattern.match(message)
         if found:
-            field = found["field"]
+            field = toml_key(found["field"])
             path = f"{path}.{field}" if path else field
             message = replacement
     if path and path.endswith("].type") and message.startswith("Invalid value"):
@@ -268,6 +317,8 @@ def parse(text: str | bytes, source: str = "<memory>") -> Config:
         config = msgspec.toml.decode(text, type=Config, dec_hook=_decode_hook)
     except msgspec.ValidationError as error:
         message, path = _split_msgspec_error(error)
+        if path and "[...]" in path:
+            path = name_entries(text, path, Config, _decode_hook)
         raise ConfigError(source, message, path) from None
     except msgspec.DecodeError as error:
         raise ConfigError(source, f"not valid TOML: {error}") from None
@@ -320,6 +371,9 @@ def _check(config: Config, source: str) -> None:
                     "must start with http:// or https://",
                     f"channels[{index}].url",
                 )
+            for name, value in channel.headers.items():
+                where = f"channels[{index}].headers.{toml_key(name)}"
+                _check_header(name, value, source, where)
 
     names: set[str] = set()
     for index, rule in enumerate(config.rules):
@@ -353,16 +407,119 @@ def _check(config: Config, source: str) -> None:
     udp = ingest.udp
     if udp:
         host, colon, port = udp.rpartition(":")
-        if not colon or not port.isdigit() or int(port) > 65535:
+        if not colon or not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise ConfigError(source, f"expected host:port, got {udp!r}", "ingest.udp")
+        _check_udp_host(host.removeprefix("[").removesuffix("]"), int(port), source)
 
     export = config.export.datadog
+    if not _is_host_name(export.site):
+        raise ConfigError(
+            source,
+            f"expected a host name like datadoghq.eu (no scheme, no path), "
+            f"got {export.site!r}",
+            "export.datadog.site",
+        )
+    if export.base_url:
+        _check_base_url(export.base_url, source)
+    _check_metric_prefix(export.metric_prefix, source)
+    if export.api_key_env and export.api_key_file:
+        message = "set one of api_key_env and api_key_file, not both"
+        raise ConfigError(source, message, "export.datadog")
     if export.interval < 1:
         raise ConfigError(source, "must be at least 1s", "export.datadog.interval")
     if export.timeout <= 0:
         raise ConfigError(source, "must be longer than 0s", "export.datadog.timeout")
     if config.daemon.tick < 0.01:
         raise ConfigError(source, "must be at least 10ms", "daemon.tick")
+
+
+#: One label of a host name: letters, digits and hyphens, no hyphen at either end.
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
+
+
+def _is_host_name(text: str) -> bool:
+    return len(text) <= 253 and _HOST_NAME.fullmatch(text) is not None
+
+
+def _check_base_url(url: str, source: str) -> None:
+    """Check that ``export.datadog.base_url`` is an http(s) URL with a host.
+
+    The exporter appends ``/api/v2/series`` to it, so a query or a fragment
+    would swallow that path. :func:`urlsplit` silently drops tabs and newlines,
+    so any whitespace or control character is refused before it runs.
+    """
+    key = "export.datadog.base_url"
+    expected = (
+        f"expected an http(s) URL with a host, like https://api.datadoghq.eu, "
+        f"got {url!r}"
+    )
+    if not url.isprintable() or " " in url:
+        raise ConfigError(source, expected, key)
+    try:
+        parts = urlsplit(url)
+        # Only reading the port checks it: urlsplit alone accepts ``:99999``.
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(source, expected, key) from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not (
+        _is_host_name(host) or _is_ip_address(host)
+    ):
+        raise ConfigError(source, expected, key)
+    if "?" in url or "#" in url:
+        raise ConfigError(
+            source,
+            "must not have a query or a fragment: the API path is appended to it",
+            key,
+        )
+
+
+def _check_metric_prefix(prefix: str, source: str) -> None:
+    """Refuse a prefix with which the export could send no metric at all.
+
+    The check is the export's own: if a one-character name has no Datadog name
+    behind the prefix, no name has one.
+    """
+    if not prefix or metric_name("x", prefix) is not None:
+        return
+    if len(prefix) >= NAME_LIMIT:
+        message = (
+            f"must be shorter than {NAME_LIMIT} characters, Datadog's limit for"
+            " a whole metric name"
+        )
+    else:
+        message = (
+            "must start with an ASCII letter, as every Datadog metric name does;"
+            f" got {prefix!r}"
+        )
+    raise ConfigError(source, message, "export.datadog.metric_prefix")
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+
+    return True
+
+
+def _check_udp_host(host: str, port: int, source: str) -> None:
+    """Refuse a UDP listener host that does not resolve, as binding would.
+
+    The lookup is the one the listener makes; an address is resolved without
+    asking any name server, and a name usually from ``/etc/hosts``.
+    """
+    try:
+        socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, UnicodeError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(
+            source, f"cannot resolve host {host!r}: {reason}", "ingest.udp"
+        ) from None
 
 
 _ORDERED = {">": 1, ">=": 1, "<": -1, "<=": -1}
@@ -430,6 +587,32 @@ def _check_condition(rule: RuleConfig, source: str, where: str) -> None:
     if (rule.recover - rule.threshold) * direction > 0:
         side = "at or below" if direction > 0 else "at or above"
         raise ConfigError(source, f"must be {side} the threshold", f"{where}.recover")
+
+
+#: An HTTP field name: a token (RFC 9110, section 5.1).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: What an HTTP field value may not hold: control characters other than tab.
+_HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_header(name: str, value: str, source: str, where: str) -> None:
+    """Refuse a header aiohttp would refuse to send, on every attempt.
+
+    The value may be a credential: the error says what is wrong with it and
+    never quotes it.
+    """
+    if not _HEADER_NAME.fullmatch(name):
+        raise ConfigError(
+            source,
+            "not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+            where,
+        )
+    if _HEADER_VALUE_FORBIDDEN.search(value):
+        raise ConfigError(
+            source,
+            "the value holds a line break or another control character",
+            where,
+        )
 
 
 def _check_retries(channel: ChannelConfig, source: str, where: str) -> None:

@@ -26,6 +26,21 @@ class StateError(TocsinError):
     """Raised when the state database cannot be opened, migrated or written."""
 
 
+class ListenerError(TocsinError):
+    """Raised when a listener's socket cannot be bound at start-up.
+
+    :param listener: ``udp``, ``unix_dgram`` or ``unix_stream``.
+    :param address: the address or path the config gives it.
+    :param reason: why, as the system says it (``Address already in use``).
+    """
+
+    def __init__(self, listener: str, address: str, reason: str) -> None:
+        self.listener = listener
+        self.address = address
+        self.reason = reason
+        super().__init__(f"cannot bind the {listener} listener to {address}: {reason}")
+
+
 class DeliveryError(TocsinError):
     """Raised by a channel when one delivery attempt fails.
 

@@ -38,15 +38,16 @@ def read_secrets(config: Config, source: str) -> Secrets:
         if isinstance(channel, WebhookChannelConfig):
             urls[channel.name] = _webhook_url(channel, source, f"channels[{index}]")
 
+    # One source only: the config refuses both keys set, and a file it names
+    # is read without looking at $DD_API_KEY (see DatadogExportConfig.key_env).
     export = config.export.datadog
-    key = read_secret(env=export.api_key_env, what="Datadog API key")
-    if key is None and export.api_key_file:
-        key = read_secret(
-            file=export.api_key_file,
-            what="Datadog API key",
-            source=source,
-            key="export.datadog.api_key_file",
-        )
+    key = read_secret(
+        env=export.key_env,
+        file=export.api_key_file,
+        what="Datadog API key",
+        source=source,
+        key="export.datadog.api_key_file",
+    )
     return Secrets(urls, key)
 
 

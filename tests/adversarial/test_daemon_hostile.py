@@ -103,7 +103,8 @@ async def test_a_corrupted_state_database_stops_start_up(tmp_path):
         # Accepting samples whose alerts can never be recorded means alerting
         # on nothing while looking healthy.
         assert seen == {"cannot open the state database"}
-        # It exits by itself; a signal now could only race that exit.
+        # It exits on its own; a SIGTERM sent now could arrive after its
+        # handlers are gone and kill it with -15 instead.
         assert await daemon.wait_exit() == 1
     finally:
         await daemon.close()

@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 from tests.standins import datadog as intake
 from tests.standins.datadog import DatadogStandIn, GatedSleep, RecordingSleep
 from tocsin.channels import datadog_buffer, datadog_metrics
-from tocsin.channels.datadog_buffer import IDLE_DRAINS, metric_name, tag
+from tocsin.channels.datadog_buffer import IDLE_DRAINS, tag
 from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer
 from tocsin.clock import ManualClock
 from tocsin.config import DatadogExportConfig, Duration
+from tocsin.datadog_names import metric_name
 
 KEY = "dd-secret-key-9f8e7d6c5b4a"
 NOW = 1_750_000_000

@@ -20,7 +20,7 @@ from tests.daemon.conftest import NOW, RecordingSink, Sample
 from tocsin.clock import ManualClock
 from tocsin.daemon.dogstatsd import DogStatsDParser
 from tocsin.daemon.ingest import IngestStats
-from tocsin.daemon.listeners import open_udp, open_unix_dgram, open_unix_stream
+from tocsin.daemon.listeners import bind, open_udp, open_unix_dgram, open_unix_stream
 from tocsin.daemon.ndjson import NdjsonDecoder
 from tocsin.logs import RateLimiter
 
@@ -492,3 +492,38 @@ def test_a_socket_handed_over_is_used_and_its_file_left(run, tmp_path):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
 
     run(scenario)
+
+
+def test_a_binding_queues_datagrams_until_its_listener_reads_them(run, tmp_path):
+    path = str(tmp_path / "dsd.sock")
+
+    async def scenario():
+        arrivals = Arrivals()
+        binding = bind("unix_dgram", path)
+        # Sent before anyone listens: the kernel holds it for the listener.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"early:1|c", path)
+        listener = await open_unix_dgram(
+            path, arrivals.on_datagram, receive_buffer=BUFFER, sock=binding
+        )
+        await arrivals.until(lambda: arrivals.sink.samples)
+        binding.close()
+        assert os.path.exists(path)
+        listener.close()
+
+        assert [sample.name for sample in arrivals.sink.samples] == ["early"]
+        assert not os.path.exists(path)
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("name", ["unix_dgram", "unix_stream"])
+def test_a_binding_never_listened_on_leaves_no_file(tmp_path, name):
+    path = str(tmp_path / "ingest.sock")
+    binding = bind(name, path)
+    assert binding.address == path
+
+    binding.close()
+    binding.close()
+
+    assert not os.path.exists(path)

@@ -4,6 +4,8 @@ DogStatsd client as the sender, and local stand-ins for the destinations."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 import sqlite3
 from datetime import datetime
@@ -386,3 +388,67 @@ async def test_an_unreadable_webhook_url_stops_start_up_before_any_state(tmp_pat
     [error] = daemon.find_prefix("config error")
     assert "TOCSIN_TEST_UNSET_VARIABLE" in error["message"]
     assert not (tmp_path / "state").exists()
+
+
+def occupy(listener: str, directory) -> tuple[socket.socket, str]:
+    """Bind, as another process would, the address ``listener`` is given."""
+    if listener == "udp":
+        taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        taken.bind(("127.0.0.1", 0))
+        return taken, f"127.0.0.1:{taken.getsockname()[1]}"
+    taken = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    taken.bind(str(directory / "ingest.sock"))
+    taken.listen()
+    return taken, str(directory / "ingest.sock")
+
+
+@pytest.mark.parametrize(
+    ("listener", "reason"),
+    [
+        ("udp", os.strerror(errno.EADDRINUSE)),
+        ("unix_stream", "another process listens on"),
+    ],
+)
+async def test_a_listener_that_cannot_bind_stops_start_up_before_any_state(
+    tmp_path, listener, reason
+):
+    taken, address = occupy(listener, tmp_path)
+    # Only the listener under test: UDP's default port may be taken too.
+    ingest = {"udp": "", listener: address}
+    text = f'[daemon]\nstate_dir = "{tmp_path}/state"\n[ingest]\n' + "".join(
+        f'{name} = "{value}"\n' for name, value in ingest.items()
+    )
+    daemon = DaemonProcess(tmp_path, text)
+    try:
+        await daemon.start(wait_ready=False)
+        code = await daemon.wait_exit()
+    finally:
+        await daemon.close()
+        taken.close()
+
+    assert code == 1
+    [error] = daemon.find("cannot open a listener")
+    assert (error["listener"], error["address"]) == (listener, address)
+    assert error["error"] == reason
+    assert not (tmp_path / "state").exists()
+
+
+async def test_a_rule_that_notifies_nobody_is_logged_as_a_warning(tmp_path):
+    text = (
+        f'[daemon]\nstate_dir = "{tmp_path}/state"\n[ingest]\nudp = ""\n'
+        '[[rules]]\nname = "record-only"\nmetric = "m"\nthreshold = 1\n'
+    )
+    # An empty key keeps the export off, whatever the environment holds.
+    daemon = DaemonProcess(tmp_path, text, {"DD_API_KEY": ""})
+    try:
+        await daemon.start()
+        assert await daemon.stop() == 0
+    finally:
+        await daemon.close()
+
+    [warning] = [record for record in daemon.logs if record["level"] == "warning"]
+    assert warning["message"] == (
+        "config warning: rules[0].channels: no channels: alerts of rule"
+        " 'record-only' are recorded but nobody is notified"
+    )
+    assert warning["path"] == str(daemon.config_path)

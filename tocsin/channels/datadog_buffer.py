@@ -86,10 +86,10 @@ from collections.abc import Sequence
 from ddsketch import LogCollapsingLowestDenseDDSketch
 
 from tocsin.config import DatadogExportConfig
+from tocsin.datadog_names import NAME_LIMIT, metric_name
 
 log = logging.getLogger(__name__)
 
-NAME_LIMIT = 200
 TAG_LIMIT = 200
 #: Most tags a series may have as sent, the configured ones included.
 MAX_TAGS = 64
@@ -103,7 +103,6 @@ SET_EXACT = 4096
 COUNT, RATE, GAUGE = 1, 2, 3
 _SUFFIXES = (".avg", ".median", ".max", ".95percentile", ".count")
 _SUFFIX_ROOM = max(len(suffix) for suffix in _SUFFIXES)
-_NAME_INVALID = re.compile(r"[^A-Za-z0-9_.]")
 _TAG_INVALID = re.compile(r"[^\w\-:./]")
 _HASH_MASK = (1 << 64) - 1
 # Refused names (or metrics with too many tags) logged, at most this many.
@@ -118,19 +117,6 @@ _TAGS_OVER = (
     f"a series of metric %r has more than {MAX_TAGS} tags or {MAX_TAG_CHARS} "
     "characters of tags (configured tags included) and is not exported"
 )
-
-
-def metric_name(name: str, prefix: str = "", room: int = 0) -> str | None:
-    """Return the Datadog name for ``prefix + name``, or ``None`` if it has none.
-
-    :param room: characters to keep free at the end for a suffix.
-    """
-    if len(prefix) + len(name) > NAME_LIMIT - room:
-        return None
-    mapped = _NAME_INVALID.sub("_", prefix + name)
-    if not mapped or not ("a" <= mapped[0].lower() <= "z"):
-        return None
-    return mapped
 
 
 def tag(text: str) -> str | None:

@@ -22,7 +22,7 @@ from tocsin.daemon.alerting import AlertPipeline, restore
 from tocsin.daemon.dogstatsd import BoundedCache, DogStatsDParser
 from tocsin.daemon.ingest import IngestRouter, IngestStats
 from tocsin.daemon.ndjson import NdjsonDecoder
-from tocsin.errors import ConfigError, StateError
+from tocsin.errors import ConfigError, ListenerError, StateError
 from tocsin.logs import RateLimiter
 from tocsin.rules.engine import RuleEngine
 from tocsin.secrets import Secrets, read_secrets
@@ -108,6 +108,13 @@ class Daemon:
                 "channels": len(config.channels),
             },
         )
+        for warning in config.warnings():
+            log.warning(
+                "config warning: %s: %s",
+                warning.key,
+                warning.message,
+                extra={"path": self.config_path},
+            )
         self._install_signal_handlers()
         async with AsyncExitStack() as stack:
             try:
@@ -118,7 +125,18 @@ class Daemon:
             except ConfigError as error:
                 log.error("config error: %s", error, extra={"path": error.path})
                 return 2
+            except ListenerError as error:
+                log.error(
+                    "cannot open a listener",
+                    extra={
+                        "listener": error.listener,
+                        "address": error.address,
+                        "error": error.reason,
+                    },
+                )
+                return 1
             except OSError as error:
+                # A bound socket the loop then fails to listen on.
                 log.error("cannot open a listener", extra={"error": str(error)})
                 return 1
             log.info(
@@ -169,6 +187,12 @@ class Daemon:
         # Secrets first: a webhook URL that cannot be read is a config error,
         # found before anything is created on disk.
         secrets = self.secrets or read_secrets(config, self.config_path)
+
+        # Sockets next, bound but not yet read: a port in use stops start-up
+        # before any state exists. They are listened on last, once samples
+        # have somewhere to go; datagrams sent meanwhile wait in the kernel.
+        bindings = self._bind_listeners(stack)
+
         session = aiohttp.ClientSession()
         stack.push_async_callback(session.close)
         channels = build_channels(config.channels, session, secrets.webhook_urls)
@@ -215,7 +239,7 @@ class Daemon:
         )
         stack.push_async_callback(_cancel, background)
 
-        self._listeners = await self._open_listeners(router)
+        self._listeners = await self._open_listeners(router, bindings)
         stack.push_async_callback(self._close_listeners)
 
         self.engine = engine
@@ -225,10 +249,13 @@ class Daemon:
     async def _start_export(self, stack, session, key):
         settings = self.config.export.datadog
         if key is None:
-            log.info(
-                "datadog export off: no API key configured",
-                extra={"detail": f"set ${settings.api_key_env} or api_key_file"},
-            )
+            if settings.api_key_file:
+                detail = "the api_key_file is empty"
+            elif settings.key_env:
+                detail = f"${settings.key_env} is empty or not set"
+            else:
+                detail = "api_key_env is empty and no api_key_file is set"
+            log.info("datadog export off: no API key", extra={"detail": detail})
             return None
         buffer = ExportBuffer.from_config(settings)
         exporter = DatadogExporter(
@@ -257,7 +284,37 @@ class Daemon:
         )
         return buffer
 
-    async def _open_listeners(self, router: IngestRouter) -> list:
+    def _bind_listeners(self, stack: AsyncExitStack) -> dict[str, listeners.Binding]:
+        """Bind the socket of every listener the config turns on.
+
+        :raises ListenerError: if one cannot be bound; those bound before it
+            are released by ``stack``.
+        """
+        ingest = self.config.ingest
+        wanted = {
+            "udp": ingest.udp,
+            "unix_dgram": ingest.unix_dgram,
+            "unix_stream": ingest.unix_stream,
+        }
+        bindings = {}
+        for name, address in wanted.items():
+            if not address:
+                continue
+            try:
+                binding = listeners.bind(name, address)
+            except (OSError, ValueError) as error:
+                reason = getattr(error, "strerror", None) or str(error)
+                raise ListenerError(name, address, reason) from None
+            # Does nothing once the listener has taken the socket over.
+            stack.callback(binding.close)
+            bindings[name] = binding
+
+        return bindings
+
+    async def _open_listeners(
+        self, router: IngestRouter, bindings: dict[str, listeners.Binding]
+    ) -> list:
+        """Listen on the sockets :meth:`_bind_listeners` bound."""
         ingest = self.config.ingest
         clock = self.clock
         opened = []
@@ -273,25 +330,27 @@ class Daemon:
         def evaluate() -> None:
             router.evaluate(clock.time())
 
-        if ingest.udp:
+        if "udp" in bindings:
             opened.append(
                 await listeners.open_udp(
                     ingest.udp,
                     parser("udp").feed,
                     on_batch=evaluate,
                     receive_buffer=ingest.receive_buffer,
+                    sock=bindings["udp"],
                 )
             )
-        if ingest.unix_dgram:
+        if "unix_dgram" in bindings:
             opened.append(
                 await listeners.open_unix_dgram(
                     ingest.unix_dgram,
                     parser("unix_dgram").feed,
                     on_batch=evaluate,
                     receive_buffer=ingest.receive_buffer,
+                    sock=bindings["unix_dgram"],
                 )
             )
-        if ingest.unix_stream:
+        if "unix_stream" in bindings:
             stats = self.stats.setdefault("unix_stream", IngestStats())
             # Shared by every connection: a client that reconnects per sample
             # must neither rebuild the cache nor reset the warning limits.
@@ -312,7 +371,9 @@ class Daemon:
                 return on_chunk
 
             opened.append(
-                await listeners.open_unix_stream(ingest.unix_stream, new_connection)
+                await listeners.open_unix_stream(
+                    ingest.unix_stream, new_connection, sock=bindings["unix_stream"]
+                )
             )
         return opened
 

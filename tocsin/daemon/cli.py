@@ -45,6 +45,11 @@ def _check_config(path: str, *, skip_secrets: bool = False) -> int:
     except ConfigError as error:
         print(f"tocsin: config error: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    for warning in loaded.warnings():
+        print(
+            f"tocsin: config warning: {path}: {warning.key}: {warning.message}",
+            file=sys.stderr,
+        )
     print(f"{path}: ok ({len(loaded.rules)} rules, {len(loaded.channels)} channels)")
     return 0
 

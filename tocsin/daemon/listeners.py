@@ -10,8 +10,9 @@ counted and warned about, so idle clients cannot take every file descriptor.
 Callbacks run on the event loop and must not block.
 
 Each ``open_*`` function binds its socket itself, or takes one already bound
-(``sock=``, as systemd socket activation hands them over), and returns a
-:class:`Listener` to close it with.
+(``sock=``): a :class:`Binding` from :func:`bind`, or a socket such as systemd
+socket activation hands over. It returns a :class:`Listener` to close it with.
+Binding first lets the daemon find a port in use before it creates any state.
 """
 
 from __future__ import annotations
@@ -99,6 +100,85 @@ class Listener:
 
     def _close_transports(self) -> None:
         raise NotImplementedError
+
+
+class Binding:
+    """A listener's socket, bound but not yet listened on.
+
+    Datagrams that arrive meanwhile wait in the kernel's queue; a stream
+    connection is refused until the listener opens. An ``open_*`` function
+    takes the socket over (``sock=``); until then :meth:`close` releases it.
+
+    :ivar name: ``udp``, ``unix_dgram`` or ``unix_stream``.
+    :ivar address: where the socket is bound, printable.
+    """
+
+    def __init__(
+        self, name: str, sock: socket.socket, owned_path: _OwnedPath | None
+    ) -> None:
+        self.name = name
+        self.address = _printable(sock)
+        self._sock: socket.socket | None = sock
+        self._owned_path = owned_path
+
+    def take(self) -> tuple[socket.socket, _OwnedPath | None]:
+        """Hand the socket, and the file to remove with it, to a listener.
+
+        :raises RuntimeError: if the socket was taken or closed already.
+        """
+        if self._sock is None:
+            raise RuntimeError(f"the {self.name} socket was taken or closed")
+        sock, self._sock = self._sock, None
+
+        return sock, self._owned_path
+
+    def close(self) -> None:
+        """Close the socket and remove its file, unless a listener took them;
+        safe to call twice."""
+        if self._sock is None:
+            return
+
+        self._sock.close()
+        self._sock = None
+        if self._owned_path is not None:
+            self._owned_path.remove()
+
+
+def bind(name: str, address: str) -> Binding:
+    """Bind the socket of listener ``name`` at ``address``, without listening.
+
+    :param name: ``udp`` (``address`` is ``host:port``), ``unix_dgram`` or
+        ``unix_stream`` (``address`` is a path, handled as by
+        :func:`open_unix_dgram`).
+    :raises ValueError: if a UDP address is not ``host:port``.
+    :raises OSError: if the address cannot be bound.
+    """
+    if name == "udp":
+        return Binding(name, _bind_udp(address), None)
+    kind = socket.SOCK_DGRAM if name == "unix_dgram" else socket.SOCK_STREAM
+    sock = socket.socket(socket.AF_UNIX, kind)
+    try:
+        owned_path = _bind_unix(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+
+    return Binding(name, sock, owned_path)
+
+
+def _acquire(
+    name: str, address: str, given: socket.socket | Binding | None
+) -> tuple[socket.socket, _OwnedPath | None]:
+    """Return the socket to listen on, and the file to remove at close.
+
+    A socket handed over as it is was bound by someone else, who owns its file.
+    """
+    if given is None:
+        given = bind(name, address)
+    if isinstance(given, Binding):
+        return given.take()
+
+    return given, None
 
 
 class _DatagramListener(Listener):
@@ -329,20 +409,20 @@ async def open_udp(
     on_datagram: DatagramCallback,
     *,
     receive_buffer: int,
-    sock: socket.socket | None = None,
+    sock: socket.socket | Binding | None = None,
     on_batch: BatchCallback | None = None,
 ) -> Listener:
     """Listen for DogStatsD datagrams on UDP ``host:port`` (``[::1]:8125``).
 
-    :param sock: a bound UDP socket to use instead of binding ``address``.
+    :param sock: a UDP socket bound already (a :class:`Binding` or a socket),
+        to use instead of binding ``address``.
     :param on_batch: called after each batch of datagrams read together.
     :raises ValueError: if ``address`` is not ``host:port``.
     :raises OSError: if the address cannot be bound.
     """
-    if sock is None:
-        sock = _bind_udp(address)
+    sock, owned_path = _acquire("udp", address, sock)
     return await _open_datagram(
-        "udp", sock, on_datagram, on_batch, receive_buffer, None
+        "udp", sock, on_datagram, on_batch, receive_buffer, owned_path
     )
 
 
@@ -351,7 +431,7 @@ async def open_unix_dgram(
     on_datagram: DatagramCallback,
     *,
     receive_buffer: int,
-    sock: socket.socket | None = None,
+    sock: socket.socket | Binding | None = None,
     on_batch: BatchCallback | None = None,
 ) -> Listener:
     """Listen for DogStatsD datagrams on a Unix datagram socket at ``path``.
@@ -360,20 +440,14 @@ async def open_unix_dgram(
     process is replaced. The socket file is made writable by everyone and
     readable by the owner only.
 
-    :param sock: a bound socket to use instead of binding ``path``; its file is
-        then left alone.
+    :param sock: a socket bound already, to use instead of binding ``path``:
+        a :class:`Binding`, whose file is removed at close, or a socket whose
+        file is left alone.
     :param on_batch: called after each batch of datagrams read together.
     :raises OSError: if ``path`` exists and is not a socket, another process
         is listening on it, or it cannot be bound.
     """
-    owned_path = None
-    if sock is None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            owned_path = _bind_unix(sock, path)
-        except BaseException:
-            sock.close()
-            raise
+    sock, owned_path = _acquire("unix_dgram", path, sock)
     return await _open_datagram(
         "unix_dgram", sock, on_datagram, on_batch, receive_buffer, owned_path
     )
@@ -383,7 +457,7 @@ async def open_unix_stream(
     path: str,
     on_connection: ConnectionFactory,
     *,
-    sock: socket.socket | None = None,
+    sock: socket.socket | Binding | None = None,
     max_connections: int = MAX_CONNECTIONS,
 ) -> Listener:
     """Accept NDJSON connections on a Unix stream socket at ``path``.
@@ -392,21 +466,15 @@ async def open_unix_stream(
     returns is called with every chunk in order, then once with ``b""`` when
     the connection ends. The socket file is handled as by :func:`open_unix_dgram`.
 
-    :param sock: a bound stream socket to use instead of binding ``path``.
+    :param sock: a stream socket bound already, to use instead of binding
+        ``path``, as for :func:`open_unix_dgram`.
     :param max_connections: most connections open at once; one more is closed
         on arrival and counted in ``refused_connections``, without a call to
         ``on_connection``.
     :raises OSError: if the socket cannot be bound, as for
         :func:`open_unix_dgram`.
     """
-    owned_path = None
-    if sock is None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            owned_path = _bind_unix(sock, path)
-        except BaseException:
-            sock.close()
-            raise
+    sock, owned_path = _acquire("unix_stream", path, sock)
     sock.setblocking(False)
     listener = _StreamListener(
         "unix_stream", _printable(sock), max(1, max_connections), owned_path
