@@ -1,4 +1,4 @@
-"""The configuration file: a strict schema, decoded from TOML, then checked.
+"""The configuration file: decoded from TOML into its schema, then checked.
 
 Decoding and checking are separate steps. :func:`load` reads and decodes the
 file with msgspec (unknown keys, wrong types and bad durations fail there, with
@@ -7,6 +7,9 @@ key) and then runs the checks a schema cannot express
 (unique names, references between sections). Either step raises
 :class:`~tocsin.errors.ConfigError` with one line naming the file and the key,
 and nothing that runs is touched.
+
+The schema itself (the Structs) lives in :mod:`tocsin.schema`; its types are
+imported from here.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import msgspec
@@ -26,257 +28,52 @@ from tocsin import templates
 from tocsin.datadog_names import NAME_LIMIT, metric_name
 from tocsin.errors import ConfigError
 from tocsin.keypaths import name_entries, toml_key
+from tocsin.schema import (
+    CHANNEL_TYPES,
+    DEFAULT_API_KEY_ENV,
+    Aggregation,
+    AlertsConfig,
+    ChannelConfig,
+    Comparison,
+    Config,
+    ConfigWarning,
+    DaemonConfig,
+    DatadogExportConfig,
+    Duration,
+    ExportConfig,
+    IngestConfig,
+    LogChannelConfig,
+    Name,
+    PositiveInt,
+    RuleConfig,
+    Severity,
+    WebhookChannelConfig,
+    decode_hook,
+)
 
-
-class Duration(float):
-    """Seconds, written in the file as ``30s``, ``5m``, ``1h``, ``1d`` or ``250ms``."""
-
-    _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    _PATTERN = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-
-    @classmethod
-    def parse(cls, text: str) -> Duration:
-        """Parse one duration, raising :class:`ValueError` if it is not one."""
-        if text == "0":
-            return cls(0.0)
-        match = cls._PATTERN.fullmatch(text)
-        if match is None:
-            raise ValueError(
-                f"invalid duration {text!r} (write it like 30s, 5m, 1h or 1d)"
-            )
-        return cls(float(match[1]) * cls._UNITS[match[2]])
-
-
-def _decode_hook(kind: type, obj: object) -> object:
-    if kind is Duration:
-        if not isinstance(obj, str):
-            raise TypeError("expected a duration string like '30s', '5m' or '1h'")
-        return Duration.parse(obj)
-    raise NotImplementedError(kind)
-
-
-Severity = Literal["critical", "high", "medium", "low"]
-Aggregation = Literal[
-    "avg",
-    "min",
-    "max",
-    "sum",
-    "count",
-    "last",
-    "stddev",
-    "delta",
-    "rate",
-    "p50",
-    "p90",
-    "p95",
-    "p99",
+#: Loading, and the schema's types.
+__all__ = [
+    "Aggregation",
+    "AlertsConfig",
+    "ChannelConfig",
+    "Comparison",
+    "Config",
+    "ConfigWarning",
+    "DaemonConfig",
+    "DatadogExportConfig",
+    "DEFAULT_API_KEY_ENV",
+    "Duration",
+    "ExportConfig",
+    "IngestConfig",
+    "load",
+    "LogChannelConfig",
+    "Name",
+    "parse",
+    "PositiveInt",
+    "RuleConfig",
+    "Severity",
+    "WebhookChannelConfig",
 ]
-Comparison = Literal[">", ">=", "<", "<=", "==", "!=", "inside", "outside"]
-Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,100}$")]
-PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-
-
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    pass
-
-
-class DaemonConfig(_Strict):
-    #: Directory of the state database; created if missing.
-    state_dir: str = "./tocsin-state"
-    #: Explicit database file; overrides ``state_dir``.
-    database: str = ""
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    #: How often every live series is evaluated even without new samples.
-    tick: Duration = Duration(1.0)
-    #: Bound on the whole shutdown: recording decisions, flushing the export
-    #: (at most half of it) and letting in-flight deliveries finish.
-    shutdown_timeout: Duration = Duration(10.0)
-
-
-class IngestConfig(_Strict):
-    #: DogStatsD over UDP, ``host:port``; an empty string turns it off.
-    udp: str = "127.0.0.1:8125"
-    #: DogStatsD over a Unix datagram socket (a path); empty turns it off.
-    unix_dgram: str = ""
-    #: NDJSON samples over a Unix stream socket (a path); empty turns it off.
-    unix_stream: str = ""
-    #: Kernel receive buffer asked for on datagram sockets, in bytes (the
-    #: kernel caps it at ``net.core.rmem_max``).
-    receive_buffer: Annotated[int, msgspec.Meta(ge=4096, le=1 << 30)] = 4 * 1024 * 1024
-    #: Samples stamped further in the past than this are dropped and counted.
-    max_sample_age: Duration = Duration(3600.0)
-    #: Samples stamped further in the future than this are dropped and counted.
-    max_sample_skew: Duration = Duration(600.0)
-
-
-class AlertsConfig(_Strict):
-    #: A resolved alert is closed after this long.
-    close_after: Duration = Duration(3600.0)
-
-
-#: Where the Datadog API key is read from when the file names no source.
-DEFAULT_API_KEY_ENV = "DD_API_KEY"
-
-
-class DatadogExportConfig(_Strict):
-    #: The Datadog site, a host name (``datadoghq.eu``); the API is
-    #: ``https://api.{site}``.
-    site: str = "datadoghq.com"
-    #: Full http(s) base URL (``https://api.datadoghq.eu``); overrides ``site``.
-    base_url: str = ""
-    #: Environment variable holding the API key; unset, ``DD_API_KEY`` unless
-    #: ``api_key_file`` is set, and ``""`` reads none. Set at most one of the two.
-    api_key_env: str | msgspec.UnsetType = msgspec.UNSET
-    #: File holding the API key; a relative name is looked up in
-    #: ``$CREDENTIALS_DIRECTORY`` first (a systemd credential).
-    api_key_file: str = ""
-    interval: Duration = Duration(60.0)
-    #: Prepended to every exported metric name; it must start with a letter.
-    metric_prefix: str = ""
-    tags: list[str] = []
-    #: Metric names to export; empty exports every ingested metric.
-    metrics: list[str] = []
-    compression: Literal["deflate", "gzip"] = "deflate"
-    timeout: Duration = Duration(10.0)
-    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
-    #: Host reported as the series' ``host`` resource; empty sends none.
-    host: str = ""
-    #: Most series the export holds at once (a series is held until it has
-    #: been idle for 5 intervals); samples of further series are counted and
-    #: left out, so a flood of new tag values stays bounded.
-    max_series: PositiveInt = 100_000
-
-    @property
-    def key_env(self) -> str:
-        """Return the environment variable the API key is read from, ``""`` for none.
-
-        A source the file names wins over the default: with ``api_key_file``
-        set, ``$DD_API_KEY`` is not read.
-        """
-        if self.api_key_env is not msgspec.UNSET:
-            return self.api_key_env
-        return "" if self.api_key_file else DEFAULT_API_KEY_ENV
-
-
-class ExportConfig(_Strict):
-    datadog: DatadogExportConfig = DatadogExportConfig()
-
-
-class _ChannelBase(_Strict, tag_field="type"):
-    name: Name
-    #: Delivery attempts before a notification is dead-lettered. With the
-    #: default backoff, 15 attempts span about 40 minutes of outage.
-    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 15
-    #: Delay before the first retry; doubled on each attempt, with jitter.
-    backoff: Duration = Duration(1.0)
-    max_backoff: Duration = Duration(300.0)
-    #: Whether resolve notifications go to this channel.
-    send_resolved: bool = True
-
-
-class WebhookChannelConfig(_ChannelBase, tag="webhook"):
-    #: Destination URL. Prefer ``url_env`` or ``url_file``: a webhook URL is a
-    #: secret.
-    url: str = ""
-    url_env: str = ""
-    url_file: str = ""
-    headers: dict[str, str] = {}
-    timeout: Duration = Duration(5.0)
-
-
-class LogChannelConfig(_ChannelBase, tag="log"):
-    level: Literal["info", "warning", "error"] = "warning"
-
-
-ChannelConfig = WebhookChannelConfig | LogChannelConfig
-_CHANNEL_TYPES = ("webhook", "log")
-
-
-class RuleConfig(_Strict, kw_only=True):
-    name: Name
-    metric: str
-    #: Label matchers; every one must equal the sample's tag value.
-    match: dict[str, str] = {}
-    #: Labels whose values make one series of this rule.
-    group_by: list[str] = []
-    aggregation: Aggregation = "avg"
-    window: Duration = Duration(300.0)
-    op: Comparison = ">"
-    #: What the aggregation is compared with (every ``op`` but the ranges).
-    threshold: float | None = None
-    #: ``[low, high]`` for ``inside`` (low <= value <= high) and ``outside``.
-    range: list[float] = []
-    #: Hysteresis: a firing alert resolves only once the value is back past
-    #: this (at or below it for ``>`` and ``>=``, at or above it for ``<``
-    #: and ``<=``), so a value hovering at the threshold does not flap.
-    recover: float | None = None
-    #: A firing alert whose condition stops holding stays firing this long; a
-    #: breach within it keeps the alert as it is.
-    keep_firing_for: Duration = Duration(0.0)
-    #: A window with fewer samples than this never fires; a firing alert whose
-    #: window falls below it resolves, saying so.
-    min_samples: PositiveInt = 1
-    #: How long the condition must hold before the alert fires.
-    for_: Duration = msgspec.field(name="for", default=Duration(0.0))
-    severity: Severity = "medium"
-    channels: list[Name] = []
-    #: After an alert of a series fires, a new one for that series waits this long.
-    cooldown: Duration = Duration(0.0)
-    #: At most this many alerts per rule per UTC day; 0 means no cap.
-    daily_cap: Annotated[int, msgspec.Meta(ge=0)] = 0
-    summary: str = ""
-    description: str = ""
-    runbook: str = ""
-    recommended_actions: list[str] = []
-    #: Extra labels attached to every alert of the rule (team, project, ...).
-    labels: dict[str, str] = {}
-    #: Free-form metadata copied into notifications.
-    metadata: dict[str, str] = {}
-
-
-class ConfigWarning(NamedTuple):
-    """Something a config may say that is likely a mistake; it still loads."""
-
-    #: The key path it is about (``rules[0].channels``).
-    key: str
-    message: str
-
-
-class Config(_Strict):
-    daemon: DaemonConfig = DaemonConfig()
-    ingest: IngestConfig = IngestConfig()
-    alerts: AlertsConfig = AlertsConfig()
-    export: ExportConfig = ExportConfig()
-    channels: list[ChannelConfig] = []
-    rules: list[RuleConfig] = []
-
-    @property
-    def database_path(self) -> Path:
-        if self.daemon.database:
-            return Path(self.daemon.database)
-        return Path(self.daemon.state_dir) / "tocsin.db"
-
-    def channel(self, name: str) -> ChannelConfig:
-        for channel in self.channels:
-            if channel.name == name:
-                return channel
-        raise KeyError(name)
-
-    def warnings(self) -> list[ConfigWarning]:
-        """Return what this config allows but probably does not mean.
-
-        A rule without channels is legitimate, to keep a record only, so it is
-        a warning and not an error.
-        """
-        return [
-            ConfigWarning(
-                f"rules[{index}].channels",
-                f"no channels: alerts of rule {rule.name!r} are recorded"
-                " but nobody is notified",
-            )
-            for index, rule in enumerate(self.rules)
-            if not rule.channels
-        ]
 
 
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
@@ -300,7 +97,7 @@ def _split_msgspec_error(error: msgspec.MSGSPEC_ERRORS) -> tuple[str, str | None
             path = f"{path}.{field}" if path else field
             message = replacement
     if path and path.endswith("].type") and message.startswith("Invalid value"):
-        known = ", ".join(sorted(_CHANNEL_TYPES))
+        known = ", ".join(sorted(CHANNEL_TYPES))
         message = (
             f"unknown channel type ({message[len('Invalid value ') :]}); known: {known}"
         )
@@ -314,11 +111,11 @@ def parse(text: str | bytes, source: str = "<memory>") -> Config:
         schema, or fails a check between sections.
     """
     try:
-        config = msgspec.toml.decode(text, type=Config, dec_hook=_decode_hook)
+        config = msgspec.toml.decode(text, type=Config, dec_hook=decode_hook)
     except msgspec.ValidationError as error:
         message, path = _split_msgspec_error(error)
         if path and "[...]" in path:
-            path = name_entries(text, path, Config, _decode_hook)
+            path = name_entries(text, path, Config, decode_hook)
         raise ConfigError(source, message, path) from None
     except msgspec.DecodeError as error:
         raise ConfigError(source, f"not valid TOML: {error}") from None
