@@ -53,44 +53,44 @@ def test_a_series_back_from_idle_is_exported_once_with_all_its_samples():
     # Each listener (and each NDJSON connection) caches the handle it was
     # given; after the buffer forgets an idle series, another listener gets a
     # new handle for the same series while the first keeps the old one.
-    buffer = ExportBuffer(interval=60)
+    buffer = ExportBuffer()
     cached_by_udp = buffer.series("m", "c", ("k:v",))
     cached_by_udp.add(1.0, 1.0, NOW)
     for _ in range(IDLE_DRAINS + 1):
-        buffer.drain(NOW)
+        buffer.drain(NOW, 1)
     resolved_by_unix = buffer.series("m", "c", ("k:v",))
 
     cached_by_udp.add(2.0, 1.0, NOW)
     resolved_by_unix.add(3.0, 1.0, NOW)
-    exported = buffer.drain(NOW)
+    exported = buffer.drain(NOW, 1)
 
-    # Two count points of one series at one timestamp: Datadog keeps one.
+    # Two rate points of one series at one timestamp: Datadog keeps one.
     assert [(s["metric"], s["points"][0]["value"]) for s in exported] == [("m", 5.0)]
 
 
 def test_a_forgotten_handle_that_speaks_first_stays_the_aggregate():
-    buffer = ExportBuffer(interval=60)
+    buffer = ExportBuffer()
     old = buffer.series("m", "g", ())
     old.add(1.0, 1.0, NOW)
     for _ in range(IDLE_DRAINS + 1):
-        buffer.drain(NOW)
+        buffer.drain(NOW, 1)
     assert len(buffer) == 0
 
     old.add(7.0, 1.0, NOW + 1)
 
     assert buffer.series("m", "g", ()) is old
-    assert exported(buffer.drain(NOW + 2)) == {("m", ()): 7.0}
+    assert exported(buffer.drain(NOW + 2, 2)) == {("m", ()): 7.0}
 
 
 def test_timers_histograms_and_distributions_of_one_name_are_one_series():
-    buffer = ExportBuffer(interval=10)
+    buffer = ExportBuffer()
     timer = buffer.series("lat", "ms", ("a:1",))
     assert buffer.series("lat", "h", ("a:1",)) is timer
     assert buffer.series("lat", "d", ("a:1",)) is timer
     for kind, value in (("ms", 1.0), ("h", 2.0), ("d", 3.0)):
         buffer.series("lat", kind, ("a:1",)).add(value, 1.0, NOW)
 
-    values = exported(buffer.drain(NOW))
+    values = exported(buffer.drain(NOW, 10))
 
     assert values[("lat.max", ("a:1",))] == 3.0
     assert values[("lat.count", ("a:1",))] == pytest.approx(0.3)
@@ -111,7 +111,7 @@ OPERATION = st.one_of(
 def test_every_sample_is_exported_once_or_counted_as_over_the_limit(
     max_series, operations
 ):
-    buffer = ExportBuffer(interval=1, max_series=max_series)
+    buffer = ExportBuffer(max_series=max_series)
     caches: list[dict[int, object]] = [{}, {}, {}]
     expected: dict[tuple[str, tuple[str, ...]], float] = {}
     sent = total = 0
@@ -130,7 +130,8 @@ def test_every_sample_is_exported_once_or_counted_as_over_the_limit(
             caches[which].clear()
         else:
             for _ in range(which):
-                got = exported(buffer.drain(NOW))
+                # Over one second a rate is the count.
+                got = exported(buffer.drain(NOW, 1))
                 assert len(got) <= max_series
                 if max_series >= 4:
                     assert got == expected
@@ -152,8 +153,8 @@ def test_beyond_max_series_a_new_series_waits_for_room_and_is_counted(caplog):
     late = buffer.series("late", "c", ())
     late.add(5.0, 1.0, NOW)
     late.add(5.0, 1.0, NOW)
-    first = buffer.drain(NOW)
-    quiet = buffer.drain(NOW + 1)
+    first = buffer.drain(NOW, 1)
+    quiet = buffer.drain(NOW + 1, 1)
 
     assert exported(first) == {("a", ()): 1.0, ("b", ()): 1.0}
     assert quiet == []
@@ -164,17 +165,17 @@ def test_beyond_max_series_a_new_series_waits_for_room_and_is_counted(caplog):
 
     # Once the idle series are forgotten, the held handle registers itself.
     for step in range(IDLE_DRAINS):
-        buffer.drain(NOW + 2 + step)
+        buffer.drain(NOW + 2 + step, 1)
     assert len(buffer) == 0
     late.add(4.0, 1.0, NOW + 10)
 
-    assert exported(buffer.drain(NOW + 10)) == {("late", ()): 4.0}
+    assert exported(buffer.drain(NOW + 10, 1)) == {("late", ()): 4.0}
     assert buffer.series("late", "c", ()) is late
     assert len(warnings(caplog)) == 1
 
 
 def test_a_cardinality_flood_keeps_the_buffer_within_its_limit():
-    buffer = ExportBuffer(interval=60, max_series=2_000, tags=["team:ml"])
+    buffer = ExportBuffer(max_series=2_000, tags=["team:ml"])
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -182,7 +183,7 @@ def test_a_cardinality_flood_keeps_the_buffer_within_its_limit():
             labels = ("env:prod", f"request_id:{index:012d}", "model:resnet50-v2")
             handle = buffer.series("model.requests", "c", labels)
             handle.add(1.0, 1.0, NOW)
-        series = buffer.drain(NOW)
+        series = buffer.drain(NOW, 60)
         del handle, series
         retained = tracemalloc.get_traced_memory()[0] - before
     finally:
@@ -284,7 +285,7 @@ def test_set_members_are_not_kept_however_long_or_many():
 
     # 200 MB of members arrived; the set keeps at most 4,096 hashes.
     assert held < 2 * 1024 * 1024, f"{held >> 10} KiB held"
-    (count,) = exported(buffer.drain(NOW)).values()
+    (count,) = exported(buffer.drain(NOW, 60)).values()
     assert count == pytest.approx(20_000, rel=0.10)
 
 
@@ -306,11 +307,11 @@ async def refusing(clock):
 def noisy_gauges(count: int) -> list[dict]:
     """Return ``count`` gauges that compress poorly, about 250 bytes each."""
     rng = random.Random(count)
-    buffer = ExportBuffer(interval=10)
+    buffer = ExportBuffer()
     for index in range(count):
         labels = (f"run:{rng.getrandbits(160):040x}", f"model:m-{index:05d}")
         buffer.series("model.score", "g", labels).add(float(index), 1.0, NOW)
-    return buffer.drain(NOW)
+    return buffer.drain(NOW, 10)
 
 
 @pytest.mark.parametrize("count", [2_000, 20_000])

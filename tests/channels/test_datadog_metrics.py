@@ -55,7 +55,7 @@ def make(standin, session, clock):
         return DatadogExporter(
             config,
             key,
-            buffer or ExportBuffer(interval=INTERVAL),
+            buffer or ExportBuffer(),
             clock=clock,
             session=session,
             rng=random.Random(7),
@@ -73,7 +73,8 @@ def values(series: list[dict]) -> dict[str, tuple[int, float]]:
 
 TIMER = {"m.avg": 3, "m.median": 3, "m.max": 3, "m.95percentile": 3, "m.count": 2}
 KINDS = [
-    ("c", [(2.0, 0.5, 0), (3.0, 1.0, 0), (-1.0, 0.25, 0)], {"m": 1}, {"m": 3.0}),
+    # 4 + 3 - 4 counted over 10 s: 0.3 per second, as the Agent sends a counter.
+    ("c", [(2.0, 0.5, 0), (3.0, 1.0, 0), (-1.0, 0.25, 0)], {"m": 2}, {"m": 0.3}),
     # The gauge keeps the latest sample timestamp, not the latest arrival.
     ("g", [(-1.0, 1.0, 0), (5.0, 1.0, -1), (9.0, 1.0, -2)], {"m": 3}, {"m": -1.0}),
     ("s", ["a", "b", "a", "c"], {"m": 3}, {"m": 3}),
@@ -92,9 +93,9 @@ KINDS = [
 
 @pytest.mark.parametrize(("kind", "samples", "types", "exact"), KINDS)
 async def test_each_kind_is_exported_as_its_datadog_type(
-    make, standin, kind, samples, types, exact
+    make, standin, clock, kind, samples, types, exact
 ):
-    buffer = ExportBuffer(interval=INTERVAL)
+    buffer = ExportBuffer()
     series = buffer.series("m", kind, ())
     for sample in samples:
         if kind == "s":
@@ -103,6 +104,7 @@ async def test_each_kind_is_exported_as_its_datadog_type(
             value, rate, offset = sample
             series.add(value, rate, NOW + offset)
     exporter = make(buffer)
+    clock.advance(INTERVAL)
 
     await exporter.flush(5.0)
     await exporter.flush(5.0)
@@ -112,7 +114,7 @@ async def test_each_kind_is_exported_as_its_datadog_type(
     assert {s["metric"]: s["type"] for s in sent} == types
     got = {s["metric"]: s["points"][0]["value"] for s in sent}
     assert {name: got[name] for name in exact} == pytest.approx(exact)
-    assert {s["points"][0]["timestamp"] for s in sent} == {NOW}
+    assert {s["points"][0]["timestamp"] for s in sent} == {NOW + INTERVAL}
     # Counts and rates say which interval they cover; gauges do not.
     intervals = {s["metric"]: s.get("interval") for s in sent}
     assert intervals == {n: 10 if t in (1, 2) else None for n, t in types.items()}
@@ -122,12 +124,13 @@ async def test_each_kind_is_exported_as_its_datadog_type(
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.floats(0.001, 1e6), min_size=1, max_size=300))
 def test_percentiles_are_within_one_percent_of_the_exact_ones(kind, samples):
-    buffer = ExportBuffer(interval=INTERVAL)
+    buffer = ExportBuffer()
     series = buffer.series("x", kind, ())
     for value in samples:
         series.add(value, 1.0, NOW)
 
-    got = {s["metric"]: s["points"][0]["value"] for s in buffer.drain(NOW)}
+    drained = buffer.drain(NOW, INTERVAL)
+    got = {s["metric"]: s["points"][0]["value"] for s in drained}
 
     ordered = sorted(samples)
     for suffix, quantile in ((".median", 0.5), (".95percentile", 0.95)):
@@ -138,16 +141,51 @@ def test_percentiles_are_within_one_percent_of_the_exact_ones(kind, samples):
     assert got["x.avg"] == pytest.approx(sum(samples) / len(samples))
 
 
+@pytest.mark.parametrize(
+    ("seconds", "interval"),
+    [
+        (10.0, 10),
+        (4.0, 4),
+        (9.9996, 10),
+        (10.4, 10),
+        (2.5, 3),
+        (2.49, 2),
+        (61.0, 61),
+        # Never an interval of 0, which the API refuses and a rate cannot use.
+        (0.3, 1),
+        (0.0, 1),
+    ],
+)
+def test_rates_are_per_second_of_the_drained_interval_in_whole_seconds(
+    seconds, interval
+):
+    buffer = ExportBuffer()
+    buffer.series("req", "c", ()).add(30.0, 1.0, NOW)
+    timer = buffer.series("lat", "ms", ())
+    for _ in range(3):
+        timer.add(5.0, 0.5, NOW)
+
+    sent = {s["metric"]: s for s in buffer.drain(NOW, seconds)}
+
+    for name, total in (("req", 30.0), ("lat.count", 6.0)):
+        assert sent[name]["type"] == 2
+        assert sent[name]["interval"] == interval
+        assert sent[name]["points"][0]["value"] == total / interval
+        # What Datadog counts from a rate, value times interval, is the total.
+        assert sent[name]["points"][0]["value"] * interval == pytest.approx(total)
+    assert "interval" not in sent["lat.max"]
+
+
 def test_a_series_without_samples_is_not_sent_and_state_restarts():
     buffer = ExportBuffer()
     count = buffer.series("c", "c", ())
-    count.add(4.0, 1.0, NOW)
-    first = buffer.drain(NOW)
-    second = buffer.drain(NOW + 60)
-    count.add(1.0, 1.0, NOW + 61)
+    count.add(40.0, 1.0, NOW)
+    first = buffer.drain(NOW, 10)
+    second = buffer.drain(NOW + 10, 10)
+    count.add(10.0, 1.0, NOW + 11)
 
-    assert (values(first), second) == ({"c": (1, 4.0)}, [])
-    assert values(buffer.drain(NOW + 120)) == {"c": (1, 1.0)}
+    assert (values(first), second) == ({"c": (2, 4.0)}, [])
+    assert values(buffer.drain(NOW + 20, 10)) == {"c": (2, 1.0)}
 
 
 def test_an_aggregate_that_is_not_finite_is_skipped_and_counted():
@@ -157,7 +195,7 @@ def test_an_aggregate_that_is_not_finite_is_skipped_and_counted():
     huge.add(1e308, 1.0, NOW)
     buffer.series("fine", "g", ()).add(1.0, 1.0, NOW)
 
-    assert values(buffer.drain(NOW)) == {"fine": (3, 1.0)}
+    assert values(buffer.drain(NOW, INTERVAL)) == {"fine": (3, 1.0)}
     assert buffer.non_finite == 1
 
 
@@ -176,14 +214,14 @@ def test_idle_series_are_forgotten_but_held_handles_keep_working():
     buffer = ExportBuffer()
     held = buffer.series("idle", "ms", ())
     held.add(1.0, 1.0, NOW)
-    buffer.drain(NOW)
+    buffer.drain(NOW, 1)
     for step in range(IDLE_DRAINS):
         assert len(buffer) == 1, step
-        buffer.drain(NOW + step + 1)
+        buffer.drain(NOW + step + 1, 1)
 
     assert len(buffer) == 0
     held.add(2.0, 1.0, NOW + 100)
-    assert values(buffer.drain(NOW + 100))["idle.max"] == (3, 2.0)
+    assert values(buffer.drain(NOW + 100, 95))["idle.max"] == (3, 2.0)
 
 
 # --- names and tags --------------------------------------------------------
@@ -243,17 +281,19 @@ def test_every_exported_name_and_tag_is_one_datadog_accepts(text, prefix):
 
 
 async def test_f05_unicode_name_is_refused_once_and_the_rest_is_delivered(
-    make, standin, caplog
+    make, standin, clock, caplog
 ):
-    buffer = ExportBuffer(interval=INTERVAL)
+    buffer = ExportBuffer()
     assert buffer.series("модель.latency", "ms", ("env:prod",)) is None
     assert buffer.series("модель.latency", "ms", ("env:dev",)) is None
     buffer.series("ok", "c", ()).add(1.0, 1.0, NOW)
     buffer.series("temp", "g", ()).add(3.0, 1.0, NOW)
+    exporter = make(buffer)
+    clock.advance(INTERVAL)
 
-    await make(buffer).flush(5.0)
+    await exporter.flush(5.0)
 
-    assert values(standin.accepted_series()) == {"ok": (1, 1.0), "temp": (3, 3.0)}
+    assert values(standin.accepted_series()) == {"ok": (2, 0.1), "temp": (3, 3.0)}
     assert buffer.refused == 2
     warnings = [r for r in caplog.records if r.name == datadog_buffer.__name__]
     assert len(warnings) == 1
@@ -294,14 +334,14 @@ async def test_invalid_series_given_directly_are_dropped_alone(make, standin, ca
 def many_series(count: int, *, noisy: bool) -> list[dict]:
     """Return ``count`` distinct gauges, each 260 to 290 bytes of JSON."""
     rng = random.Random(14)
-    buffer = ExportBuffer(interval=INTERVAL, tags=["team:ml-platform"])
+    buffer = ExportBuffer(tags=["team:ml-platform"])
     for index in range(count):
         token = f"{rng.getrandbits(160):040x}" if noisy else "feature-store-ab-00"
         labels = (f"model:resnet50-v2-{index:05d}", f"run:{token}")
         labels += ("region:europe-west4", "dataset:imagenet-validation-2026")
         labels += (f"stage:extract-{index % 7}", f"version:v{index % 13}.0")
         buffer.series("model.inference.score", "g", labels).add(index, 1.0, NOW)
-    return buffer.drain(NOW)
+    return buffer.drain(NOW, INTERVAL)
 
 
 def identities(series: list[dict]) -> list[tuple[str, tuple[str, ...]]]:
@@ -524,13 +564,13 @@ async def test_run_exports_every_interval_and_survives_failures(
     class Flaky(ExportBuffer):
         calls = 0
 
-        def drain(self, now: float) -> list[dict]:
+        def drain(self, now: float, seconds: float) -> list[dict]:
             self.calls += 1
             if self.calls == 2:
                 raise RuntimeError("broken drain")
-            return super().drain(now)
+            return super().drain(now, seconds)
 
-    buffer = Flaky(interval=INTERVAL)
+    buffer = Flaky()
     counter = buffer.series("req", "c", ())
     sleep = GatedSleep(clock)
     exporter = make(buffer, sleep=sleep)
@@ -538,7 +578,7 @@ async def test_run_exports_every_interval_and_survives_failures(
     task = asyncio.create_task(exporter.run())
 
     # Interval 1 is refused (400), interval 2 hits the broken drain, whose
-    # samples stay in the buffer and go out with interval 3's.
+    # samples stay in the buffer and go out with interval 3's: a rate over 20 s.
     for value in (1.0, 1.0, 2.0):
         await sleep.started.get()
         counter.add(value, 1.0, clock.time())
@@ -549,11 +589,81 @@ async def test_run_exports_every_interval_and_survives_failures(
     await task
 
     assert [r.status for r in standin.requests] == [400, 202]
-    assert values(standin.accepted_series()) == {"req": (1, 3.0)}
+    assert values(standin.accepted_series()) == {"req": (2, 0.15)}
+    assert standin.accepted_series()[0]["interval"] == 20
     assert standin.accepted_series()[0]["points"][0]["timestamp"] == NOW + 30
     assert sleep.delays == [INTERVAL] * 4
     assert any("unexpectedly" in r.getMessage() for r in caplog.records)
     assert exporter.stats.lag == 0.0
+
+
+def rates(request: intake.Received) -> dict[str, tuple[float, int]]:
+    """Return each rate's value and interval in one request."""
+    return {
+        s["metric"]: (s["points"][0]["value"], s["interval"])
+        for s in request.series
+        if s["type"] == 2
+    }
+
+
+async def test_counters_are_rates_over_each_interval_and_the_last_partial_one(
+    make, standin, clock
+):
+    buffer = ExportBuffer()
+    counter = buffer.series("req", "c", ())
+    timer = buffer.series("lat", "h", ())
+    sleep = GatedSleep(clock)
+    exporter = make(buffer, sleep=sleep)
+    task = asyncio.create_task(exporter.run())
+
+    await sleep.started.get()
+    for value, rate in ((10.0, 1.0), (5.0, 0.5), (10.0, 1.0)):
+        counter.add(value, rate, clock.time())
+    for _ in range(20):
+        timer.add(3.0, 1.0, clock.time())
+    sleep.release()
+    await sleep.started.get()
+    # Shutdown comes 4 s into the next interval.
+    counter.add(8.0, 1.0, clock.time())
+    clock.advance(4)
+    exporter.close()
+    await task
+    await exporter.flush(5.0)
+
+    full, partial = standin.accepted
+    assert rates(full) == {"req": (3.0, 10), "lat.count": (2.0, 10)}
+    assert full.series[0]["points"][0]["timestamp"] == NOW + 10
+    assert rates(partial) == {"req": (2.0, 4)}
+    assert partial.series[0]["points"][0]["timestamp"] == NOW + 14
+
+
+async def test_the_interval_after_an_overrun_export_is_its_whole_length(
+    make, standin, clock
+):
+    buffer = ExportBuffer()
+    counter = buffer.series("req", "c", ())
+    sleep = GatedSleep(clock)
+    exporter = make(buffer, sleep=sleep)
+    # The first export waits 25 s to retry, past the next tick at 20 s.
+    standin.fail(429, headers={"X-RateLimit-Reset": "25"})
+    task = asyncio.create_task(exporter.run())
+
+    for value in (10.0, 45.0, 15.0):
+        await sleep.started.get()
+        counter.add(value, 1.0, clock.time())
+        sleep.release()
+    await sleep.started.get()
+    exporter.close()
+    await task
+
+    assert sleep.delays == [INTERVAL, 25.0, 5.0, INTERVAL]
+    assert [r.status for r in standin.requests] == [429, 202, 202]
+    first, second = standin.accepted
+    assert rates(first) == {"req": (1.0, 10)}
+    # Drained at 40 s: the 30 s since the drain at 10 s, which the tick at
+    # 20 s would have cut had the export not overrun.
+    assert rates(second) == {"req": (2.0, 30)}
+    assert second.series[0]["points"][0]["timestamp"] == NOW + 40
 
 
 async def test_flush_gives_up_at_its_timeout_and_says_what_was_lost(
@@ -562,7 +672,7 @@ async def test_flush_gives_up_at_its_timeout_and_says_what_was_lost(
     async def forever(delay: float) -> None:
         await asyncio.Event().wait()
 
-    buffer = ExportBuffer(interval=INTERVAL)
+    buffer = ExportBuffer()
     for name in ("a", "b", "c"):
         buffer.series(name, "g", ()).add(1.0, 1.0, NOW)
     standin.fail(503)
@@ -583,7 +693,7 @@ def test_the_url_comes_from_the_site():
         DatadogExportConfig(site="datadoghq.eu"),
         KEY,
         ExportBuffer(),
-        clock=None,
+        clock=ManualClock(NOW),
         session=None,
     )
     assert exporter.url == "https://api.datadoghq.eu/api/v2/series"

@@ -53,14 +53,21 @@ async def post(
     *,
     key: str | None = KEY,
     encoding: str | None = None,
+    content_type: str | None = "application/json",
 ) -> tuple[int, dict]:
-    headers = {"Content-Type": "application/json"}
+    headers = {}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
     if key is not None:
         headers["DD-API-KEY"] = key
     if encoding is not None:
         headers["Content-Encoding"] = encoding
     url = standin.url + "/api/v2/series"
-    async with session.post(url, data=data, headers=headers) as response:
+    # Without this aiohttp would label the bytes application/octet-stream.
+    skipped = () if content_type is not None else ("Content-Type",)
+    async with session.post(
+        url, data=data, headers=headers, skip_auto_headers=skipped
+    ) as response:
         return response.status, orjson.loads(await response.read())
 
 
@@ -81,6 +88,28 @@ async def test_refuses_a_missing_or_wrong_key(standin, session, key):
     assert (status, answer) == (403, {"errors": ["Forbidden"]})
     assert standin.accepted == []
     assert standin.rejected[0].reason == "missing or wrong DD-API-KEY"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/json", 202),
+        ("application/json; charset=utf-8", 202),
+        ("Application/JSON", 202),
+        (None, 400),
+        ("text/json", 400),
+        ("text/plain", 400),
+        ("application/octet-stream", 400),
+        ("application/x-www-form-urlencoded", 400),
+    ],
+)
+async def test_content_type_must_be_json(standin, session, content_type, status):
+    got, answer = await post(session, standin, body(good()), content_type=content_type)
+
+    assert got == status
+    if status == 400:
+        assert answer == {"errors": ["Content-Type must be application/json"]}
+        assert standin.accepted == []
 
 
 @pytest.mark.parametrize(
@@ -187,6 +216,15 @@ BAD_SERIES = [
     ("tag starts with digit", {"tags": ["5xx"]}),
     ("tag with a space", {"tags": ["env:pro d"]}),
     ("unknown field", {"host": "gpu-1"}),
+    ("unit not a string", {"unit": 1}),
+    ("metadata not an object", {"metadata": "origin"}),
+    ("metadata unknown field", {"metadata": {"origin": {}, "owner": "ml"}}),
+    ("origin not an object", {"metadata": {"origin": [1, 2, 3]}}),
+    ("origin unknown field", {"metadata": {"origin": {"team": 1}}}),
+    ("origin code over 1000", {"metadata": {"origin": {"product": 1001}}}),
+    ("origin code a string", {"metadata": {"origin": {"service": "7"}}}),
+    ("origin code a float", {"metadata": {"origin": {"metric_type": 1.0}}}),
+    ("origin code a bool", {"metadata": {"origin": {"metric_type": True}}}),
     ("resource without type", {"resources": [{"name": "gpu-1"}]}),
 ]
 
@@ -211,6 +249,13 @@ GOOD_SERIES = [
     ("unicode tag", {"tags": ["modèle:ü"]}),
     ("tag value with colons", {"tags": ["addr:10.0.0.1:443", "route:/v1/a"]}),
     ("count with interval", {"type": 1, "interval": 10}),
+    ("rate with interval", {"type": 2, "interval": 10}),
+    ("unit", {"unit": "second"}),
+    ("empty metadata", {"metadata": {}}),
+    (
+        "origin codes up to 1000",
+        {"metadata": {"origin": {"metric_type": 0, "product": 1000, "service": 7}}},
+    ),
     ("type absent", {"type": None}),
     ("tags and resources absent", {"tags": None, "resources": None}),
 ]
@@ -241,7 +286,7 @@ async def test_scripted_answers_come_first_in_order(standin, session):
         async with session.post(
             standin.url + "/api/v2/series",
             data=body(good()),
-            headers={"DD-API-KEY": KEY},
+            headers={"DD-API-KEY": KEY, "Content-Type": "application/json"},
         ) as response:
             answers.append((response.status, response.headers.get("X-RateLimit-Reset")))
 

@@ -55,7 +55,7 @@ def test_F01_tag_values_with_colons_reach_a_rule_whole():
 def test_F03_a_rule_reads_signed_gauges_as_absolute_values():
     feed, decisions = pipeline(
         rule(metric="temp", aggregation="last", threshold=4.0),
-        buffer=ExportBuffer(interval=10.0),
+        buffer=ExportBuffer(),
     )
 
     for _ in range(3):
@@ -68,22 +68,22 @@ def test_F03_a_rule_reads_signed_gauges_as_absolute_values():
 
 
 def test_F03_the_export_reads_signed_gauges_as_absolute_values():
-    buffer = ExportBuffer(interval=10.0)
+    buffer = ExportBuffer()
     feed, _ = pipeline(buffer=buffer)
 
     for line in (b"temp:-1|g", b"temp:-1|g", b"temp:-1|g"):
         feed(line)
-    (series,) = buffer.drain(NOW)
+    (series,) = buffer.drain(NOW, 10.0)
     assert series["points"][0]["value"] == -1.0
     feed(b"temp:+5|g")
-    (series,) = buffer.drain(NOW + 10.0)
+    (series,) = buffer.drain(NOW + 10.0, 10.0)
     assert series["points"][0]["value"] == 5.0
 
 
 def test_sampled_counters_reach_rules_scaled_by_their_rate():
     feed, decisions = pipeline(
         rule(metric="errors", aggregation="sum", threshold=9.0),
-        buffer=ExportBuffer(interval=10.0),
+        buffer=ExportBuffer(),
     )
 
     feed(b"errors:1|c|@0.1")

@@ -218,8 +218,11 @@ async def test_ingested_series_are_exported_to_datadog_with_their_types(
     await datadog.wait_accepted(1)
 
     series = {item["metric"]: item for item in datadog.accepted_series()}
-    assert series["model.predictions"]["type"] == 1
-    assert series["model.predictions"]["points"][0]["value"] == 3
+    # A counter goes out as the Agent sends it: a rate over the interval,
+    # measured (about the configured 1 s), whose value times interval is 3.
+    counter = series["model.predictions"]
+    assert counter["type"] == 2
+    assert counter["points"][0]["value"] * counter["interval"] == pytest.approx(3)
     assert series["model.queue_depth"]["type"] == 3
     assert series["model.latency_ms.max"]["points"][0]["value"] == 12.5
     assert "model:fraud_v3" in series["model.queue_depth"]["tags"]

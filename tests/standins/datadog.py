@@ -8,9 +8,10 @@ wants 408, 413, 429 or 5xx. ``GET /api/v1/validate`` checks the key.
 Where the contract leaves room the stand-in is stricter than Datadog, so that a
 client bug shows up here rather than as silently lost data: an empty ``series``
 list, an unknown field in a series and a tag that breaks the published tag rules
-are refused with 400 (``strict_tags=False`` relaxes the last). ``zstd1`` is a
-valid encoding in the contract but is refused with 400 here, as no zstd
-decoder is installed; Tocsin never sends it.
+are refused with 400 (``strict_tags=False`` relaxes the last), and so is an
+unknown key in ``metadata`` or ``metadata.origin``. ``zstd1`` is a valid
+encoding in the contract but is refused with 400 here, as no zstd decoder is
+installed; Tocsin never sends it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ _SERIES_FIELDS = frozenset(
         "metadata",
     }
 )
+_ORIGIN_FIELDS = frozenset({"metric_type", "product", "service"})
+_ORIGIN_MAX = 1000
 _FORBIDDEN = orjson.dumps({"errors": ["Forbidden"]})
 
 
@@ -192,6 +195,11 @@ class DatadogStandIn:
         try:
             if request.headers.get("DD-API-KEY") != self.api_key:
                 raise Rejected(403, "missing or wrong DD-API-KEY")
+            # The contract's answers to a malformed request are 400, 408, 413
+            # and 429, never 415: a body that is not declared JSON is a bad
+            # request, as one in an unknown encoding is.
+            if request.content_type != _JSON:
+                raise Rejected(400, f"Content-Type must be {_JSON}")
             raw = _decode(request.headers.get("Content-Encoding", ""), wire)
             received.raw_size = len(raw)
             received.series = self._check(raw)
@@ -253,6 +261,11 @@ class DatadogStandIn:
             return f"invalid type {kind!r}"
         if "interval" in item and not _is_int(item["interval"]):
             return "interval must be an integer"
+        if "unit" in item and not isinstance(item["unit"], str):
+            return "unit must be a string"
+        problem = _metadata_problem(item.get("metadata", {}))
+        if problem:
+            return problem
         points = item.get("points")
         if not isinstance(points, list) or not points:
             return "points must be a non-empty array"
@@ -316,6 +329,18 @@ def _point_problem(point: object, now: float) -> str | None:
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if not is_number or not math.isfinite(value):
         return f"value must be a finite number: {value!r}"
+    return None
+
+
+def _metadata_problem(metadata: object) -> str | None:
+    if not isinstance(metadata, dict) or set(metadata) - {"origin"}:
+        return f"metadata must be an object with only an origin: {metadata!r}"
+    origin = metadata.get("origin", {})
+    if not isinstance(origin, dict) or set(origin) - _ORIGIN_FIELDS:
+        return f"metadata.origin must be an object of {sorted(_ORIGIN_FIELDS)}"
+    for key, code in origin.items():
+        if not _is_int(code) or code > _ORIGIN_MAX:
+            return f"metadata.origin.{key} must be an integer <= {_ORIGIN_MAX}"
     return None
 
 

@@ -3,17 +3,18 @@
 The ingest router resolves each series once with :meth:`ExportBuffer.series` and
 feeds the returned :class:`ExportSeries` per sample; :meth:`ExportBuffer.drain`
 turns what arrived since the previous drain into Datadog v2 ``MetricSeries``
-dicts, aggregated the way a DogStatsD agent flushes:
+dicts, aggregated the way the Datadog Agent flushes DogStatsD metrics:
 
 =============  ==============================================================
 kind           exported as
 =============  ==============================================================
-``c``          one count (type 1): the sum of ``value / rate``, with
-               ``interval`` set to the export interval
+``c``          one rate (type 2): the sum of ``value / rate`` divided by the
+               interval, with ``interval`` set to it
 ``g``          one gauge (type 3): the value with the latest sample timestamp
                (the later arrival on a tie)
 ``ms h d``     gauges ``<name>.avg``, ``.median``, ``.max``, ``.95percentile``
-               and ``<name>.count`` as a rate (type 2, per second); a sample
+               and a rate (type 2) ``<name>.count``: the number of samples
+               divided by the interval, with ``interval`` set to it; a sample
                at rate ``r`` counts ``1/r`` times. Percentiles come from a
                DDSketch (1 % relative accuracy), average and maximum are exact.
                The three kinds export alike, so they share one aggregate
@@ -21,6 +22,19 @@ kind           exported as
                to :data:`SET_EXACT` members per interval, estimated beyond
                (about 1.6 % standard error)
 =============  ==============================================================
+
+**The interval is the drained one.** The caller says how long the drained
+interval lasted, as measured: a drain at shutdown covers part of an interval,
+one after an export that overran covers several. The v2 API wants whole
+seconds, so the ``interval`` sent is that length rounded to the nearest second
+and at least 1, and a rate is its total divided by that same ``interval``, so
+the rate times its ``interval`` (the count Datadog derives from a rate) is the
+total that arrived.
+
+**Distributions are not Datadog distributions.** The Agent sends a ``d``
+metric to Datadog's separate distribution intake, as a sketch aggregated
+server-side; the v2 series API has no such type, so here it exports like a
+histogram, under the suffixed names above.
 
 Every point carries the drain time as an integer POSIX second. A series without
 samples in the interval is not sent, and an aggregate that is not finite (a sum
@@ -100,7 +114,7 @@ IDLE_DRAINS = 5
 #: Distinct set members per interval counted exactly; more are estimated.
 SET_EXACT = 4096
 
-COUNT, RATE, GAUGE = 1, 2, 3
+RATE, GAUGE = 2, 3
 _SUFFIXES = (".avg", ".median", ".max", ".95percentile", ".count")
 _SUFFIX_ROOM = max(len(suffix) for suffix in _SUFFIXES)
 _TAG_INVALID = re.compile(r"[^\w\-:./]")
@@ -117,6 +131,15 @@ _TAGS_OVER = (
     f"a series of metric %r has more than {MAX_TAGS} tags or {MAX_TAG_CHARS} "
     "characters of tags (configured tags included) and is not exported"
 )
+
+
+def whole_seconds(seconds: float) -> int:
+    """Return the ``interval`` sent for an interval of ``seconds``.
+
+    The nearest whole second (a half rounds up), and at least 1: the v2 API
+    takes an integer, and a rate divided by 0 would not be finite.
+    """
+    return max(1, math.floor(seconds + 0.5))
 
 
 def tag(text: str) -> str | None:
@@ -182,9 +205,10 @@ class ExportSeries:
     def _start(self) -> None:
         """Prepare the state of a new interval (called when enlisted)."""
 
-    def _flush(self, out: list[dict], stamp: int, interval: float) -> int:
+    def _flush(self, out: list[dict], stamp: int, interval: int) -> int:
         """Append this interval's series to ``out`` and start a new interval.
 
+        :param interval: the drained interval in whole seconds, at least 1.
         :return: the number of aggregates skipped because they are not finite.
         """
         raise NotImplementedError
@@ -196,7 +220,7 @@ class ExportSeries:
         kind: int,
         value: float,
         stamp: int,
-        interval: float = 0.0,
+        interval: int = 0,
     ) -> int:
         """Append one single-point series; return 1 if ``value`` is skipped."""
         if not math.isfinite(value):
@@ -204,7 +228,7 @@ class ExportSeries:
         series: dict = {"metric": name, "type": kind}
         series["points"] = [{"timestamp": stamp, "value": value}]
         if interval:
-            series["interval"] = int(interval)
+            series["interval"] = interval
         if self._key[2]:
             series["tags"] = list(self._key[2])
         resources = self._buffer._resources
@@ -215,7 +239,7 @@ class ExportSeries:
         return 0
 
 
-class _Count(ExportSeries):
+class _Counter(ExportSeries):
     __slots__ = ("_sum",)
 
     def __init__(self, *args) -> None:
@@ -227,9 +251,9 @@ class _Count(ExportSeries):
             return
         self._sum += value / rate
 
-    def _flush(self, out: list[dict], stamp: int, interval: float) -> int:
+    def _flush(self, out: list[dict], stamp: int, interval: int) -> int:
         self._sum, total = 0.0, self._sum
-        return self._point(out, self.name, COUNT, total, stamp, interval)
+        return self._point(out, self.name, RATE, total / interval, stamp, interval)
 
 
 class _Gauge(ExportSeries):
@@ -247,7 +271,7 @@ class _Gauge(ExportSeries):
             self._value = value
             self._stamp = timestamp
 
-    def _flush(self, out: list[dict], stamp: int, interval: float) -> int:
+    def _flush(self, out: list[dict], stamp: int, interval: int) -> int:
         self._stamp = -math.inf
         return self._point(out, self.name, GAUGE, self._value, stamp)
 
@@ -275,7 +299,7 @@ class _Distribution(ExportSeries):
         if value > self._max:
             self._max = value
 
-    def _flush(self, out: list[dict], stamp: int, interval: float) -> int:
+    def _flush(self, out: list[dict], stamp: int, interval: int) -> int:
         sketch, self._sketch = self._sketch, None
         top, self._max = self._max, -math.inf
         name = self.name
@@ -356,13 +380,13 @@ class _Set(ExportSeries):
     def add(self, value: float, rate: float, timestamp: float) -> None:
         self.add_member(repr(value), timestamp)
 
-    def _flush(self, out: list[dict], stamp: int, interval: float) -> int:
+    def _flush(self, out: list[dict], stamp: int, interval: int) -> int:
         members, self._members = self._members, None
         return self._point(out, self.name, GAUGE, members.count(), stamp)
 
 
 _KINDS: dict[str, type[ExportSeries]] = {
-    "c": _Count,
+    "c": _Counter,
     "g": _Gauge,
     "ms": _Distribution,
     "h": _Distribution,
@@ -378,8 +402,6 @@ class ExportBuffer:
     :param prefix: prepended to every Datadog metric name.
     :param tags: added to every series.
     :param host: reported as every series' ``host`` resource; empty sends none.
-    :param interval: the export interval in seconds (a count's ``interval``
-        and the divisor of a timer's ``.count`` rate).
     :param max_series: the most series held at once; see the module docs.
     """
 
@@ -390,7 +412,6 @@ class ExportBuffer:
         prefix: str = "",
         tags: Sequence[str] = (),
         host: str = "",
-        interval: float = 60.0,
         max_series: int = 100_000,
     ) -> None:
         self._selected = frozenset(metrics)
@@ -398,7 +419,6 @@ class ExportBuffer:
         self._tags = list(tags)
         self._tag_chars = sum(map(len, self._tags))
         self._resources = [{"type": "host", "name": host}] if host else None
-        self.interval = float(interval)
         self.max_series = max_series
         self._series: dict[tuple, ExportSeries] = {}
         self._active: list[ExportSeries] = []
@@ -421,7 +441,6 @@ class ExportBuffer:
             prefix=config.metric_prefix,
             tags=config.tags,
             host=config.host,
-            interval=config.interval,
             max_series=config.max_series,
         )
 
@@ -477,19 +496,22 @@ class ExportBuffer:
 
         return found
 
-    def drain(self, now: float) -> list[dict]:
+    def drain(self, now: float, seconds: float) -> list[dict]:
         """Return the interval's series as Datadog v2 dicts and start a new one.
 
         :param now: the drain time, POSIX seconds; points carry it as an int.
+        :param seconds: how long the interval lasted, since the previous drain;
+            rates are per second of it (see the module docs).
         """
         stamp = int(now)
+        interval = whole_seconds(seconds)
         active, self._active = self._active, []
         out: list[dict] = []
         skipped = 0
         for series in active:
             series._active = False
             series._idle = 0
-            skipped += series._flush(out, stamp, self.interval)
+            skipped += series._flush(out, stamp, interval)
         self.non_finite += skipped
         self._forget_idle()
         self._report_over_limit()

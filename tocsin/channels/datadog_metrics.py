@@ -7,6 +7,12 @@ size first; a group that compresses too large is split again, and a request the
 intake answers with 413 is split in halves, so no body is ever sent twice after
 a 413 and no series is dropped for its neighbours' size.
 
+Each drain tells the buffer how long its interval lasted, measured on the
+monotonic clock since the previous drain (the first interval begins when the
+exporter is built), so rates stay per second when an interval is not the
+configured one: the drain at shutdown covers part of an interval, and the
+drain after an export that overran covers several.
+
 Splitting stops where size cannot be the cause: a request under a sixteenth of
 both limits (:data:`SPLIT_FLOOR_WIRE`, :data:`SPLIT_FLOOR_RAW`) that still gets
 413 is refused for another reason, so its series are dropped, and for the rest
@@ -113,10 +119,13 @@ class DatadogExporter:
     """Send the buffer's series to Datadog every ``config.interval``.
 
     Build ``buffer`` with :meth:`ExportBuffer.from_config` from the same
-    ``config``: the buffer applies the prefix, tags, host and interval.
+    ``config``: the buffer applies the prefix, tags and host. Build the
+    exporter when the buffer starts to take samples: that begins its first
+    interval.
 
     :param api_key: sent as ``DD-API-KEY``; never logged.
-    :param clock: wall time stamps the points, monotonic time paces the loop.
+    :param clock: wall time stamps the points, monotonic time paces the loop
+        and measures each interval.
     :param session: owned by the caller, who also closes it.
     :param rng: source of backoff jitter.
     :param sleep: awaited for every wait, so tests can skip real time.
@@ -151,6 +160,8 @@ class DatadogExporter:
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._closing = asyncio.Event()
         self._warned: str | None = None
+        #: Monotonic time of the previous drain: where the current interval began.
+        self._drained_at = clock.monotonic()
         self.stats = ExportStats()
 
     async def run(self) -> None:
@@ -181,7 +192,7 @@ class DatadogExporter:
 
     async def flush(self, timeout: float) -> None:
         """Drain and send now, giving up after ``timeout`` seconds (at shutdown)."""
-        series = self._buffer.drain(self._clock.time())
+        series = self._drain()
         if not series:
             return
         before = self.stats.dropped
@@ -249,9 +260,19 @@ class DatadogExporter:
         return None
 
     async def _export(self) -> None:
-        series = self._buffer.drain(self._clock.time())
+        series = self._drain()
         if series:
             await self.send_series(series)
+
+    def _drain(self) -> list[dict]:
+        """Return the buffer's series of the time since the previous drain."""
+        now = self._clock.monotonic()
+        series = self._buffer.drain(self._clock.time(), now - self._drained_at)
+        # Only now: a drain that raised left its samples in the buffer, so its
+        # interval goes on.
+        self._drained_at = now
+
+        return series
 
     async def _wait(self, delay: float) -> bool:
         """Wait ``delay`` seconds or until :meth:`close`; return whether to go on."""
