@@ -166,18 +166,19 @@ class NdjsonDecoder:
         """Decode the complete lines of ``block`` (newline-separated)."""
         now = self._clock.time()
         lines = block.split(b"\n")
-        records = self._decode_together(block, lines)
+        records: list[_Record | None] | None = self._decode_together(block, lines)
         if records is None:
-            self._decode_lines(lines, now)
-            return
+            lines = [line for line in lines if line and not line.isspace()]
+            records = [None] * len(lines)
 
-        # One record per line, in order: each is accepted or dropped alone.
+        # Each line is accepted or dropped alone; a line without a record yet
+        # is decoded here, so its fault is counted and logged with it.
         stats = self._stats
         stats.lines += len(lines)
         samples = 0
         for line, record in zip(lines, records, strict=True):
             try:
-                self._accept(record, now)
+                self._accept(self._parse(line) if record is None else record, now)
                 samples += 1
             except _Rejected as rejected:
                 self._drop(rejected.reason, line)
@@ -192,10 +193,10 @@ class NdjsonDecoder:
         """Decode every line of ``block`` in one call, as one JSON array.
 
         Returns ``None`` unless each line is exactly one well-formed record
-        within ``max_line``: the lines are then decoded one by one, so each
-        fault is found, counted and logged with its own line. A blank line, a
-        line of two records or a broken one makes the array malformed or its
-        length differ from the line count, so none is taken for a record.
+        within ``max_line``: the lines are then decoded one by one. A blank
+        line, a line of two records or a broken one makes the array malformed
+        or its length differ from the line count, so none is taken for a
+        record.
         """
         if len(lines) < 2 or len(max(lines, key=len)) > self._max_line:
             return None
@@ -205,24 +206,6 @@ class NdjsonDecoder:
             return None
 
         return records if len(records) == len(lines) else None
-
-    def _decode_lines(self, lines: list[bytes], now: float) -> None:
-        stats = self._stats
-        samples = 0
-        for line in lines:
-            if not line or line.isspace():
-                continue
-
-            stats.lines += 1
-            try:
-                self._accept(self._parse(line), now)
-                samples += 1
-            except _Rejected as rejected:
-                self._drop(rejected.reason, line)
-            except Exception:
-                self._consumer_failed()
-
-        stats.samples += samples
 
     def _parse(self, line: bytes) -> _Record:
         """Decode the record of one line.
