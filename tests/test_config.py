@@ -488,7 +488,7 @@ def test_check_config_command_accepts_a_good_file(tmp_path):
     result = check_config(str(path), env=env)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"{path}: ok (1 rules, 2 channels)"
+    assert result.stdout.strip() == f"{path}: ok (1 rule, 2 channels)"
 
 
 def test_check_config_warns_on_stderr_and_still_accepts(tmp_path):
@@ -502,7 +502,7 @@ def test_check_config_warns_on_stderr_and_still_accepts(tmp_path):
         f"tocsin: config warning: {path}: rules[0].channels: no channels:"
         " alerts of rule 'r' are recorded but nobody is notified"
     ]
-    assert result.stdout.strip() == f"{path}: ok (1 rules, 0 channels)"
+    assert result.stdout.strip() == f"{path}: ok (1 rule, 0 channels)"
 
 
 def test_check_config_reads_the_secrets_as_run_does(tmp_path):

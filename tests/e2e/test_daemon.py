@@ -409,7 +409,7 @@ def occupy(listener: str, directory) -> tuple[socket.socket, str]:
     ("listener", "reason"),
     [
         ("udp", os.strerror(errno.EADDRINUSE)),
-        ("unix_stream", "another process listens on"),
+        ("unix_stream", "another process listens on this socket"),
     ],
 )
 async def test_a_listener_that_cannot_bind_stops_start_up_before_any_state(

@@ -50,7 +50,8 @@ def _check_config(path: str, *, skip_secrets: bool = False) -> int:
             f"tocsin: config warning: {path}: {warning.key}: {warning.message}",
             file=sys.stderr,
         )
-    print(f"{path}: ok ({len(loaded.rules)} rules, {len(loaded.channels)} channels)")
+    rules, channels = len(loaded.rules), len(loaded.channels)
+    print(f"{path}: ok ({_count(rules, 'rule')}, {_count(channels, 'channel')})")
     return 0
 
 
@@ -75,6 +76,10 @@ def _run(path: str) -> int:
     from tocsin.daemon.app import Daemon
 
     return uvloop.run(Daemon(loaded, path, secrets=secrets).run())
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -558,7 +558,9 @@ def _bind_unix(sock: socket.socket, path: str) -> _OwnedPath:
         if not stat.S_ISSOCK(status.st_mode):
             raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
         if _is_served(path, sock.type):
-            raise OSError(errno.EADDRINUSE, "another process listens on", path)
+            raise OSError(
+                errno.EADDRINUSE, "another process listens on this socket", path
+            )
         os.unlink(path)
 
     sock.bind(path)
