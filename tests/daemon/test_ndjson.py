@@ -318,6 +318,13 @@ RECORDS = [
     b'[{"metric":"i","value":1}',
     b'{"metric":"j","value":1}]',
     b'{"metric":"k","value":1,"rate":0}',
+    # Halves of records, each broken alone, that joined lines could complete.
+    b'{"metric":"l","value":3',
+    b'"tags":{"x":"y"}}',
+    b'{"metric":"m","value":1,"x":"',
+    b'{","metric":"n","value":2}',
+    b'{"metric":"o","value":1,"tags":{"a":"b"',
+    b'{"metric":"p","value":1,"tags":["a:1"]}',
 ]
 
 
@@ -350,3 +357,19 @@ def test_a_block_of_lines_decodes_as_its_lines_one_by_one(records):
 
     assert sink.samples == alone_sink.samples
     assert counters(stats) == counters(alone_stats)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b'{"metric":"a","value":1},{"metric":"b","value":2}\n'
+        b'{"metric":"c","value":3\n"tags":{"x":"y"}}\n',
+        b'{"metric":"a","value":1} {"metric":"b","value":2}\n'
+        b'{"metric":"c","value":1,"x":"\n{","metric":"d","value":2}\n',
+    ],
+)
+def test_broken_lines_never_combine_into_records(block):
+    sink, stats = decode(block)
+
+    assert sink.samples == []
+    assert stats.parse_errors == 3

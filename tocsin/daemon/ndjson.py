@@ -192,16 +192,27 @@ class NdjsonDecoder:
     ) -> list[_Record] | None:
         """Decode every line of ``block`` in one call, as one JSON array.
 
-        Returns ``None`` unless each line is exactly one well-formed record
-        within ``max_line``: the lines are then decoded one by one. A blank
-        line, a line of two records or a broken one makes the array malformed
-        or its length differ from the line count, so none is taken for a
-        record.
+        Returns ``None`` unless the array proves to hold exactly one record
+        per line; the lines are then decoded one by one. The lines are joined
+        by ``,`` and a newline, and only a block without brackets whose every
+        line starts with ``{`` is tried. A raw newline is not valid inside a
+        JSON string, so no value can span two lines; with every line opening
+        an object, each joining comma can only separate two elements of the
+        array, never two members of one object; without brackets no comma
+        hides in a nested list. So the array holds one element per line at
+        most, and a line of two records makes one element too many.
         """
-        if len(lines) < 2 or len(max(lines, key=len)) > self._max_line:
+        if (
+            len(lines) < 2
+            or not block.startswith(b"{")
+            or block.count(b"\n{") != len(lines) - 1
+            or b"[" in block
+            or b"]" in block
+            or len(max(lines, key=len)) > self._max_line
+        ):
             return None
         try:
-            records = _RECORDS.decode(b"[" + block.replace(b"\n", b",") + b"]")
+            records = _RECORDS.decode(b"[" + block.replace(b"\n", b",\n") + b"]")
         except (msgspec.DecodeError, RecursionError):
             return None
 
