@@ -166,6 +166,10 @@ SITE = (
         ),
         (RULE + 'window = "0s"\n', "bad.toml: rules[0].window: must be longer than 0s"),
         (
+            '[[channels]]\nname = "c"\ntype = "log"\nbackoff = "99999d"\n',
+            "bad.toml: channels[0].backoff: duration '99999d' is longer than 3650d",
+        ),
+        (
             RANGE_RULE.replace("range", "#"),
             "bad.toml: rules[0].range: expected [low, high]",
         ),
@@ -440,15 +444,26 @@ def test_a_missing_file_names_the_file(tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30), ("5m", 300), ("1h", 3600), ("1d", 86400), ("250ms", 0.25), ("0", 0)],
+    [
+        ("30s", 30),
+        ("5m", 300),
+        ("1h", 3600),
+        ("1d", 86400),
+        ("250ms", 0.25),
+        ("0", 0),
+        ("3650d", 3650 * 86400),
+    ],
 )
 def test_durations(text, seconds):
     assert config.Duration.parse(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "5", "5 m", "-5s", "1w", "5M", "1h30m", "s"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "5", "5 m", "-5s", "1w", "5M", "1h30m", "s", "3651d", "9" * 400 + "s"],
+)
 def test_bad_durations(text):
-    with pytest.raises(ValueError, match="invalid duration"):
+    with pytest.raises(ValueError, match="invalid duration|longer than 3650d"):
         config.Duration.parse(text)
 
 

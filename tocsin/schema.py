@@ -13,6 +13,10 @@ from typing import Annotated, Literal, NamedTuple
 import msgspec
 
 
+#: The longest duration a config may give, in seconds (ten years).
+MAX_DURATION = 3650 * 86400.0
+
+
 class Duration(float):
     """Seconds, written in the file as ``30s``, ``5m``, ``1h``, ``1d`` or ``250ms``."""
 
@@ -29,7 +33,12 @@ class Duration(float):
             raise ValueError(
                 f"invalid duration {text!r} (write it like 30s, 5m, 1h or 1d)"
             )
-        return cls(float(match[1]) * cls._UNITS[match[2]])
+        seconds = float(match[1]) * cls._UNITS[match[2]]
+        # A bound, not a policy: beyond it, arithmetic on timestamps loses
+        # whole seconds, and a huge number of digits reads as infinity.
+        if not seconds <= MAX_DURATION:
+            raise ValueError(f"duration {text!r} is longer than 3650d")
+        return cls(seconds)
 
 
 def decode_hook(kind: type, obj: object) -> object:
