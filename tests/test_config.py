@@ -288,6 +288,21 @@ SITE = (
         ),
         ('[daemon]\n"state dir" = "x"\n', 'bad.toml: daemon."state dir": unknown key'),
         (
+            CHANNEL + 'headers = { Content-Length = "3" }\n',
+            "bad.toml: channels[0].headers.Content-Length: Content-Length is set by"
+            " Tocsin for every request and cannot be configured",
+        ),
+        (
+            CHANNEL + 'headers = { transfer-encoding = "chunked" }\n',
+            "bad.toml: channels[0].headers.transfer-encoding: transfer-encoding is"
+            " set by Tocsin for every request and cannot be configured",
+        ),
+        (
+            CHANNEL + 'headers = { Idempotency-Key = "x" }\n',
+            "bad.toml: channels[0].headers.Idempotency-Key: Idempotency-Key is set"
+            " by Tocsin for every request and cannot be configured",
+        ),
+        (
             CHANNEL + 'headers = { Authorization = "Bearer s3cret\\r\\nX-Evil: 1" }\n',
             "bad.toml: channels[0].headers.Authorization:"
             " the value holds a line break or another control character",

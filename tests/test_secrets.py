@@ -38,6 +38,28 @@ def test_the_api_key_comes_from_the_one_source_configured(
     assert read_secrets(loaded, "tocsin.toml").datadog_api_key == expected
 
 
+def test_white_space_around_a_secret_is_dropped(monkeypatch, tmp_path):
+    # As an env file with CRLF line ends leaves it.
+    monkeypatch.setenv("TOCSIN_TEST_DD", " crlf-key\r")
+    loaded = load('[export.datadog]\napi_key_env = "TOCSIN_TEST_DD"\n')
+
+    assert read_secrets(loaded, "tocsin.toml").datadog_api_key == "crlf-key"
+
+
+@pytest.mark.parametrize("secret", ["bad\rkey", "bad\x01key", "bad\x7fkey"])
+def test_a_secret_with_a_control_character_is_refused_unquoted(monkeypatch, secret):
+    monkeypatch.setenv("TOCSIN_TEST_DD", secret)
+    loaded = load('[export.datadog]\napi_key_env = "TOCSIN_TEST_DD"\n')
+
+    with pytest.raises(ConfigError) as caught:
+        read_secrets(loaded, "tocsin.toml")
+
+    assert str(caught.value) == (
+        "tocsin.toml: export.datadog.api_key_env: the Datadog API key holds a"
+        " control character"
+    )
+
+
 def test_no_api_key_turns_the_export_off(monkeypatch):
     monkeypatch.delenv("TOCSIN_TEST_DD", raising=False)
     loaded = load('[export.datadog]\napi_key_env = "TOCSIN_TEST_DD"\n')

@@ -387,6 +387,24 @@ def _check_condition(rule: RuleConfig, source: str, where: str) -> None:
 
 
 #: An HTTP field name: a token (RFC 9110, section 5.1).
+# Headers that frame the request or carry Tocsin's delivery identity: a
+# configured Content-Length cut bodies short while the receiver answered 200.
+_RESERVED_HEADERS = frozenset(
+    (
+        "connection",
+        "content-length",
+        "expect",
+        "host",
+        "idempotency-key",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "webhook-id",
+        "webhook-timestamp",
+    )
+)
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: What an HTTP field value may not hold: control characters other than tab.
 _HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -408,6 +426,12 @@ def _check_header(name: str, value: str, source: str, where: str) -> None:
         raise ConfigError(
             source,
             "the value holds a line break or another control character",
+            where,
+        )
+    if name.lower() in _RESERVED_HEADERS:
+        raise ConfigError(
+            source,
+            f"{name} is set by Tocsin for every request and cannot be configured",
             where,
         )
 

@@ -12,7 +12,6 @@ from typing import Annotated, Literal, NamedTuple
 
 import msgspec
 
-
 #: The longest duration a config may give, in seconds (ten years).
 MAX_DURATION = 3650 * 86400.0
 

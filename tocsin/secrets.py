@@ -46,7 +46,11 @@ def read_secrets(config: Config, source: str) -> Secrets:
         file=export.api_key_file,
         what="Datadog API key",
         source=source,
-        key="export.datadog.api_key_file",
+        key=(
+            "export.datadog.api_key_file"
+            if export.api_key_file
+            else "export.datadog.api_key_env"
+        ),
     )
     return Secrets(urls, key)
 
@@ -85,7 +89,7 @@ def read_secret(
         ):
             path = Path(credentials) / path
         try:
-            secret = path.read_text().strip() or None
+            secret = path.read_text()
         except OSError as error:
             where = (
                 ""
@@ -97,6 +101,14 @@ def read_secret(
                 f"cannot read the {what} from {str(path)!r}{where}: {error.strerror}",
                 key,
             ) from None
+    if secret is not None:
+        # A value from an env file with CRLF line ends keeps its CR; no key or
+        # URL holds white space at its ends, nor a control character within.
+        secret = secret.strip() or None
+    if secret is not None and any(ord(char) < 32 or char == "\x7f" for char in secret):
+        raise ConfigError(
+            source, f"the {what} holds a control character", key
+        ) from None
     register_secret(secret)
     return secret
 
