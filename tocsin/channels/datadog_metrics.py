@@ -100,7 +100,8 @@ class ExportStats:
         self.requests = 0
         self.series_sent = 0
         self.points_sent = 0
-        #: Requests that failed, retried or not.
+        #: Requests that failed, retried or not, and batches lost to an error
+        #: before their request.
         self.failures = 0
         #: Series given up on (final answer, attempts exhausted, cut short).
         self.dropped = 0
@@ -206,6 +207,9 @@ class DatadogExporter:
                 self.stats.dropped - before,
                 extra={**_EXTRA, "reason": "timeout"},
             )
+        except Exception:
+            # Already counted as dropped; shutdown goes on.
+            log.exception("Datadog export failed unexpectedly", extra=_EXTRA)
 
     def close(self) -> None:
         """Make :meth:`run` return at its next wait; safe to call twice."""
@@ -228,6 +232,13 @@ class DatadogExporter:
                     unsettled -= len(group)
         except asyncio.CancelledError:
             self.stats.dropped += unsettled
+            raise
+        except Exception as error:
+            # A fault outside any request (encoding, compression) loses the
+            # series not yet settled like a refused request does.
+            self.stats.failures += 1
+            detail = f"unexpected {type(error).__name__}: {error}"
+            self._final(drops, unsettled, "internal", None, detail)
             raise
         finally:
             self._report(drops)
@@ -355,6 +366,12 @@ class DatadogExporter:
             raise DeliveryError(
                 "transport", type(error).__name__, retryable=True
             ) from None
+        except Exception as error:
+            # Not the network's doing (aiohttp refuses a header value holding a
+            # carriage return with ValueError): the same request would fail the
+            # same way, so its series are dropped, and counted, at once.
+            detail = f"unexpected {type(error).__name__}: {error}"
+            raise DeliveryError("internal", detail, retryable=False) from None
         if response.status < 300:
             return
         raise _refusal(response.status, response.headers, answer, self._clock)
