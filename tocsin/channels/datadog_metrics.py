@@ -19,11 +19,14 @@ both limits (:data:`SPLIT_FLOOR_WIRE`, :data:`SPLIT_FLOOR_RAW`) that still gets
 of that flush a 413 is final without splitting. An intake that answers 413 to
 everything thus costs a few requests per flush, not two per series.
 
-Datadog has no idempotency key for metrics (a resent count is counted twice),
-so a request is retried only when it cannot have been applied: on 408, 429, 5xx
-and transport errors, with exponential backoff and jitter, waiting at least as
-long as ``X-RateLimit-Reset`` or ``Retry-After`` ask. 400 and 403 are final.
-After ``max_attempts`` a request's series are dropped and counted.
+A request is retried on 408, 429, 5xx, timeouts and transport errors, as
+Datadog's own clients do, with exponential backoff and jitter, waiting at least
+as long as ``X-RateLimit-Reset`` or ``Retry-After`` ask. 400 and 403 are final.
+After ``max_attempts`` a request's series are dropped and counted. Datadog has
+no idempotency key for metrics, and a request that timed out (or lost its
+connection, or got a 5xx) after its body was sent may have been applied: its
+retry then counts the same counts twice. Dropping it instead would lose them
+whenever it was not applied.
 
 Dropped series are logged as one ERROR line per reason per flush, with the
 count, however many requests it took.
