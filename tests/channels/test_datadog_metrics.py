@@ -697,3 +697,47 @@ def test_the_url_comes_from_the_site():
         session=None,
     )
     assert exporter.url == "https://api.datadoghq.eu/api/v2/series"
+
+
+async def test_an_unexpected_error_counts_the_batch_as_failed_and_dropped(
+    make, standin, caplog
+):
+    # aiohttp refuses a header value with a carriage return with a ValueError.
+    exporter = make(key=KEY + "\r")
+
+    other = {"metric": "h", "type": 3, "points": [{"timestamp": NOW, "value": 1.0}]}
+    await exporter.send_series([*one_gauge(), other])
+
+    assert standin.requests == []
+    stats = exporter.stats
+    assert (stats.requests, stats.failures, stats.dropped) == (1, 1, 2)
+    assert stats.last_error == "internal"
+    (error,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert (error.reason, error.count) == ("internal", 2)
+    assert "ValueError" in error.getMessage()
+
+
+async def test_a_fault_before_any_request_is_counted_and_flush_goes_on(
+    make, standin, monkeypatch, caplog
+):
+    async def broken(body: bytes, encoding: str) -> bytes:
+        raise MemoryError("no room to compress")
+
+    monkeypatch.setattr(datadog_metrics, "_compress", broken)
+    buffer = ExportBuffer()
+    for name in ("a", "b", "c"):
+        buffer.series(name, "g", ()).add(1.0, 1.0, NOW)
+    exporter = make(buffer)
+
+    await exporter.flush(5.0)
+
+    assert standin.requests == []
+    stats = exporter.stats
+    assert (stats.requests, stats.failures, stats.dropped) == (0, 1, 3)
+    assert stats.last_error == "internal"
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert messages == [
+        "Datadog export dropped 3 series (internal): "
+        "unexpected MemoryError: no room to compress",
+        "Datadog export failed unexpectedly",
+    ]

@@ -116,6 +116,22 @@ async def test_delivered_takes_the_row_out_of_the_queue(db, store, outbox, clock
     assert (attempt.outcome, attempt.status, attempt.attempt) == ("delivered", 202, 1)
 
 
+async def test_an_outcome_recorded_twice_is_recorded_once(db, store, outbox, clock):
+    # As after a commit that reported failure yet took effect.
+    await store.fire(make_spec(), ["ops"])
+    [notification] = await outbox.due("ops", T0, limit=10)
+    clock.advance(5)
+
+    await outbox.delivered(notification, status=200, duration_ms=1.0, at=T0 + 1)
+    await outbox.delivered(notification, status=200, duration_ms=1.0, at=T0 + 1)
+
+    assert await db.fetchall("SELECT state, attempts, delivered_at FROM outbox") == [
+        ("delivered", 1, T0 + 1)
+    ]
+    [attempt] = await outbox.attempts(notification.id)
+    assert (attempt.attempt, attempt.at) == (1, T0 + 1)
+
+
 async def test_dead_gives_up_and_lists_the_dead_letter(store, outbox, clock):
     alert = await store.fire(make_spec(), ["ops"])
     [notification] = await outbox.due("ops", T0, limit=10)

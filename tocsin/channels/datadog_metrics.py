@@ -19,11 +19,14 @@ both limits (:data:`SPLIT_FLOOR_WIRE`, :data:`SPLIT_FLOOR_RAW`) that still gets
 of that flush a 413 is final without splitting. An intake that answers 413 to
 everything thus costs a few requests per flush, not two per series.
 
-Datadog has no idempotency key for metrics (a resent count is counted twice),
-so a request is retried only when it cannot have been applied: on 408, 429, 5xx
-and transport errors, with exponential backoff and jitter, waiting at least as
-long as ``X-RateLimit-Reset`` or ``Retry-After`` ask. 400 and 403 are final.
-After ``max_attempts`` a request's series are dropped and counted.
+A request is retried on 408, 429, 5xx, timeouts and transport errors, as
+Datadog's own clients do, with exponential backoff and jitter, waiting at least
+as long as ``X-RateLimit-Reset`` or ``Retry-After`` ask. 400 and 403 are final.
+After ``max_attempts`` a request's series are dropped and counted. Datadog has
+no idempotency key for metrics, and a request that timed out (or lost its
+connection, or got a 5xx) after its body was sent may have been applied: its
+retry then counts the same counts twice. Dropping it instead would lose them
+whenever it was not applied.
 
 Dropped series are logged as one ERROR line per reason per flush, with the
 count, however many requests it took.
@@ -100,7 +103,8 @@ class ExportStats:
         self.requests = 0
         self.series_sent = 0
         self.points_sent = 0
-        #: Requests that failed, retried or not.
+        #: Requests that failed, retried or not, and batches lost to an error
+        #: before their request.
         self.failures = 0
         #: Series given up on (final answer, attempts exhausted, cut short).
         self.dropped = 0
@@ -206,6 +210,9 @@ class DatadogExporter:
                 self.stats.dropped - before,
                 extra={**_EXTRA, "reason": "timeout"},
             )
+        except Exception:
+            # Already counted as dropped; shutdown goes on.
+            log.exception("Datadog export failed unexpectedly", extra=_EXTRA)
 
     def close(self) -> None:
         """Make :meth:`run` return at its next wait; safe to call twice."""
@@ -228,6 +235,13 @@ class DatadogExporter:
                     unsettled -= len(group)
         except asyncio.CancelledError:
             self.stats.dropped += unsettled
+            raise
+        except Exception as error:
+            # A fault outside any request (encoding, compression) loses the
+            # series not yet settled like a refused request does.
+            self.stats.failures += 1
+            detail = f"unexpected {type(error).__name__}: {error}"
+            self._final(drops, unsettled, "internal", None, detail)
             raise
         finally:
             self._report(drops)
@@ -355,6 +369,12 @@ class DatadogExporter:
             raise DeliveryError(
                 "transport", type(error).__name__, retryable=True
             ) from None
+        except Exception as error:
+            # Not the network's doing (aiohttp refuses a header value holding a
+            # carriage return with ValueError): the same request would fail the
+            # same way, so its series are dropped, and counted, at once.
+            detail = f"unexpected {type(error).__name__}: {error}"
+            raise DeliveryError("internal", detail, retryable=False) from None
         if response.status < 300:
             return
         raise _refusal(response.status, response.headers, answer, self._clock)

@@ -6,9 +6,17 @@ slow or dead destination only ever delays itself. A worker sleeps until the
 next notification is due or until :meth:`Dispatcher.wake` says new rows were
 written; the wake path is what keeps a breach-to-arrival time of milliseconds.
 
-Delivery is at least once: a notification whose outcome could not be recorded
-(a crash, a refused write, a shutdown that cut it short) is sent again later,
-with the same idempotency key, so the destination can drop the repeat.
+An attempt's outcome is kept in memory until the outbox has recorded it. While
+the state database refuses the write (a full disk, a lock another process
+holds), the worker retries that write alone, with backoff, and takes no new
+notification for the channel: a notification the destination acknowledged is
+never sent again because its record failed, and a failed attempt counts
+towards backoff and ``max_attempts`` even so.
+
+Delivery is at least once: a notification whose outcome was never recorded (a
+crash, or a shutdown while the database still refused the write or cut the send
+short) is sent again after the next start, with the same idempotency key, so
+the destination can drop the repeat.
 
 A resolve goes only to a channel that received the alert's trigger. One whose
 trigger was dead-lettered there (or never queued there, for a channel added to
@@ -22,14 +30,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 from tocsin.channels.base import Channel
 from tocsin.clock import Clock
 from tocsin.errors import DeliveryError, StateError
 from tocsin.logs import RateLimiter, redact
 from tocsin.state.models import Notification
-from tocsin.state.outbox import Outbox
+from tocsin.state.outbox import Outbox, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +47,10 @@ log = logging.getLogger(__name__)
 #: so destinations that failed together do not get retried in lockstep.
 JITTER = 0.25
 
-#: Pause of a worker after the state database refused a read or write.
+#: Pause of a worker after the state database refused a read or write,
+#: doubled while it keeps refusing, up to the cap.
 _STATE_RETRY = 1.0
+_STATE_RETRY_MAX = 30.0
 
 #: Why a resolve was skipped, as recorded in the outbox and logged.
 _TRIGGER_NOT_DELIVERED = "trigger_not_delivered"
@@ -75,6 +87,9 @@ class Dispatcher:
         self._wakeups = {name: asyncio.Event() for name in self._channels}
         self._in_flight: dict[str, dict[int, Notification]] = {
             name: {} for name in self._channels
+        }
+        self._unrecorded: dict[str, deque[_Attempt]] = {
+            name: deque() for name in self._channels
         }
         self._last_failure: dict[str, tuple[str, int | None]] = {}
         self._limiter = RateLimiter(clock=clock.monotonic)
@@ -118,6 +133,7 @@ class Dispatcher:
         try:
             if self._tasks:
                 await self._drain(timeout)
+            await self._record_last_outcomes()
         finally:
             self._stopped.set()
         log.info("delivery stopped")
@@ -160,15 +176,19 @@ class Dispatcher:
 
     async def _work(self, channel: Channel) -> None:
         wakeup = self._wakeups[channel.name]
+        refusals = 0
         while not self._stopping:
             wakeup.clear()
             try:
                 if await self._deliver_due(channel, self._clock.time()):
+                    refusals = 0
                     continue
                 next_at = await self._outbox.next_due(channel.name)
+                refusals = 0
             except StateError as error:
-                # Retried every second: a database that stays unavailable must
+                # Retried with backoff: a database that stays unavailable must
                 # not write a line per second per channel.
+                refusals += 1
                 allowed, suppressed = self._limiter.allow(f"state:{channel.name}")
                 if allowed:
                     log.warning(
@@ -176,10 +196,11 @@ class Dispatcher:
                         extra={
                             "channel": channel.name,
                             "error": str(error),
+                            "unrecorded": len(self._unrecorded[channel.name]),
                             "suppressed": suppressed,
                         },
                     )
-                next_at = self._clock.time() + _STATE_RETRY
+                next_at = self._clock.time() + _state_pause(refusals)
             except Exception:
                 # A bug must not end the channel's deliveries for good, nor
                 # fill the log while it keeps failing.
@@ -193,7 +214,15 @@ class Dispatcher:
             await _wait(wakeup, next_at, self._clock)
 
     async def _deliver_due(self, channel: Channel, now: float) -> int:
-        """Send (or skip) one batch of due notifications; return its size."""
+        """Send (or skip) one batch of due notifications; return its size.
+
+        Outcomes of earlier attempts not yet recorded are recorded first: until
+        they are, the outbox still lists those notifications as due.
+
+        :raises StateError: if the outbox cannot be read or an outcome cannot
+            be recorded; the outcome is kept and recorded on the next call.
+        """
+        await self._record_outcomes(channel.name)
         batch = await self._outbox.due(channel.name, now, self._concurrency)
         if not batch:
             return 0
@@ -206,14 +235,58 @@ class Dispatcher:
             ),
             return_exceptions=True,
         )
+        # Keep every outcome before raising anything: each one is an attempt
+        # the destination has seen.
+        unrecorded = self._unrecorded[channel.name]
+        unrecorded.extend(r for r in results if isinstance(r, _Attempt))
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        await self._record_outcomes(channel.name)
 
         return len(batch)
 
-    async def _deliver(self, channel: Channel, notification: Notification) -> None:
-        """Make one attempt and record its outcome."""
+    async def _record_outcomes(self, channel: str) -> None:
+        """Record the outcomes kept for ``channel``, oldest first.
+
+        An outcome leaves memory only once written. Whatever the error, it is
+        kept: a channel that stops while its records fail is better than a
+        destination that gets the same notification every second.
+        """
+        unrecorded = self._unrecorded[channel]
+        while unrecorded:
+            attempt = unrecorded[0]
+            fields = attempt.fields
+            if attempt.outcome == "delivered":
+                await self._outbox.delivered(attempt.notification, **fields)
+            elif attempt.outcome == "retry":
+                await self._outbox.retry(attempt.notification, **fields)
+            else:
+                await self._outbox.dead(attempt.notification, **fields)
+            unrecorded.popleft()
+
+    async def _record_last_outcomes(self) -> None:
+        """Try once more to record what the workers could not; log the rest."""
+        for channel, unrecorded in self._unrecorded.items():
+            if not unrecorded:
+                continue
+            try:
+                await self._record_outcomes(channel)
+            except Exception as error:
+                for attempt in unrecorded:
+                    context = _context(channel, attempt.notification)
+                    log.warning(
+                        "delivery outcome not recorded; it is sent again after restart",
+                        extra={
+                            **context,
+                            "outcome": attempt.outcome,
+                            "error": str(error),
+                        },
+                    )
+                unrecorded.clear()
+
+    async def _deliver(self, channel: Channel, notification: Notification) -> _Attempt:
+        """Make one attempt and return its outcome, for the outbox to record."""
         attempt = notification.attempts + 1
         flight = self._in_flight[channel.name]
         flight[notification.id] = notification
@@ -237,19 +310,18 @@ class Dispatcher:
         finally:
             del flight[notification.id]
         duration_ms = round((self._clock.monotonic() - started) * 1000, 3)
+        ended = self._clock.time()
 
         # Success.
         if failure is None:
-            await self._outbox.delivered(
-                notification, status=status, duration_ms=duration_ms
-            )
             self.delivered += 1
             self._recovered(channel.name)
             log.debug(
                 "notification delivered",
                 extra=_context(channel.name, notification, status=status),
             )
-            return
+            fields = {"status": status, "duration_ms": duration_ms, "at": ended}
+            return _Attempt(notification, "delivered", fields)
 
         # A failure: retry later, or give up.
         record = {
@@ -258,21 +330,15 @@ class Dispatcher:
             "error": redact(str(failure)),
         }
         context = _context(channel.name, notification, **record, elapsed_ms=duration_ms)
+        fields = {**record, "duration_ms": duration_ms, "at": ended}
         if failure.retryable and attempt < channel.max_attempts:
             delay = self.retry_delay(channel, attempt, failure.retry_after)
-            next_at = self._clock.time() + delay
-            await self._outbox.retry(
-                notification,
-                next_attempt_at=next_at,
-                duration_ms=duration_ms,
-                **record,
-            )
             self.retried += 1
             self._warn_once(
                 channel.name, failure, {**context, "delay_s": round(delay, 3)}
             )
-            return
-        await self._outbox.dead(notification, duration_ms=duration_ms, **record)
+            fields["next_attempt_at"] = ended + delay
+            return _Attempt(notification, "retry", fields)
         self.dead_lettered += 1
         if failure.retryable:
             log.error(
@@ -280,6 +346,8 @@ class Dispatcher:
             )
         else:
             log.error("notification dead-lettered: final error", extra=context)
+
+        return _Attempt(notification, "dead", fields)
 
     async def _skip(self, channel: Channel, notification: Notification) -> None:
         """Record a resolve of an alert the channel never received as skipped."""
@@ -342,6 +410,22 @@ class Dispatcher:
                     "notifications queued for a channel that is not configured",
                     extra={"channel": name, "count": count},
                 )
+
+
+class _Attempt(NamedTuple):
+    """An attempt made, with the fields its outbox record takes."""
+
+    notification: Notification
+    outcome: Outcome
+    fields: dict
+
+
+def _state_pause(refusals: int) -> float:
+    """Return the pause after the state database refused ``refusals`` times in a row."""
+    # 2**10 seconds is past the cap already; a larger power could overflow.
+    doublings = min(refusals - 1, 10)
+
+    return min(_STATE_RETRY * 2**doublings, _STATE_RETRY_MAX)
 
 
 def _context(channel: str, notification: Notification, **more: object) -> dict:

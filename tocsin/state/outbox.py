@@ -131,9 +131,17 @@ class Outbox:
         return None if row is None else row[0]
 
     async def delivered(
-        self, notification: Notification, *, status: int | None, duration_ms: float
+        self,
+        notification: Notification,
+        *,
+        status: int | None,
+        duration_ms: float,
+        at: float | None = None,
     ) -> None:
-        """Record a successful attempt and take the notification out of the queue."""
+        """Record a successful attempt and take the notification out of the queue.
+
+        :param at: when the attempt ended; now if not given.
+        """
         await self._record(
             notification,
             "delivered",
@@ -142,6 +150,7 @@ class Outbox:
             error=None,
             duration_ms=duration_ms,
             next_attempt_at=None,
+            at=at,
         )
 
     async def retry(
@@ -153,8 +162,12 @@ class Outbox:
         reason: str,
         error: str,
         duration_ms: float,
+        at: float | None = None,
     ) -> None:
-        """Record a failed attempt and schedule the next one."""
+        """Record a failed attempt and schedule the next one.
+
+        :param at: when the attempt ended; now if not given.
+        """
         await self._record(
             notification,
             "retry",
@@ -163,6 +176,7 @@ class Outbox:
             error=error,
             duration_ms=duration_ms,
             next_attempt_at=next_attempt_at,
+            at=at,
         )
 
     async def dead(
@@ -173,8 +187,12 @@ class Outbox:
         reason: str,
         error: str,
         duration_ms: float,
+        at: float | None = None,
     ) -> None:
-        """Record a failed attempt and give up on the notification."""
+        """Record a failed attempt and give up on the notification.
+
+        :param at: when the attempt ended; now if not given.
+        """
         await self._record(
             notification,
             "dead",
@@ -183,6 +201,7 @@ class Outbox:
             error=error,
             duration_ms=duration_ms,
             next_attempt_at=None,
+            at=at,
         )
 
     async def skipped(self, notification: Notification, *, reason: str) -> None:
@@ -245,11 +264,35 @@ class Outbox:
         error: str | None,
         duration_ms: float,
         next_attempt_at: float | None,
+        at: float | None,
     ) -> None:
-        now = self._clock.time()
+        now = self._clock.time() if at is None else at
         attempt = notification.attempts + 1
         state = "pending" if outcome == "retry" else outcome
         async with self._db.transaction() as tx:
+            # Only from the attempt count the notification was read with: a
+            # record repeated after a commit that failed late (and yet took
+            # effect) changes nothing, where it would otherwise fail for ever
+            # on the attempt's unique row. COALESCE keeps the due time of a
+            # finished row: it is never read again, but a NOT NULL column
+            # needs a value.
+            changed = await tx.execute(
+                "UPDATE outbox SET state = ?, attempts = ?, last_status = ?,"
+                " last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at),"
+                " delivered_at = ? WHERE id = ? AND attempts = ?",
+                (
+                    state,
+                    attempt,
+                    status,
+                    error,
+                    next_attempt_at,
+                    now if outcome == "delivered" else None,
+                    notification.id,
+                    notification.attempts,
+                ),
+            )
+            if not changed:
+                return
             await tx.execute(
                 "INSERT INTO delivery_attempts (outbox_id, attempt, at, outcome,"
                 " status, reason, error, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -262,21 +305,5 @@ class Outbox:
                     reason,
                     error,
                     duration_ms,
-                ),
-            )
-            # COALESCE keeps the due time of a finished row: it is never read
-            # again, but a NOT NULL column needs a value.
-            await tx.execute(
-                "UPDATE outbox SET state = ?, attempts = ?, last_status = ?,"
-                " last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at),"
-                " delivered_at = ? WHERE id = ?",
-                (
-                    state,
-                    attempt,
-                    status,
-                    error,
-                    next_attempt_at,
-                    now if outcome == "delivered" else None,
-                    notification.id,
                 ),
             )
