@@ -1,0 +1,62 @@
+"""Fixtures of the Datadog export tests: a stand-in intake and an exporter."""
+
+from __future__ import annotations
+
+import random
+
+import aiohttp
+import pytest
+
+from tests.standins.datadog import DatadogStandIn, RecordingSleep
+from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer
+from tocsin.clock import ManualClock
+from tocsin.config import DatadogExportConfig, Duration
+
+KEY = "dd-secret-key-9f8e7d6c5b4a"
+NOW = 1_750_000_000
+INTERVAL = 10.0
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(NOW)
+
+
+@pytest.fixture
+async def standin(clock):
+    async with DatadogStandIn(KEY, clock=clock) as running:
+        yield running
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture
+def make(standin, session, clock):
+    """Build an exporter aimed at the stand-in; options override the config."""
+
+    def build(buffer=None, *, key=KEY, sleep=None, **options):
+        settings = {"base_url": standin.url, "interval": Duration(INTERVAL)}
+        config = DatadogExportConfig(**{**settings, **options})
+        return DatadogExporter(
+            config,
+            key,
+            buffer or ExportBuffer(),
+            clock=clock,
+            session=session,
+            rng=random.Random(7),
+            sleep=sleep or RecordingSleep(clock),
+        )
+
+    return build
+
+
+def values(series: list[dict]) -> dict[str, tuple[int, float]]:
+    return {s["metric"]: (s["type"], s["points"][0]["value"]) for s in series}
+
+
+def one_gauge() -> list[dict]:
+    return [{"metric": "g", "type": 3, "points": [{"timestamp": NOW, "value": 2.0}]}]
