@@ -250,6 +250,41 @@ def test_a_raising_callback_does_not_stop_the_listener(run, tmp_path, caplog):
     assert any(r.getMessage() == "a datagram callback raised" for r in caplog.records)
 
 
+def test_a_datagram_longer_than_64_kib_is_dropped_whole(run, tmp_path, caplog):
+    path = str(tmp_path / "dsd.sock")
+    caplog.set_level(logging.WARNING, logger="tocsin.daemon.listeners")
+    # 32 bytes a line: 2,048 lines fill the 64 KiB a datagram may hold.
+    fits = b"model.score:1|g|#model:fraud_v3\n" * 2048
+    # 30 bytes a line: cut at 64 KiB, the last line would end in "#m".
+    too_long = b"model.cut:1|g|#model:fraud_v3\n" * 2200
+
+    async def scenario():
+        arrivals = Arrivals()
+        listener = await open_unix_dgram(
+            path, arrivals.on_datagram, receive_buffer=BUFFER
+        )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            for datagram in (fits, too_long, b"end:1|c"):
+                sender.sendto(datagram, path)
+            await arrivals.until(lambda: arrivals.stats.datagrams == 2)
+        listener.close()
+
+        names = {sample.name for sample in arrivals.sink.samples}
+        assert names == {"model.score", "end"}
+        assert len(arrivals.sink.samples) == 2049
+        assert arrivals.stats.parse_errors == 0
+        assert listener.too_long_datagrams == 1
+        assert listener.counters() == {"too_long_datagrams": 1}
+
+    run(scenario)
+
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [(r.getMessage(), r.listener, r.count) for r in warnings] == [
+        ("dropped a datagram longer than 65536 bytes", "unix_dgram", 1)
+    ]
+
+
 def test_ndjson_stream_survives_bad_lines_and_split_writes(run, tmp_path):
     path = str(tmp_path / "ingest" / "ndjson.sock")
 

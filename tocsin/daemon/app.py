@@ -381,10 +381,10 @@ class Daemon:
         for listener in self._listeners:
             listener.close()
         log.info("listeners closed", extra={"count": len(self._listeners)})
+        dropped = {listener.name: listener.counters() for listener in self._listeners}
         for name, stats in self.stats.items():
-            log.info(
-                "ingest totals", extra={"listener": name, "detail": stats.as_dict()}
-            )
+            totals = {**stats.as_dict(), **dropped.get(name, {})}
+            log.info("ingest totals", extra={"listener": name, "detail": totals})
 
     async def _tick(self, engine, pipeline: AlertPipeline, store) -> None:
         """Evaluate every series on a clock, and close old resolved alerts."""

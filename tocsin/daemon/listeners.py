@@ -41,8 +41,10 @@ BatchCallback = Callable[[], None]
 #: deliveries) still runs promptly under a flood.
 _BATCH = 64
 
-#: Largest datagram read; DogStatsD clients send at most 8 KiB, but a Unix
-#: datagram may be larger and must not be cut.
+#: Largest datagram accepted; DogStatsD clients send at most 8 KiB. A Unix
+#: datagram may be larger: one byte more is asked for on every read, so a
+#: longer one, which the kernel cuts to the size asked for, shows itself and is
+#: dropped whole rather than parsed with its last line cut.
 _MAX_DATAGRAM = 65536
 
 #: Socket files the listeners create: others may connect and send, not read.
@@ -97,6 +99,10 @@ class Listener:
 
     async def wait_closed(self) -> None:
         """Wait until the socket and its connections are closed."""
+
+    def counters(self) -> dict[str, int]:
+        """Return what the listener itself dropped or closed, by name."""
+        return {}
 
     def _close_transports(self) -> None:
         raise NotImplementedError
@@ -182,6 +188,11 @@ def _acquire(
 
 
 class _DatagramListener(Listener):
+    """A datagram listener.
+
+    :ivar too_long_datagrams: datagrams longer than 64 KiB, dropped whole.
+    """
+
     def __init__(
         self,
         name: str,
@@ -197,6 +208,13 @@ class _DatagramListener(Listener):
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._reader.closed)
+
+    @property
+    def too_long_datagrams(self) -> int:
+        return self._reader.too_long
+
+    def counters(self) -> dict[str, int]:
+        return {"too_long_datagrams": self.too_long_datagrams}
 
 
 class _StreamListener(Listener):
@@ -270,6 +288,8 @@ class _DatagramReader:
         self._on_datagram = on_datagram
         self._on_batch = on_batch
         self._limiter = RateLimiter()
+        #: Datagrams dropped for being longer than :data:`_MAX_DATAGRAM`.
+        self.too_long = 0
         self._loop = asyncio.get_running_loop()
         self.closed = self._loop.create_future()
         self._loop.add_reader(sock.fileno(), self._read)
@@ -283,7 +303,7 @@ class _DatagramReader:
         batch = []
         for _ in range(_BATCH):
             try:
-                batch.append(receive(_MAX_DATAGRAM))
+                batch.append(receive(_MAX_DATAGRAM + 1))
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
@@ -292,6 +312,9 @@ class _DatagramReader:
 
         on_datagram = self._on_datagram
         for data in batch:
+            if len(data) > _MAX_DATAGRAM:
+                self._drop_too_long()
+                continue
             try:
                 on_datagram(data)
             except Exception:
@@ -301,6 +324,22 @@ class _DatagramReader:
                 self._on_batch()
             except Exception:
                 _log_failure(self._limiter, self._name, "a batch callback raised")
+
+    def _drop_too_long(self) -> None:
+        # Only the kernel saw the end of the datagram: what was read ends in
+        # a line cut anywhere, which would parse as another series or value.
+        self.too_long += 1
+        allowed, suppressed = self._limiter.allow("too_long")
+        if allowed:
+            log.warning(
+                "dropped a datagram longer than %d bytes",
+                _MAX_DATAGRAM,
+                extra={
+                    "listener": self._name,
+                    "count": self.too_long,
+                    "suppressed": suppressed,
+                },
+            )
 
     def _socket_error(self, error: OSError) -> None:
         # Errors a receiving socket reports are transient; one line per
