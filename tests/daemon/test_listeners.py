@@ -339,6 +339,57 @@ def test_ndjson_stream_survives_bad_lines_and_split_writes(run, tmp_path):
     run(scenario)
 
 
+def test_close_hands_over_the_datagrams_already_queued(run, tmp_path):
+    path = str(tmp_path / "dsd.sock")
+
+    async def scenario():
+        arrivals = Arrivals()
+        listener = await open_unix_dgram(
+            path, arrivals.on_datagram, receive_buffer=BUFFER
+        )
+        # The loop does not run between the sends and the close: every
+        # datagram is still in the kernel's queue when the listener closes.
+        sent = 0
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                while True:
+                    sender.sendto(f"queued:{sent}|c".encode(), path)
+                    sent += 1
+            listener.close()
+        await listener.wait_closed()
+
+        assert sent > 0
+        assert arrivals.stats.datagrams == sent
+        values = [sample.value for sample in arrivals.sink.samples]
+        assert values == [float(number) for number in range(sent)]
+
+    run(scenario)
+
+
+def test_close_hands_over_what_open_connections_sent(run, tmp_path):
+    path = str(tmp_path / "ndjson.sock")
+    lines = b"".join(b'{"metric":"m","value":%d}\n' % number for number in range(500))
+
+    async def scenario():
+        arrivals = Arrivals()
+        listener = await open_unix_stream(path, arrivals.on_connection)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(path)
+            await arrivals.until(lambda: arrivals.connections == 1)
+            # Sent and closed without the loop running in between.
+            client.sendall(lines)
+            listener.close()
+            await asyncio.wait_for(listener.wait_closed(), WAIT)
+
+        assert arrivals.received == len(lines)
+        assert arrivals.ended == 1
+        assert len(arrivals.sink.samples) == 500
+        assert arrivals.stats.parse_errors == 0
+
+    run(scenario)
+
+
 def test_connections_beyond_the_most_allowed_are_closed_and_counted(
     run, tmp_path, caplog
 ):

@@ -378,8 +378,10 @@ class Daemon:
         return opened
 
     async def _close_listeners(self) -> None:
+        # What senders already handed to the kernel is read and counted first;
+        # a quarter of the budget leaves the rest to record what it decides.
         for listener in self._listeners:
-            listener.close()
+            listener.close(drain_for=self.budget.remaining(0.25))
         log.info("listeners closed", extra={"count": len(self._listeners)})
         dropped = {listener.name: listener.counters() for listener in self._listeners}
         for name, stats in self.stats.items():

@@ -18,12 +18,17 @@ Binding first lets the daemon find a port in use before it creates any state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import fcntl
 import logging
 import os
 import socket
 import stat
+import struct
 import sys
+import termios
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +51,10 @@ _BATCH = 64
 #: longer one, which the kernel cuts to the size asked for, shows itself and is
 #: dropped whole rather than parsed with its last line cut.
 _MAX_DATAGRAM = 65536
+
+#: Longest a listener spends at close on what the kernel already holds for it,
+#: by default.
+DRAIN_TIME = 1.0
 
 #: Socket files the listeners create: others may connect and send, not read.
 SOCKET_MODE = 0o722
@@ -83,13 +92,23 @@ class Listener:
         self._owned_path = owned_path
         self._is_closed = False
 
-    def close(self) -> None:
-        """Stop listening and remove the socket file this listener created."""
+    def close(self, *, drain_for: float = DRAIN_TIME) -> None:
+        """Stop listening and remove the socket file this listener created.
+
+        What senders had already handed to the kernel is read first and passed
+        to the callbacks as usual: the datagrams queued on the socket, the
+        bytes each open connection has sent. Nothing sent after the call is
+        read: a Unix datagram sender gets EPIPE, a connection is closed once
+        read. UDP goes on queueing until the socket closes, so ``drain_for``
+        bounds the reading; what it leaves unread is logged.
+
+        :param drain_for: most seconds spent reading what is queued.
+        """
         if self._is_closed:
             return
 
         self._is_closed = True
-        self._close_transports()
+        self._close_transports(time.monotonic() + drain_for)
         if self._owned_path is not None:
             self._owned_path.remove()
         log.info(
@@ -104,7 +123,7 @@ class Listener:
         """Return what the listener itself dropped or closed, by name."""
         return {}
 
-    def _close_transports(self) -> None:
+    def _close_transports(self, deadline: float) -> None:
         raise NotImplementedError
 
 
@@ -203,8 +222,8 @@ class _DatagramListener(Listener):
         super().__init__(name, address, owned_path)
         self._reader = reader
 
-    def _close_transports(self) -> None:
-        self._reader.close()
+    def _close_transports(self, deadline: float) -> None:
+        self._reader.close(deadline)
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._reader.closed)
@@ -227,23 +246,35 @@ class _StreamListener(Listener):
     ) -> None:
         super().__init__(name, address, owned_path)
         self.server: asyncio.AbstractServer | None = None
-        self.connections: dict[asyncio.BaseTransport, asyncio.Future] = {}
+        self.connections: dict[asyncio.BaseTransport, _StreamProtocol] = {}
         self.max_connections = max_connections
         # One limiter for every connection: a thousand clients that each fail
         # once must not make a thousand log lines.
         self.limiter = RateLimiter()
 
-    def _close_transports(self) -> None:
+    def _close_transports(self, deadline: float) -> None:
         if self.server is not None:
             self.server.close()
-        for transport in list(self.connections):
+        unread = 0
+        for transport, connection in list(self.connections.items()):
+            if time.monotonic() < deadline:
+                connection.drain()
+            else:
+                unread += 1
             transport.close()
+        if unread:
+            log.warning(
+                "closed connections without reading what they had sent: out of time",
+                extra={"listener": self.name, "count": unread},
+            )
 
     async def wait_closed(self) -> None:
         if self.server is not None:
             await self.server.wait_closed()
         if self.connections:
-            await asyncio.gather(*self.connections.values())
+            await asyncio.gather(
+                *(connection.closed for connection in self.connections.values())
+            )
 
 
 class _OwnedPath:
@@ -294,7 +325,8 @@ class _DatagramReader:
         self.closed = self._loop.create_future()
         self._loop.add_reader(sock.fileno(), self._read)
 
-    def _read(self) -> None:
+    def _read(self) -> int:
+        """Read and hand over one batch; return how many datagrams it held."""
         # Empty the queue first, then parse: a sender blocked on a full Unix
         # socket queue is woken by the first read and refills the queue on the
         # other core while this one parses. Reading one datagram per parse
@@ -325,6 +357,8 @@ class _DatagramReader:
             except Exception:
                 _log_failure(self._limiter, self._name, "a batch callback raised")
 
+        return len(batch)
+
     def _drop_too_long(self) -> None:
         # Only the kernel saw the end of the datagram: what was read ends in
         # a line cut anywhere, which would parse as another series or value.
@@ -352,10 +386,23 @@ class _DatagramReader:
                 extra={"listener": self._name, "suppressed": suppressed},
             )
 
-    def close(self) -> None:
+    def close(self, deadline: float) -> None:
+        """Hand over the datagrams queued until ``deadline``, then close."""
         if self.closed.done():
             return
+
         self._loop.remove_reader(self._sock.fileno())
+        # Shut for reading, a Unix socket refuses further datagrams, so the
+        # queue only shrinks; UDP raises ENOTCONN and queues on regardless.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RD)
+        while self._read() == _BATCH:
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "stopped reading queued datagrams: out of time",
+                    extra={"listener": self._name},
+                )
+                break
         self._sock.close()
         self.closed.set_result(None)
 
@@ -367,14 +414,14 @@ class _StreamProtocol(asyncio.Protocol):
         self._on_chunk: ChunkCallback | None = None
         self._transport: asyncio.BaseTransport | None = None
         self._limiter = listener.limiter
+        self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
         if len(self._listener.connections) >= self._listener.max_connections:
             self._refuse(transport)
             return
-        closed = asyncio.get_running_loop().create_future()
-        self._listener.connections[transport] = closed
+        self._listener.connections[transport] = self
         try:
             self._on_chunk = self._factory()
         except Exception:
@@ -401,13 +448,36 @@ class _StreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish()
-        closed = self._listener.connections.pop(self._transport, None)
-        if closed is None:
+        if self._listener.connections.pop(self._transport, None) is None:
             # A refused connection: it was never counted as open.
             return
-        if not closed.done():
-            closed.set_result(None)
+        if not self.closed.done():
+            self.closed.set_result(None)
         log.debug("connection closed", extra={"listener": self._listener.name})
+
+    def drain(self) -> None:
+        """Hand over what the peer has sent and the loop has not read yet.
+
+        Reads at most what is queued on the socket now: a peer that goes on
+        writing cannot hold the listener's close.
+        """
+        if self._on_chunk is None or self._transport is None:
+            return
+        sock = self._transport.get_extra_info("socket")
+        if sock is None:
+            return
+        fd = sock.fileno()
+        try:
+            queued = _queued_bytes(fd)
+            while queued > 0:
+                data = os.read(fd, queued)
+                if not data:
+                    break
+                queued -= len(data)
+                self.data_received(data)
+        except OSError:
+            # The peer reset the connection, or nothing was left to read.
+            pass
 
     def _refuse(self, transport: asyncio.BaseTransport) -> None:
         # Accepting and closing, rather than leaving the connection in the
@@ -435,6 +505,12 @@ class _StreamProtocol(asyncio.Protocol):
             on_chunk(b"")
         except Exception:
             _log_failure(self._limiter, self._listener.name, "a chunk callback raised")
+
+
+def _queued_bytes(fd: int) -> int:
+    """Return how many bytes are queued for reading on the stream socket ``fd``."""
+    answer = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return struct.unpack("i", answer)[0]
 
 
 def _log_failure(limiter: RateLimiter, name: str, message: str) -> None:
