@@ -435,6 +435,47 @@ def test_connections_beyond_the_most_allowed_are_closed_and_counted(
     ]
 
 
+def test_idle_connections_are_closed_and_make_room(run, tmp_path, caplog):
+    path = str(tmp_path / "ndjson.sock")
+    caplog.set_level(logging.WARNING, logger="tocsin.daemon.listeners")
+
+    async def scenario():
+        arrivals = Arrivals()
+        listener = await open_unix_stream(
+            path, arrivals.on_connection, max_connections=2, idle_timeout=0.01
+        )
+        listener.limiter = RateLimiter(clock=arrivals.clock.monotonic)
+        # Two clients that never write hold every place, until they are closed.
+        held = [await asyncio.open_unix_connection(path) for _ in range(2)]
+        for reader, _ in held:
+            assert await asyncio.wait_for(reader.read(), WAIT) == b""
+        await arrivals.until(lambda: arrivals.ended == 2)
+
+        # Their places are free again.
+        _, late = await asyncio.open_unix_connection(path)
+        late.write(b'{"metric":"late","value":1}\n')
+        await arrivals.until(lambda: arrivals.sink.samples)
+        for _, writer in held:
+            writer.close()
+        late.close()
+        listener.close()
+        await asyncio.wait_for(listener.wait_closed(), WAIT)
+
+        assert [sample.name for sample in arrivals.sink.samples] == ["late"]
+        assert arrivals.connections == 3
+        assert listener.counters() == {
+            "refused_connections": 0,
+            "idle_connections": 2,
+        }
+
+    run(scenario)
+
+    warnings = [r for r in caplog.records if r.name == "tocsin.daemon.listeners"]
+    assert [(r.getMessage(), r.listener, r.count) for r in warnings] == [
+        ("closed a connection idle for 0.01s", "unix_stream", 1)
+    ]
+
+
 def test_failures_on_many_connections_are_logged_once(run, tmp_path, caplog):
     path = str(tmp_path / "ndjson.sock")
     clock = ManualClock(NOW)

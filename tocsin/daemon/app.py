@@ -372,7 +372,10 @@ class Daemon:
 
             opened.append(
                 await listeners.open_unix_stream(
-                    ingest.unix_stream, new_connection, sock=bindings["unix_stream"]
+                    ingest.unix_stream,
+                    new_connection,
+                    sock=bindings["unix_stream"],
+                    idle_timeout=float(ingest.idle_timeout),
                 )
             )
         return opened

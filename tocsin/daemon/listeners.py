@@ -6,7 +6,9 @@ loop, and an optional second callback runs after each such batch. NDJSON
 comes over a Unix stream socket; each connection gets a callback of its own,
 called with every chunk the connection delivers. A stream listener holds at
 most ``max_connections`` connections: one more is accepted and closed at once,
-counted and warned about, so idle clients cannot take every file descriptor.
+counted and warned about; a connection that sends nothing for ``idle_timeout``
+is closed, counted and warned about too, so idle clients cannot take every
+connection or file descriptor for good.
 Callbacks run on the event loop and must not block.
 
 Each ``open_*`` function binds its socket itself, or takes one already bound
@@ -70,6 +72,9 @@ ConnectionFactory = Callable[[], ChunkCallback]
 #: Most connections a stream listener holds open at once, by default.
 MAX_CONNECTIONS = 1024
 
+#: Seconds a stream connection may send nothing before it is closed, by default.
+IDLE_TIMEOUT = 300.0
+
 
 class Listener:
     """An open listener.
@@ -80,6 +85,8 @@ class Listener:
         sockets (Linux reports twice the size asked for).
     :ivar refused_connections: connections closed on arrival because the
         listener held its most already (stream listeners only).
+    :ivar idle_connections: connections closed for sending nothing for
+        ``idle_timeout`` (stream listeners only).
     """
 
     def __init__(
@@ -89,6 +96,7 @@ class Listener:
         self.address = address
         self.receive_buffer: int | None = None
         self.refused_connections = 0
+        self.idle_connections = 0
         self._owned_path = owned_path
         self._is_closed = False
 
@@ -242,12 +250,14 @@ class _StreamListener(Listener):
         name: str,
         address: str,
         max_connections: int,
+        idle_timeout: float,
         owned_path: _OwnedPath | None = None,
     ) -> None:
         super().__init__(name, address, owned_path)
         self.server: asyncio.AbstractServer | None = None
         self.connections: dict[asyncio.BaseTransport, _StreamProtocol] = {}
         self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
         # One limiter for every connection: a thousand clients that each fail
         # once must not make a thousand log lines.
         self.limiter = RateLimiter()
@@ -267,6 +277,12 @@ class _StreamListener(Listener):
                 "closed connections without reading what they had sent: out of time",
                 extra={"listener": self.name, "count": unread},
             )
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "refused_connections": self.refused_connections,
+            "idle_connections": self.idle_connections,
+        }
 
     async def wait_closed(self) -> None:
         if self.server is not None:
@@ -414,7 +430,10 @@ class _StreamProtocol(asyncio.Protocol):
         self._on_chunk: ChunkCallback | None = None
         self._transport: asyncio.BaseTransport | None = None
         self._limiter = listener.limiter
-        self.closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.closed = self._loop.create_future()
+        self._last_received = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -430,11 +449,18 @@ class _StreamProtocol(asyncio.Protocol):
             )
             transport.close()
             return
+        self._last_received = self._loop.time()
+        self._idle_timer = self._loop.call_at(
+            self._last_received + self._listener.idle_timeout, self._check_idle
+        )
         log.debug("connection opened", extra={"listener": self._listener.name})
 
     def data_received(self, data: bytes) -> None:
         if self._on_chunk is None:
             return
+        # One timer per connection, moved only when it fires: rescheduling it
+        # on every chunk would cost a heap push per chunk on the ingest path.
+        self._last_received = self._loop.time()
         try:
             self._on_chunk(data)
         except Exception:
@@ -447,6 +473,8 @@ class _StreamProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         self._finish()
         if self._listener.connections.pop(self._transport, None) is None:
             # A refused connection: it was never counted as open.
@@ -454,6 +482,30 @@ class _StreamProtocol(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
         log.debug("connection closed", extra={"listener": self._listener.name})
+
+    def _check_idle(self) -> None:
+        listener = self._listener
+        due = self._last_received + listener.idle_timeout
+        if self._loop.time() < due:
+            self._idle_timer = self._loop.call_at(due, self._check_idle)
+            return
+
+        self._idle_timer = None
+        if self._transport is None or self._transport.is_closing():
+            return
+        self._transport.close()
+        listener.idle_connections += 1
+        allowed, suppressed = self._limiter.allow("idle")
+        if allowed:
+            log.warning(
+                "closed a connection idle for %gs",
+                listener.idle_timeout,
+                extra={
+                    "listener": listener.name,
+                    "count": listener.idle_connections,
+                    "suppressed": suppressed,
+                },
+            )
 
     def drain(self) -> None:
         """Hand over what the peer has sent and the loop has not read yet.
@@ -574,6 +626,7 @@ async def open_unix_stream(
     *,
     sock: socket.socket | Binding | None = None,
     max_connections: int = MAX_CONNECTIONS,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> Listener:
     """Accept NDJSON connections on a Unix stream socket at ``path``.
 
@@ -586,13 +639,20 @@ async def open_unix_stream(
     :param max_connections: most connections open at once; one more is closed
         on arrival and counted in ``refused_connections``, without a call to
         ``on_connection``.
+    :param idle_timeout: seconds a connection may send nothing; then it is
+        closed, ended as if the client had closed it, and counted in
+        ``idle_connections``.
     :raises OSError: if the socket cannot be bound, as for
         :func:`open_unix_dgram`.
     """
     sock, owned_path = _acquire("unix_stream", path, sock)
     sock.setblocking(False)
     listener = _StreamListener(
-        "unix_stream", _printable(sock), max(1, max_connections), owned_path
+        "unix_stream",
+        _printable(sock),
+        max(1, max_connections),
+        idle_timeout,
+        owned_path,
     )
     loop = asyncio.get_running_loop()
     try:
