@@ -157,6 +157,10 @@ SITE = (
             "bad.toml: channels[0].timeout: must be longer than 0s",
         ),
         (
+            '[ingest]\nidle_timeout = "0s"\n',
+            "bad.toml: ingest.idle_timeout: must be longer than 0s",
+        ),
+        (
             '[ingest]\nudp = "localhost"\n',
             "bad.toml: ingest.udp: expected host:port, got 'localhost'",
         ),

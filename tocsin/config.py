@@ -201,6 +201,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(
             source, "must not be the path of unix_dgram", "ingest.unix_stream"
         )
+    if ingest.idle_timeout <= 0:
+        raise ConfigError(source, "must be longer than 0s", "ingest.idle_timeout")
     udp = ingest.udp
     if udp:
         host, colon, port = udp.rpartition(":")

@@ -100,6 +100,9 @@ class IngestConfig(_Strict):
     max_sample_age: Duration = Duration(3600.0)
     #: Samples stamped further in the future than this are dropped and counted.
     max_sample_skew: Duration = Duration(600.0)
+    #: An NDJSON connection that sends nothing for this long is closed, so
+    #: idle clients cannot hold every connection and file descriptor.
+    idle_timeout: Duration = Duration(300.0)
 
 
 class AlertsConfig(_Strict):

@@ -250,6 +250,41 @@ def test_a_raising_callback_does_not_stop_the_listener(run, tmp_path, caplog):
     assert any(r.getMessage() == "a datagram callback raised" for r in caplog.records)
 
 
+def test_a_datagram_longer_than_64_kib_is_dropped_whole(run, tmp_path, caplog):
+    path = str(tmp_path / "dsd.sock")
+    caplog.set_level(logging.WARNING, logger="tocsin.daemon.listeners")
+    # 32 bytes a line: 2,048 lines fill the 64 KiB a datagram may hold.
+    fits = b"model.score:1|g|#model:fraud_v3\n" * 2048
+    # 30 bytes a line: cut at 64 KiB, the last line would end in "#m".
+    too_long = b"model.cut:1|g|#model:fraud_v3\n" * 2200
+
+    async def scenario():
+        arrivals = Arrivals()
+        listener = await open_unix_dgram(
+            path, arrivals.on_datagram, receive_buffer=BUFFER
+        )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            for datagram in (fits, too_long, b"end:1|c"):
+                sender.sendto(datagram, path)
+            await arrivals.until(lambda: arrivals.stats.datagrams == 2)
+        listener.close()
+
+        names = {sample.name for sample in arrivals.sink.samples}
+        assert names == {"model.score", "end"}
+        assert len(arrivals.sink.samples) == 2049
+        assert arrivals.stats.parse_errors == 0
+        assert listener.too_long_datagrams == 1
+        assert listener.counters() == {"too_long_datagrams": 1}
+
+    run(scenario)
+
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [(r.getMessage(), r.listener, r.count) for r in warnings] == [
+        ("dropped a datagram longer than 65536 bytes", "unix_dgram", 1)
+    ]
+
+
 def test_ndjson_stream_survives_bad_lines_and_split_writes(run, tmp_path):
     path = str(tmp_path / "ingest" / "ndjson.sock")
 
@@ -304,6 +339,57 @@ def test_ndjson_stream_survives_bad_lines_and_split_writes(run, tmp_path):
     run(scenario)
 
 
+def test_close_hands_over_the_datagrams_already_queued(run, tmp_path):
+    path = str(tmp_path / "dsd.sock")
+
+    async def scenario():
+        arrivals = Arrivals()
+        listener = await open_unix_dgram(
+            path, arrivals.on_datagram, receive_buffer=BUFFER
+        )
+        # The loop does not run between the sends and the close: every
+        # datagram is still in the kernel's queue when the listener closes.
+        sent = 0
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                while True:
+                    sender.sendto(f"queued:{sent}|c".encode(), path)
+                    sent += 1
+            listener.close()
+        await listener.wait_closed()
+
+        assert sent > 0
+        assert arrivals.stats.datagrams == sent
+        values = [sample.value for sample in arrivals.sink.samples]
+        assert values == [float(number) for number in range(sent)]
+
+    run(scenario)
+
+
+def test_close_hands_over_what_open_connections_sent(run, tmp_path):
+    path = str(tmp_path / "ndjson.sock")
+    lines = b"".join(b'{"metric":"m","value":%d}\n' % number for number in range(500))
+
+    async def scenario():
+        arrivals = Arrivals()
+        listener = await open_unix_stream(path, arrivals.on_connection)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(path)
+            await arrivals.until(lambda: arrivals.connections == 1)
+            # Sent and closed without the loop running in between.
+            client.sendall(lines)
+            listener.close()
+            await asyncio.wait_for(listener.wait_closed(), WAIT)
+
+        assert arrivals.received == len(lines)
+        assert arrivals.ended == 1
+        assert len(arrivals.sink.samples) == 500
+        assert arrivals.stats.parse_errors == 0
+
+    run(scenario)
+
+
 def test_connections_beyond_the_most_allowed_are_closed_and_counted(
     run, tmp_path, caplog
 ):
@@ -346,6 +432,47 @@ def test_connections_beyond_the_most_allowed_are_closed_and_counted(
     refusals = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [(r.getMessage(), r.listener, r.count) for r in refusals] == [
         ("refused a connection: 2 open, the most allowed", "unix_stream", 1)
+    ]
+
+
+def test_idle_connections_are_closed_and_make_room(run, tmp_path, caplog):
+    path = str(tmp_path / "ndjson.sock")
+    caplog.set_level(logging.WARNING, logger="tocsin.daemon.listeners")
+
+    async def scenario():
+        arrivals = Arrivals()
+        listener = await open_unix_stream(
+            path, arrivals.on_connection, max_connections=2, idle_timeout=0.01
+        )
+        listener.limiter = RateLimiter(clock=arrivals.clock.monotonic)
+        # Two clients that never write hold every place, until they are closed.
+        held = [await asyncio.open_unix_connection(path) for _ in range(2)]
+        for reader, _ in held:
+            assert await asyncio.wait_for(reader.read(), WAIT) == b""
+        await arrivals.until(lambda: arrivals.ended == 2)
+
+        # Their places are free again.
+        _, late = await asyncio.open_unix_connection(path)
+        late.write(b'{"metric":"late","value":1}\n')
+        await arrivals.until(lambda: arrivals.sink.samples)
+        for _, writer in held:
+            writer.close()
+        late.close()
+        listener.close()
+        await asyncio.wait_for(listener.wait_closed(), WAIT)
+
+        assert [sample.name for sample in arrivals.sink.samples] == ["late"]
+        assert arrivals.connections == 3
+        assert listener.counters() == {
+            "refused_connections": 0,
+            "idle_connections": 2,
+        }
+
+    run(scenario)
+
+    warnings = [r for r in caplog.records if r.name == "tocsin.daemon.listeners"]
+    assert [(r.getMessage(), r.listener, r.count) for r in warnings] == [
+        ("closed a connection idle for 0.01s", "unix_stream", 1)
     ]
 
 

@@ -345,6 +345,9 @@ async def test_a_bad_line_loses_nothing_else_in_its_datagram(
     sender.connect(str(tmp_path / "dsd.sock"))
     sender.send(b"m:1|c|#host:\xff\xfe\nok.count:1|c|#env:test\n")
     sender.send("модель.latency:12|ms|#env:prod".encode())
+    # Longer than a datagram may be: dropped whole, counted in the totals.
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    sender.send(b"cut.count:1|c\n" * 5000)
     sender.send(b"model.drift.psi:0.3|g|#env:test,model:a,project:p")
     sender.close()
 
@@ -355,8 +358,10 @@ async def test_a_bad_line_loses_nothing_else_in_its_datagram(
     exported = {item["metric"] for item in datadog.accepted_series()}
     assert "ok.count" in exported
     assert "m" not in exported
+    assert "cut.count" not in exported
     [totals] = daemon.find("ingest totals", listener="unix_dgram")
     assert totals["detail"]["errors_by_reason"] == {"utf8": 1}
+    assert totals["detail"]["too_long_datagrams"] == 1
     assert not daemon.find("unexpected error")
 
 

@@ -372,19 +372,24 @@ class Daemon:
 
             opened.append(
                 await listeners.open_unix_stream(
-                    ingest.unix_stream, new_connection, sock=bindings["unix_stream"]
+                    ingest.unix_stream,
+                    new_connection,
+                    sock=bindings["unix_stream"],
+                    idle_timeout=float(ingest.idle_timeout),
                 )
             )
         return opened
 
     async def _close_listeners(self) -> None:
+        # What senders already handed to the kernel is read and counted first;
+        # a quarter of the budget leaves the rest to record what it decides.
         for listener in self._listeners:
-            listener.close()
+            listener.close(drain_for=self.budget.remaining(0.25))
         log.info("listeners closed", extra={"count": len(self._listeners)})
+        dropped = {listener.name: listener.counters() for listener in self._listeners}
         for name, stats in self.stats.items():
-            log.info(
-                "ingest totals", extra={"listener": name, "detail": stats.as_dict()}
-            )
+            totals = {**stats.as_dict(), **dropped.get(name, {})}
+            log.info("ingest totals", extra={"listener": name, "detail": totals})
 
     async def _tick(self, engine, pipeline: AlertPipeline, store) -> None:
         """Evaluate every series on a clock, and close old resolved alerts."""

@@ -6,7 +6,9 @@ loop, and an optional second callback runs after each such batch. NDJSON
 comes over a Unix stream socket; each connection gets a callback of its own,
 called with every chunk the connection delivers. A stream listener holds at
 most ``max_connections`` connections: one more is accepted and closed at once,
-counted and warned about, so idle clients cannot take every file descriptor.
+counted and warned about; a connection that sends nothing for ``idle_timeout``
+is closed, counted and warned about too, so idle clients cannot take every
+connection or file descriptor for good.
 Callbacks run on the event loop and must not block.
 
 Each ``open_*`` function binds its socket itself, or takes one already bound
@@ -18,12 +20,17 @@ Binding first lets the daemon find a port in use before it creates any state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import fcntl
 import logging
 import os
 import socket
 import stat
+import struct
 import sys
+import termios
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,9 +48,15 @@ BatchCallback = Callable[[], None]
 #: deliveries) still runs promptly under a flood.
 _BATCH = 64
 
-#: Largest datagram read; DogStatsD clients send at most 8 KiB, but a Unix
-#: datagram may be larger and must not be cut.
+#: Largest datagram accepted; DogStatsD clients send at most 8 KiB. A Unix
+#: datagram may be larger: one byte more is asked for on every read, so a
+#: longer one, which the kernel cuts to the size asked for, shows itself and is
+#: dropped whole rather than parsed with its last line cut.
 _MAX_DATAGRAM = 65536
+
+#: Longest a listener spends at close on what the kernel already holds for it,
+#: by default.
+DRAIN_TIME = 1.0
 
 #: Socket files the listeners create: others may connect and send, not read.
 SOCKET_MODE = 0o722
@@ -59,6 +72,9 @@ ConnectionFactory = Callable[[], ChunkCallback]
 #: Most connections a stream listener holds open at once, by default.
 MAX_CONNECTIONS = 1024
 
+#: Seconds a stream connection may send nothing before it is closed, by default.
+IDLE_TIMEOUT = 300.0
+
 
 class Listener:
     """An open listener.
@@ -69,6 +85,8 @@ class Listener:
         sockets (Linux reports twice the size asked for).
     :ivar refused_connections: connections closed on arrival because the
         listener held its most already (stream listeners only).
+    :ivar idle_connections: connections closed for sending nothing for
+        ``idle_timeout`` (stream listeners only).
     """
 
     def __init__(
@@ -78,16 +96,27 @@ class Listener:
         self.address = address
         self.receive_buffer: int | None = None
         self.refused_connections = 0
+        self.idle_connections = 0
         self._owned_path = owned_path
         self._is_closed = False
 
-    def close(self) -> None:
-        """Stop listening and remove the socket file this listener created."""
+    def close(self, *, drain_for: float = DRAIN_TIME) -> None:
+        """Stop listening and remove the socket file this listener created.
+
+        What senders had already handed to the kernel is read first and passed
+        to the callbacks as usual: the datagrams queued on the socket, the
+        bytes each open connection has sent. Nothing sent after the call is
+        read: a Unix datagram sender gets EPIPE, a connection is closed once
+        read. UDP goes on queueing until the socket closes, so ``drain_for``
+        bounds the reading; what it leaves unread is logged.
+
+        :param drain_for: most seconds spent reading what is queued.
+        """
         if self._is_closed:
             return
 
         self._is_closed = True
-        self._close_transports()
+        self._close_transports(time.monotonic() + drain_for)
         if self._owned_path is not None:
             self._owned_path.remove()
         log.info(
@@ -98,7 +127,11 @@ class Listener:
     async def wait_closed(self) -> None:
         """Wait until the socket and its connections are closed."""
 
-    def _close_transports(self) -> None:
+    def counters(self) -> dict[str, int]:
+        """Return what the listener itself dropped or closed, by name."""
+        return {}
+
+    def _close_transports(self, deadline: float) -> None:
         raise NotImplementedError
 
 
@@ -182,6 +215,11 @@ def _acquire(
 
 
 class _DatagramListener(Listener):
+    """A datagram listener.
+
+    :ivar too_long_datagrams: datagrams longer than 64 KiB, dropped whole.
+    """
+
     def __init__(
         self,
         name: str,
@@ -192,11 +230,18 @@ class _DatagramListener(Listener):
         super().__init__(name, address, owned_path)
         self._reader = reader
 
-    def _close_transports(self) -> None:
-        self._reader.close()
+    def _close_transports(self, deadline: float) -> None:
+        self._reader.close(deadline)
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._reader.closed)
+
+    @property
+    def too_long_datagrams(self) -> int:
+        return self._reader.too_long
+
+    def counters(self) -> dict[str, int]:
+        return {"too_long_datagrams": self.too_long_datagrams}
 
 
 class _StreamListener(Listener):
@@ -205,27 +250,47 @@ class _StreamListener(Listener):
         name: str,
         address: str,
         max_connections: int,
+        idle_timeout: float,
         owned_path: _OwnedPath | None = None,
     ) -> None:
         super().__init__(name, address, owned_path)
         self.server: asyncio.AbstractServer | None = None
-        self.connections: dict[asyncio.BaseTransport, asyncio.Future] = {}
+        self.connections: dict[asyncio.BaseTransport, _StreamProtocol] = {}
         self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
         # One limiter for every connection: a thousand clients that each fail
         # once must not make a thousand log lines.
         self.limiter = RateLimiter()
 
-    def _close_transports(self) -> None:
+    def _close_transports(self, deadline: float) -> None:
         if self.server is not None:
             self.server.close()
-        for transport in list(self.connections):
+        unread = 0
+        for transport, connection in list(self.connections.items()):
+            if time.monotonic() < deadline:
+                connection.drain()
+            else:
+                unread += 1
             transport.close()
+        if unread:
+            log.warning(
+                "closed connections without reading what they had sent: out of time",
+                extra={"listener": self.name, "count": unread},
+            )
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "refused_connections": self.refused_connections,
+            "idle_connections": self.idle_connections,
+        }
 
     async def wait_closed(self) -> None:
         if self.server is not None:
             await self.server.wait_closed()
         if self.connections:
-            await asyncio.gather(*self.connections.values())
+            await asyncio.gather(
+                *(connection.closed for connection in self.connections.values())
+            )
 
 
 class _OwnedPath:
@@ -270,11 +335,14 @@ class _DatagramReader:
         self._on_datagram = on_datagram
         self._on_batch = on_batch
         self._limiter = RateLimiter()
+        #: Datagrams dropped for being longer than :data:`_MAX_DATAGRAM`.
+        self.too_long = 0
         self._loop = asyncio.get_running_loop()
         self.closed = self._loop.create_future()
         self._loop.add_reader(sock.fileno(), self._read)
 
-    def _read(self) -> None:
+    def _read(self) -> int:
+        """Read and hand over one batch; return how many datagrams it held."""
         # Empty the queue first, then parse: a sender blocked on a full Unix
         # socket queue is woken by the first read and refills the queue on the
         # other core while this one parses. Reading one datagram per parse
@@ -283,7 +351,7 @@ class _DatagramReader:
         batch = []
         for _ in range(_BATCH):
             try:
-                batch.append(receive(_MAX_DATAGRAM))
+                batch.append(receive(_MAX_DATAGRAM + 1))
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
@@ -292,6 +360,9 @@ class _DatagramReader:
 
         on_datagram = self._on_datagram
         for data in batch:
+            if len(data) > _MAX_DATAGRAM:
+                self._drop_too_long()
+                continue
             try:
                 on_datagram(data)
             except Exception:
@@ -301,6 +372,24 @@ class _DatagramReader:
                 self._on_batch()
             except Exception:
                 _log_failure(self._limiter, self._name, "a batch callback raised")
+
+        return len(batch)
+
+    def _drop_too_long(self) -> None:
+        # Only the kernel saw the end of the datagram: what was read ends in
+        # a line cut anywhere, which would parse as another series or value.
+        self.too_long += 1
+        allowed, suppressed = self._limiter.allow("too_long")
+        if allowed:
+            log.warning(
+                "dropped a datagram longer than %d bytes",
+                _MAX_DATAGRAM,
+                extra={
+                    "listener": self._name,
+                    "count": self.too_long,
+                    "suppressed": suppressed,
+                },
+            )
 
     def _socket_error(self, error: OSError) -> None:
         # Errors a receiving socket reports are transient; one line per
@@ -313,10 +402,23 @@ class _DatagramReader:
                 extra={"listener": self._name, "suppressed": suppressed},
             )
 
-    def close(self) -> None:
+    def close(self, deadline: float) -> None:
+        """Hand over the datagrams queued until ``deadline``, then close."""
         if self.closed.done():
             return
+
         self._loop.remove_reader(self._sock.fileno())
+        # Shut for reading, a Unix socket refuses further datagrams, so the
+        # queue only shrinks; UDP raises ENOTCONN and queues on regardless.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RD)
+        while self._read() == _BATCH:
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "stopped reading queued datagrams: out of time",
+                    extra={"listener": self._name},
+                )
+                break
         self._sock.close()
         self.closed.set_result(None)
 
@@ -328,14 +430,17 @@ class _StreamProtocol(asyncio.Protocol):
         self._on_chunk: ChunkCallback | None = None
         self._transport: asyncio.BaseTransport | None = None
         self._limiter = listener.limiter
+        self._loop = asyncio.get_running_loop()
+        self.closed = self._loop.create_future()
+        self._last_received = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
         if len(self._listener.connections) >= self._listener.max_connections:
             self._refuse(transport)
             return
-        closed = asyncio.get_running_loop().create_future()
-        self._listener.connections[transport] = closed
+        self._listener.connections[transport] = self
         try:
             self._on_chunk = self._factory()
         except Exception:
@@ -344,11 +449,18 @@ class _StreamProtocol(asyncio.Protocol):
             )
             transport.close()
             return
+        self._last_received = self._loop.time()
+        self._idle_timer = self._loop.call_at(
+            self._last_received + self._listener.idle_timeout, self._check_idle
+        )
         log.debug("connection opened", extra={"listener": self._listener.name})
 
     def data_received(self, data: bytes) -> None:
         if self._on_chunk is None:
             return
+        # One timer per connection, moved only when it fires: rescheduling it
+        # on every chunk would cost a heap push per chunk on the ingest path.
+        self._last_received = self._loop.time()
         try:
             self._on_chunk(data)
         except Exception:
@@ -361,14 +473,63 @@ class _StreamProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         self._finish()
-        closed = self._listener.connections.pop(self._transport, None)
-        if closed is None:
+        if self._listener.connections.pop(self._transport, None) is None:
             # A refused connection: it was never counted as open.
             return
-        if not closed.done():
-            closed.set_result(None)
+        if not self.closed.done():
+            self.closed.set_result(None)
         log.debug("connection closed", extra={"listener": self._listener.name})
+
+    def _check_idle(self) -> None:
+        listener = self._listener
+        due = self._last_received + listener.idle_timeout
+        if self._loop.time() < due:
+            self._idle_timer = self._loop.call_at(due, self._check_idle)
+            return
+
+        self._idle_timer = None
+        if self._transport is None or self._transport.is_closing():
+            return
+        self._transport.close()
+        listener.idle_connections += 1
+        allowed, suppressed = self._limiter.allow("idle")
+        if allowed:
+            log.warning(
+                "closed a connection idle for %gs",
+                listener.idle_timeout,
+                extra={
+                    "listener": listener.name,
+                    "count": listener.idle_connections,
+                    "suppressed": suppressed,
+                },
+            )
+
+    def drain(self) -> None:
+        """Hand over what the peer has sent and the loop has not read yet.
+
+        Reads at most what is queued on the socket now: a peer that goes on
+        writing cannot hold the listener's close.
+        """
+        if self._on_chunk is None or self._transport is None:
+            return
+        sock = self._transport.get_extra_info("socket")
+        if sock is None:
+            return
+        fd = sock.fileno()
+        try:
+            queued = _queued_bytes(fd)
+            while queued > 0:
+                data = os.read(fd, queued)
+                if not data:
+                    break
+                queued -= len(data)
+                self.data_received(data)
+        except OSError:
+            # The peer reset the connection, or nothing was left to read.
+            pass
 
     def _refuse(self, transport: asyncio.BaseTransport) -> None:
         # Accepting and closing, rather than leaving the connection in the
@@ -396,6 +557,12 @@ class _StreamProtocol(asyncio.Protocol):
             on_chunk(b"")
         except Exception:
             _log_failure(self._limiter, self._listener.name, "a chunk callback raised")
+
+
+def _queued_bytes(fd: int) -> int:
+    """Return how many bytes are queued for reading on the stream socket ``fd``."""
+    answer = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return struct.unpack("i", answer)[0]
 
 
 def _log_failure(limiter: RateLimiter, name: str, message: str) -> None:
@@ -459,6 +626,7 @@ async def open_unix_stream(
     *,
     sock: socket.socket | Binding | None = None,
     max_connections: int = MAX_CONNECTIONS,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> Listener:
     """Accept NDJSON connections on a Unix stream socket at ``path``.
 
@@ -471,13 +639,20 @@ async def open_unix_stream(
     :param max_connections: most connections open at once; one more is closed
         on arrival and counted in ``refused_connections``, without a call to
         ``on_connection``.
+    :param idle_timeout: seconds a connection may send nothing; then it is
+        closed, ended as if the client had closed it, and counted in
+        ``idle_connections``.
     :raises OSError: if the socket cannot be bound, as for
         :func:`open_unix_dgram`.
     """
     sock, owned_path = _acquire("unix_stream", path, sock)
     sock.setblocking(False)
     listener = _StreamListener(
-        "unix_stream", _printable(sock), max(1, max_connections), owned_path
+        "unix_stream",
+        _printable(sock),
+        max(1, max_connections),
+        idle_timeout,
+        owned_path,
     )
     loop = asyncio.get_running_loop()
     try:
