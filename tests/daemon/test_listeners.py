@@ -162,7 +162,7 @@ def test_datadog_client_over_unix_datagram(run, tmp_path, datadog_env):
 
 
 def test_datadog_client_over_udp(run, datadog_env, caplog):
-    caplog.set_level(logging.INFO, logger="tocsin.daemon.listeners")
+    caplog.set_level(logging.INFO, logger="tocsin.daemon")
 
     async def scenario():
         arrivals = Arrivals()
@@ -252,7 +252,7 @@ def test_a_raising_callback_does_not_stop_the_listener(run, tmp_path, caplog):
 
 def test_a_datagram_longer_than_64_kib_is_dropped_whole(run, tmp_path, caplog):
     path = str(tmp_path / "dsd.sock")
-    caplog.set_level(logging.WARNING, logger="tocsin.daemon.listeners")
+    caplog.set_level(logging.WARNING, logger="tocsin.daemon")
     # 32 bytes a line: 2,048 lines fill the 64 KiB a datagram may hold.
     fits = b"model.score:1|g|#model:fraud_v3\n" * 2048
     # 30 bytes a line: cut at 64 KiB, the last line would end in "#m".
@@ -394,7 +394,7 @@ def test_connections_beyond_the_most_allowed_are_closed_and_counted(
     run, tmp_path, caplog
 ):
     path = str(tmp_path / "ndjson.sock")
-    caplog.set_level(logging.WARNING, logger="tocsin.daemon.listeners")
+    caplog.set_level(logging.WARNING, logger="tocsin.daemon")
 
     async def scenario():
         arrivals = Arrivals()
@@ -437,7 +437,7 @@ def test_connections_beyond_the_most_allowed_are_closed_and_counted(
 
 def test_idle_connections_are_closed_and_make_room(run, tmp_path, caplog):
     path = str(tmp_path / "ndjson.sock")
-    caplog.set_level(logging.WARNING, logger="tocsin.daemon.listeners")
+    caplog.set_level(logging.WARNING, logger="tocsin.daemon")
 
     async def scenario():
         arrivals = Arrivals()
@@ -470,7 +470,7 @@ def test_idle_connections_are_closed_and_make_room(run, tmp_path, caplog):
 
     run(scenario)
 
-    warnings = [r for r in caplog.records if r.name == "tocsin.daemon.listeners"]
+    warnings = [r for r in caplog.records if r.name == "tocsin.daemon.streams"]
     assert [(r.getMessage(), r.listener, r.count) for r in warnings] == [
         ("closed a connection idle for 0.01s", "unix_stream", 1)
     ]
