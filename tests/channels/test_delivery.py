@@ -594,6 +594,17 @@ def write_lock(path):
         other.close()
 
 
+async def run_while_locked(dispatcher, db, clock, runs: int = 5) -> None:
+    """Run the dispatcher ``runs`` times, a second apart, while another process
+    holds the write lock, then once more after it lets go."""
+    with write_lock(db.path):
+        for _ in range(runs):
+            with pytest.raises(StateError, match="locked"):
+                await dispatcher.run_once(clock.time())
+            clock.advance(1.0)
+    await dispatcher.run_once(clock.time())
+
+
 @pytest.fixture
 async def impatient_db(tmp_path, clock):
     """A database whose writes fail at once while another process holds it."""
@@ -611,12 +622,7 @@ async def test_a_delivery_whose_record_failed_is_recorded_not_sent_again(
     dispatcher = Dispatcher(outbox, {"ops": channel}, clock)
     await AlertStore(db, clock).fire(make_spec(), ["ops"])
 
-    with write_lock(db.path):
-        for _ in range(5):
-            with pytest.raises(StateError, match="locked"):
-                await dispatcher.run_once(clock.time())
-            clock.advance(1.0)
-    await dispatcher.run_once(clock.time())
+    await run_while_locked(dispatcher, db, clock)
 
     # The destination acknowledged the first send: it never gets another.
     assert channel.sends == 1
@@ -640,12 +646,7 @@ async def test_a_failed_attempt_whose_record_failed_still_waits_its_backoff(
     await AlertStore(db, clock).fire(make_spec(), ["ops"])
     [delay] = reference_delays(1, channel.backoff, channel.max_backoff)
 
-    with write_lock(db.path):
-        for _ in range(5):
-            with pytest.raises(StateError, match="locked"):
-                await dispatcher.run_once(clock.time())
-            clock.advance(1.0)
-    await dispatcher.run_once(clock.time())
+    await run_while_locked(dispatcher, db, clock)
 
     # The attempt counts, and the backoff runs from the attempt, not the record.
     assert channel.sends == 1

@@ -36,6 +36,18 @@ def outbox(db, clock):
     return Outbox(db, clock)
 
 
+async def fail(outbox, notification, *, until: float, status: int = 503) -> None:
+    """Record a retryable server error, the next attempt due at ``until``."""
+    await outbox.retry(
+        notification,
+        next_attempt_at=until,
+        status=status,
+        reason="server_error",
+        error="x",
+        duration_ms=1.0,
+    )
+
+
 async def test_due_returns_pending_rows_of_one_channel_oldest_first(store, outbox):
     a = await store.fire(make_spec(series="model=a"), ["ops", "log"])
     b = await store.fire(make_spec(series="model=b"), ["ops"])
@@ -176,14 +188,7 @@ async def test_dead_gives_up_and_lists_the_dead_letter(store, outbox, clock):
 async def test_a_resolve_waits_for_its_pending_trigger(store, outbox):
     await store.fire(make_spec(), ["ops"])
     [trigger] = await outbox.due("ops", T0, limit=10)
-    await outbox.retry(
-        trigger,
-        next_attempt_at=T0 + 100,
-        status=503,
-        reason="server_error",
-        error="x",
-        duration_ms=1.0,
-    )
+    await fail(outbox, trigger, until=T0 + 100)
     await store.resolve(
         "drift", "model=a", at=T0 + 1, value=0.0, reason="ok", channels=["ops"]
     )
@@ -207,14 +212,7 @@ async def test_the_key_never_changes_across_attempts(store, outbox):
     for attempt in range(3):
         [notification] = await outbox.due("ops", T0 + attempt, limit=10)
         keys.append(notification.key)
-        await outbox.retry(
-            notification,
-            next_attempt_at=T0 + attempt + 1,
-            status=500,
-            reason="server_error",
-            error="x",
-            duration_ms=1.0,
-        )
+        await fail(outbox, notification, until=T0 + attempt + 1, status=500)
 
     assert len(set(keys)) == 1
     [notification] = await outbox.due("ops", T0 + 3, limit=10)
@@ -241,14 +239,7 @@ async def test_a_notification_keeps_the_alert_as_it_was_at_its_transition(
 ):
     alert = await store.fire(make_spec(), ["ops"])
     [trigger] = await outbox.due("ops", T0, limit=10)
-    await outbox.retry(
-        trigger,
-        next_attempt_at=T0 + 10,
-        status=503,
-        reason="server_error",
-        error="x",
-        duration_ms=1.0,
-    )
+    await fail(outbox, trigger, until=T0 + 10)
     await store.resolve(
         "drift", "model=a", at=T0 + 5, value=0.05, reason="ok", channels=["ops"]
     )
