@@ -48,7 +48,9 @@ def decode_hook(kind: type, obj: object) -> object:
     raise NotImplementedError(kind)
 
 
-Severity = Literal["critical", "high", "medium", "low"]
+Severity = Literal["critical", "high", "warning", "medium", "low", "info"]
+#: Names of the two levels a rule may have, lowest first.
+LEVELS = ("warning", "critical")
 Aggregation = Literal[
     "avg",
     "min",
@@ -81,6 +83,9 @@ class DaemonConfig(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: How often every live series is evaluated even without new samples.
     tick: Duration = Duration(1.0)
+    #: Most live series over all rules; new series beyond it are refused,
+    #: counted, logged and raise an internal alert.
+    max_series: PositiveInt = 1_000_000
     #: Bound on the whole shutdown: recording decisions, flushing the export
     #: (at most half of it) and letting in-flight deliveries finish.
     shutdown_timeout: Duration = Duration(10.0)
@@ -108,6 +113,9 @@ class IngestConfig(_Strict):
 class AlertsConfig(_Strict):
     #: A resolved alert is closed after this long.
     close_after: Duration = Duration(3600.0)
+    #: Channels of Tocsin's own alerts (a rule or all rules at their series
+    #: limit); with none, they are recorded and logged only.
+    internal_channels: list[Name] = []
 
 
 #: Where the Datadog API key is read from when the file names no source.
@@ -188,15 +196,93 @@ ChannelConfig = WebhookChannelConfig | LogChannelConfig
 CHANNEL_TYPES = ("webhook", "log")
 
 
+class LevelConfig(_Strict):
+    """One severity level of a rule with both ``warning`` and ``critical``."""
+
+    #: What the measured value is compared with (every ``op`` but the ranges).
+    threshold: float | None = None
+    #: ``[low, high]`` for ``inside`` and ``outside``.
+    range: list[float] = []
+    #: Hysteresis: an alert at this level leaves it only once the value is
+    #: back past this (see :attr:`RuleConfig.recover`).
+    recover: float | None = None
+
+
+class CompareConfig(_Strict):
+    """Compare a rule's value with its own past instead of as it is.
+
+    The past is the value the rule measured at each *step*: each bin of a
+    tumbling rule, each twelfth of the window of a sliding one.
+    """
+
+    #: ``change``: the value less the value ``bins`` steps before;
+    #: ``percent``: that change in percent of the earlier value;
+    #: ``baseline``: how many standard deviations the value lies from the
+    #: mean of the last ``bins`` steps (a z-score).
+    kind: Literal["change", "percent", "baseline"]
+    #: Steps back (``change``, ``percent``) or steps of history (``baseline``).
+    bins: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
+    #: The same as ``bins``, as a duration (a whole number of steps).
+    ago: Duration = Duration(0.0)
+    #: Steps with a value the baseline needs before it can fire; 0 means
+    #: half of ``bins`` (at least 2).
+    min_history: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
+
+
+class NoDataConfig(_Strict):
+    """What a series that stopped sending samples means."""
+
+    #: How long a series must be silent before the policy applies.
+    after: Duration
+    #: ``alert``: open an alert (or keep it firing) until samples return;
+    #: ``keep_last``: keep the series' state as it is; ``resolve``: resolve
+    #: a firing alert; ``ignore``: let the window decide, as without a policy.
+    action: Literal["alert", "keep_last", "resolve", "ignore"] = "alert"
+
+
+class FlappingConfig(_Strict):
+    """Flap detection over a weighted history of state changes."""
+
+    #: Evaluations remembered (at least 2).
+    history: Annotated[int, msgspec.Meta(ge=2, le=64)] = 21
+    #: A flapping alert settles once the weighted share of changes is below.
+    low: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.25
+    #: An alert starts flapping once the weighted share of changes is above.
+    high: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.5
+
+
+class ConditionConfig(_Strict):
+    """One side of a composite rule: a metric, its window and its test."""
+
+    metric: str
+    #: Label matchers, on top of the rule's own.
+    match: dict[str, str] = {}
+    aggregation: Aggregation = "avg"
+    window: Duration = Duration(300.0)
+    op: Comparison = ">"
+    threshold: float | None = None
+    range: list[float] = []
+    recover: float | None = None
+    min_samples: PositiveInt = 1
+
+
 class RuleConfig(_Strict, kw_only=True):
     name: Name
-    metric: str
+    #: The metric the rule measures; empty for a composite rule.
+    metric: str = ""
     #: Label matchers; every one must equal the sample's tag value.
     match: dict[str, str] = {}
     #: Labels whose values make one series of this rule.
     group_by: list[str] = []
     aggregation: Aggregation = "avg"
+    #: A sliding window's length, or a tumbling rule's bin width.
     window: Duration = Duration(300.0)
+    #: Evaluate whole bins of ``window`` aligned to the clock (UTC minutes,
+    #: hours, days) once each bin has closed, rather than a sliding window.
+    tumbling: bool = False
+    #: Tumbling rules only: how long after its end a bin is evaluated;
+    #: samples for a bin are taken until then (late data).
+    delay: Duration = Duration(0.0)
     op: Comparison = ">"
     #: What the aggregation is compared with (every ``op`` but the ranges).
     threshold: float | None = None
@@ -206,6 +292,16 @@ class RuleConfig(_Strict, kw_only=True):
     #: this (at or below it for ``>`` and ``>=``, at or above it for ``<``
     #: and ``<=``), so a value hovering at the threshold does not flap.
     recover: float | None = None
+    #: Two levels in one rule instead of ``threshold``/``range`` and
+    #: ``severity``: an alert moves between them without becoming a new one.
+    warning: LevelConfig | None = None
+    critical: LevelConfig | None = None
+    #: Compare the value with the series' own past (change or baseline).
+    compare: CompareConfig | None = None
+    #: Composite rules: conditions on several metrics, per series key,
+    #: joined by ``join`` (``all``: AND, ``any``: OR).
+    conditions: list[ConditionConfig] = []
+    join: Literal["all", "any"] = "all"
     #: A firing alert whose condition stops holding stays firing this long; a
     #: breach within it keeps the alert as it is.
     keep_firing_for: Duration = Duration(0.0)
@@ -214,12 +310,24 @@ class RuleConfig(_Strict, kw_only=True):
     min_samples: PositiveInt = 1
     #: How long the condition must hold before the alert fires.
     for_: Duration = msgspec.field(name="for", default=Duration(0.0))
+    #: What a silent series means; without it, its window decides.
+    no_data: NoDataConfig | None = None
+    #: Flap detection; without it, an alert never counts as flapping.
+    flapping: FlappingConfig | None = None
     severity: Severity = "medium"
     channels: list[Name] = []
     #: After an alert of a series fires, a new one for that series waits this long.
     cooldown: Duration = Duration(0.0)
-    #: At most this many alerts per rule per UTC day; 0 means no cap.
+    #: At most this many alerts per rule per day; 0 means no cap.
     daily_cap: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: ``utc_day``: the day is the UTC calendar day; ``rolling_24h``: any 24 hours.
+    daily_cap_period: Literal["utc_day", "rolling_24h"] = "utc_day"
+    #: At most this many alerts per rule within any span of ``window``; 0
+    #: means no cap.
+    window_cap: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: Most live series of this rule; new ones beyond it are refused,
+    #: counted, logged and raise an internal alert.
+    max_series: PositiveInt = 100_000
     summary: str = ""
     description: str = ""
     runbook: str = ""
@@ -228,6 +336,21 @@ class RuleConfig(_Strict, kw_only=True):
     labels: dict[str, str] = {}
     #: Free-form metadata copied into notifications.
     metadata: dict[str, str] = {}
+
+    @property
+    def levels(self) -> list[tuple[str, LevelConfig]]:
+        """Return the rule's levels, lowest first, as ``(severity, level)``.
+
+        A rule without ``warning`` and ``critical`` has one level: its
+        ``threshold``, ``range`` and ``recover`` at its ``severity``.
+        """
+        if self.warning is None and self.critical is None:
+            own = LevelConfig(
+                threshold=self.threshold, range=self.range, recover=self.recover
+            )
+            return [(self.severity, own)]
+        named = (("warning", self.warning), ("critical", self.critical))
+        return [(name, level) for name, level in named if level is not None]
 
 
 class ConfigWarning(NamedTuple):
