@@ -353,6 +353,17 @@ class RuleConfig(_Strict, kw_only=True):
         return [(name, level) for name, level in named if level is not None]
 
 
+class ApiConfig(_Strict):
+    """The control API: reload and health checks over a Unix stream socket."""
+
+    #: Serve the API; off, only SIGHUP reloads the config.
+    enabled: bool = True
+    #: Path of the socket; empty means ``api.sock`` in ``daemon.state_dir``.
+    #: Created with mode 0660: the API changes what Tocsin alerts on, so only
+    #: the service's user and group may use it.
+    socket: str = ""
+
+
 class ConfigWarning(NamedTuple):
     """Something a config may say that is likely a mistake; it still loads."""
 
@@ -366,6 +377,7 @@ class Config(_Strict):
     ingest: IngestConfig = IngestConfig()
     alerts: AlertsConfig = AlertsConfig()
     export: ExportConfig = ExportConfig()
+    api: ApiConfig = ApiConfig()
     channels: list[ChannelConfig] = []
     rules: list[RuleConfig] = []
 
@@ -374,6 +386,11 @@ class Config(_Strict):
         if self.daemon.database:
             return Path(self.daemon.database)
         return Path(self.daemon.state_dir) / "tocsin.db"
+
+    @property
+    def api_socket_path(self) -> str:
+        """Return where the control API listens (see :class:`ApiConfig`)."""
+        return self.api.socket or str(Path(self.daemon.state_dir) / "api.sock")
 
     def channel(self, name: str) -> ChannelConfig:
         for channel in self.channels:

@@ -113,6 +113,10 @@ class AlertPipeline:
         self._queue: asyncio.Queue[Decision | None] = asyncio.Queue()
         self._unwritten = 0
 
+    def set_rules(self, rules: Mapping[str, RuleConfig]) -> None:
+        """Take the rules of a reloaded config for the decisions still to come."""
+        self.rules = rules
+
     def submit(self, decisions: Sequence[Decision]) -> None:
         """Queue decisions for writing; never blocks the caller."""
         for decision in decisions:

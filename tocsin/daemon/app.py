@@ -17,11 +17,12 @@ from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer
 from tocsin.channels.delivery import Dispatcher
 from tocsin.clock import Clock, SystemClock
 from tocsin.config import Config
-from tocsin.daemon import listeners
+from tocsin.daemon import api, listeners
 from tocsin.daemon.alerting import AlertPipeline, restore
 from tocsin.daemon.dogstatsd import BoundedCache, DogStatsDParser
 from tocsin.daemon.ingest import IngestRouter, IngestStats
 from tocsin.daemon.ndjson import NdjsonDecoder
+from tocsin.daemon.reload import Reloader, ReloadOutcome
 from tocsin.errors import ConfigError, ListenerError, StateError
 from tocsin.logs import RateLimiter
 from tocsin.rules.engine import RuleEngine
@@ -87,6 +88,36 @@ class Daemon:
         self.unrecorded = 0
         self.budget = ShutdownBudget(float(config.daemon.shutdown_timeout), self.clock)
         self._stop_signal: str | None = None
+        self._is_started = False
+        self._reloader: Reloader | None = None
+        self._api: api.ControlApi | None = None
+        # Functions that each forget the series handles a parser cached.
+        self._cache_clearers: list = []
+        self._reload_tasks: set[asyncio.Task] = set()
+
+    @property
+    def is_ready(self) -> bool:
+        """Tell whether the daemon has started and is not stopping."""
+        return self._is_started and not self.should_exit.is_set()
+
+    async def reload(self, source: str) -> ReloadOutcome:
+        """Apply the config file's rules now (see :mod:`tocsin.daemon.reload`).
+
+        :param source: what asked for it (``SIGHUP``, ``api``), for the logs.
+        :return: the rules by fate, or the error that left everything as it was.
+        """
+        if self._reloader is None or not self.is_ready:
+            state = "stopping" if self.should_exit.is_set() else "starting"
+            log.warning(
+                "config reload ignored: tocsin is %s",
+                state,
+                extra={"reason": source},
+            )
+            return ReloadOutcome(error=f"tocsin is {state}; nothing was reloaded")
+        outcome = await self._reloader.reload(source)
+        self.config = self._reloader.config
+
+        return outcome
 
     def request_stop(self, reason: str = "requested") -> None:
         """Begin a clean shutdown; safe to call more than once."""
@@ -139,6 +170,7 @@ class Daemon:
                 # A bound socket the loop then fails to listen on.
                 log.error("cannot open a listener", extra={"error": str(error)})
                 return 1
+            self._is_started = True
             log.info(
                 "ready",
                 extra={
@@ -171,14 +203,20 @@ class Daemon:
             loop.add_signal_handler(
                 signum, self.request_stop, signal.Signals(signum).name
             )
-        # Without a handler SIGHUP would kill the process; rules are not
-        # reloaded in place yet, so say how to apply a changed file.
-        loop.add_signal_handler(
-            signal.SIGHUP,
-            lambda: log.warning(
-                "SIGHUP ignored: restart tocsin to apply a changed config"
-            ),
-        )
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+
+    def _reload_on_signal(self) -> None:
+        task = asyncio.create_task(self._reload_logged("SIGHUP"), name="reload")
+        # The loop keeps only weak references to tasks.
+        self._reload_tasks.add(task)
+        task.add_done_callback(self._reload_tasks.discard)
+
+    async def _reload_logged(self, source: str) -> None:
+        # Nobody awaits a reload a signal asked for: its failure is logged.
+        try:
+            await self.reload(source)
+        except Exception:
+            log.exception("config reload failed", extra={"reason": source})
 
     async def _start(self, stack: AsyncExitStack) -> None:
         config = self.config
@@ -245,6 +283,33 @@ class Daemon:
         self.engine = engine
         self.pipeline = pipeline
         self.dispatcher = dispatcher
+        self._reloader = Reloader(
+            self.config_path,
+            config,
+            engine=engine,
+            pipeline=pipeline,
+            clock=clock,
+            clear_caches=self._cache_clearers,
+        )
+
+        # The API last, so that it stops first: no reload starts once the
+        # listeners, the pipeline or the engine may be gone.
+        stack.push_async_callback(self._stop_reloads)
+        if "api" in bindings:
+            self._api = api.ControlApi(
+                self.reload,
+                lambda: self.is_ready,
+                stop_timeout=min(api.STOP_TIMEOUT, self.budget.seconds / 10),
+            )
+            await self._api.start(bindings["api"])
+
+    async def _stop_reloads(self) -> None:
+        if self._api is not None:
+            await self._api.stop()
+        # A reload changes nothing before its file is read and checked, so
+        # one cut short there leaves the rules as they were.
+        for task in list(self._reload_tasks):
+            await _cancel(task)
 
     async def _start_export(self, stack, session, key):
         settings = self.config.export.datadog
@@ -296,12 +361,18 @@ class Daemon:
             "unix_dgram": ingest.unix_dgram,
             "unix_stream": ingest.unix_stream,
         }
+        if self.config.api.enabled:
+            wanted["api"] = self.config.api_socket_path
         bindings = {}
         for name, address in wanted.items():
             if not address:
                 continue
             try:
-                binding = listeners.bind(name, address)
+                if name == "api":
+                    ingest_paths = (ingest.unix_dgram, ingest.unix_stream)
+                    binding = api.bind(address, taken=ingest_paths)
+                else:
+                    binding = listeners.bind(name, address)
             except (OSError, ValueError) as error:
                 reason = getattr(error, "strerror", None) or str(error)
                 raise ListenerError(name, address, reason) from None
@@ -325,7 +396,9 @@ class Daemon:
 
         def parser(name: str) -> DogStatsDParser:
             stats = self.stats.setdefault(name, IngestStats())
-            return DogStatsDParser(router, stats, clock, listener=name, **limits)
+            made = DogStatsDParser(router, stats, clock, listener=name, **limits)
+            self._cache_clearers.append(made.clear_caches)
+            return made
 
         def evaluate() -> None:
             router.evaluate(clock.time())
@@ -358,6 +431,7 @@ class Daemon:
                 "cache": BoundedCache(),
                 "limiter": RateLimiter(clock=clock.monotonic),
             }
+            self._cache_clearers.append(shared["cache"].clear)
 
             def new_connection():
                 decoder = NdjsonDecoder(
@@ -394,11 +468,12 @@ class Daemon:
     async def _tick(self, engine, pipeline: AlertPipeline, store) -> None:
         """Evaluate every series on a clock, and close old resolved alerts."""
         interval = float(self.config.daemon.tick)
-        close_after = float(self.config.alerts.close_after)
         next_close = 0.0
         while True:
             await asyncio.sleep(interval)
             now = self.clock.time()
+            # Read on every turn: a reload may change it.
+            close_after = float(self.config.alerts.close_after)
             decisions = engine.tick(now)
             if decisions:
                 pipeline.submit(decisions)

@@ -114,6 +114,11 @@ class BoundedCache:
         entries[key] = value
         self.size += cost
 
+    def clear(self) -> None:
+        """Empty the cache; a reader holding :attr:`entries` sees it empty."""
+        self.entries.clear()
+        self.size = 0
+
 
 def series_cost(tag_count: int, chars: int, is_ascii: bool) -> int:
     """Estimate the bytes a cache entry keyed by a series holds.
@@ -203,6 +208,15 @@ class DogStatsDParser:
         self._lines = BoundedCache(cache_size, cache_bytes // 2)
         # (name, kind, tags) -> handle.
         self._series = BoundedCache(cache_size, cache_bytes // 2)
+
+    def clear_caches(self) -> None:
+        """Forget every cached handle, so each series is resolved again.
+
+        Called when the rules change: a cached handle still feeds the rule
+        series it was resolved to.
+        """
+        self._lines.clear()
+        self._series.clear()
 
     def feed(self, datagram: bytes) -> None:
         """Parse one datagram received now; never raise."""

@@ -88,12 +88,13 @@ class Binding:
             self._owned_path.remove()
 
 
-def bind(name: str, address: str) -> Binding:
+def bind(name: str, address: str, *, mode: int = SOCKET_MODE) -> Binding:
     """Bind the socket of listener ``name`` at ``address``, without listening.
 
     :param name: ``udp`` (``address`` is ``host:port``), ``unix_dgram`` or
         ``unix_stream`` (``address`` is a path, handled as by
         :func:`open_unix_dgram`).
+    :param mode: the permissions of a Unix socket's file.
     :raises ValueError: if a UDP address is not ``host:port``.
     :raises OSError: if the address cannot be bound.
     """
@@ -102,7 +103,7 @@ def bind(name: str, address: str) -> Binding:
     kind = socket.SOCK_DGRAM if name == "unix_dgram" else socket.SOCK_STREAM
     sock = socket.socket(socket.AF_UNIX, kind)
     try:
-        owned_path = _bind_unix(sock, address)
+        owned_path = _bind_unix(sock, address, mode)
     except BaseException:
         sock.close()
         raise
@@ -276,7 +277,7 @@ def _bind_udp(address: str) -> socket.socket:
     return sock
 
 
-def _bind_unix(sock: socket.socket, path: str) -> OwnedPath:
+def _bind_unix(sock: socket.socket, path: str, mode: int = SOCKET_MODE) -> OwnedPath:
     """Bind ``sock`` to ``path``, replacing a stale socket file only."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -293,7 +294,7 @@ def _bind_unix(sock: socket.socket, path: str) -> OwnedPath:
         os.unlink(path)
 
     sock.bind(path)
-    os.chmod(path, SOCKET_MODE)
+    os.chmod(path, mode)
 
     return OwnedPath(path)
 

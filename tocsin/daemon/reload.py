@@ -1,0 +1,198 @@
+"""Live reload: read the config file again, validate it fully, then swap rules.
+
+A reload applies what can change in place: the rules, the ``[alerts]``
+section and ``daemon.max_series``. It refuses a file whose channels differ
+from the running ones, since channels hold secrets and connections; any other
+changed section is left as it runs, with a warning that only a restart
+applies it. A file that does not validate changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+import msgspec
+
+from tocsin import config as config_file
+from tocsin.clock import Clock
+from tocsin.config import Config
+from tocsin.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Sections a reload applies; ``channels`` is compared on its own.
+_RELOADED = ("rules", "alerts", "channels")
+
+
+class ReloadOutcome(NamedTuple):
+    """What one reload did: the rules by fate, or why nothing changed."""
+
+    #: ``<file>: <key>: <message>`` when the reload was refused, else ``None``.
+    error: str | None = None
+    kept: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    @property
+    def is_reloaded(self) -> bool:
+        """Tell whether the new rules run now."""
+        return self.error is None
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the outcome as the API answers it."""
+        if self.error is not None:
+            return {"status": "error", "error": self.error}
+        return {
+            "status": "reloaded",
+            "kept": list(self.kept),
+            "added": list(self.added),
+            "changed": list(self.changed),
+            "removed": list(self.removed),
+        }
+
+
+def restart_sections(running: Config, new: Config) -> list[str]:
+    """Return the changed parts of ``new`` that only a restart applies.
+
+    ``daemon.max_series`` is applied in place, so it alone does not count as a
+    change of ``daemon``.
+    """
+    changed = []
+    for field in running.__struct_fields__:
+        if field in _RELOADED:
+            continue
+        before, after = getattr(running, field), getattr(new, field)
+        if field == "daemon":
+            after = msgspec.structs.replace(after, max_series=before.max_series)
+        if before != after:
+            changed.append(field)
+
+    return changed
+
+
+def _channels(config: Config) -> dict[str, object]:
+    # By name: the order channels are listed in changes nothing that runs.
+    return {channel.name: channel for channel in config.channels}
+
+
+class Reloader:
+    """Applies the config file to the running rules, one reload at a time.
+
+    :param config_path: the file to read again.
+    :param config: the running configuration; :attr:`config` follows what
+        each reload applies.
+    :param engine: the rule engine, with ``reload(rules, now, *, max_series)``.
+    :param pipeline: the alert pipeline, with ``set_rules`` and ``submit``.
+    :param clear_caches: called after the rules changed, each forgetting the
+        series handles an ingest parser cached: a cached handle still feeds
+        the rule series it was resolved to.
+    """
+
+    def __init__(
+        self,
+        config_path: str,
+        config: Config,
+        *,
+        engine,
+        pipeline,
+        clock: Clock,
+        clear_caches: Iterable[Callable[[], None]] = (),
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.engine = engine
+        self.pipeline = pipeline
+        self.clock = clock
+        self.clear_caches = list(clear_caches)
+        self._lock = asyncio.Lock()
+
+    async def reload(self, source: str) -> ReloadOutcome:
+        """Read the file, validate it, and apply it if it may be applied.
+
+        Reloads never overlap: a second one waits for the first, then reads
+        the file as it is then.
+
+        :param source: what asked for it (``SIGHUP``, ``api``), for the logs.
+        """
+        async with self._lock:
+            return await self._reload(source)
+
+    async def _reload(self, source: str) -> ReloadOutcome:
+        path = self.config_path
+        log.info("reloading config", extra={"reason": source, "config": path})
+        try:
+            # In a thread: validation resolves the UDP listener's host name,
+            # which may wait on DNS, and the loop must go on ingesting.
+            new = await asyncio.to_thread(config_file.load, path)
+            if _channels(new) != _channels(self.config):
+                raise ConfigError(
+                    path, "channels changed; restart tocsin to apply them", "channels"
+                )
+        except ConfigError as error:
+            # An error, not a warning: the file on disk is not what runs.
+            log.error(
+                "config reload failed: %s",
+                error,
+                extra={"reason": source, "path": error.path, "detail": error.key or ""},
+            )
+            return ReloadOutcome(error=str(error))
+
+        for warning in new.warnings():
+            log.warning(
+                "config warning: %s: %s",
+                warning.key,
+                warning.message,
+                extra={"path": path},
+            )
+        running = self.config
+        for section in restart_sections(running, new):
+            log.warning(
+                "%s changed; restart tocsin to apply it",
+                section,
+                extra={"path": path, "detail": section},
+            )
+
+        # The engine first: it decides what becomes of the alerts of changed
+        # and removed rules. The pipeline then writes those decisions with the
+        # new rules, and the parsers resolve every series again.
+        result = self.engine.reload(
+            new.rules, self.clock.time(), max_series=new.daemon.max_series
+        )
+        self.pipeline.set_rules({rule.name: rule for rule in new.rules})
+        if result.decisions:
+            self.pipeline.submit(result.decisions)
+        for clear in self.clear_caches:
+            clear()
+        daemon = msgspec.structs.replace(
+            running.daemon, max_series=new.daemon.max_series
+        )
+        self.config = msgspec.structs.replace(
+            running, rules=new.rules, alerts=new.alerts, daemon=daemon
+        )
+
+        outcome = ReloadOutcome(
+            kept=tuple(result.kept),
+            added=tuple(result.added),
+            changed=tuple(result.changed),
+            removed=tuple(result.removed),
+        )
+        log.info(
+            "config reloaded",
+            extra={
+                "reason": source,
+                "rules": len(new.rules),
+                "detail": {
+                    **{
+                        name: {"count": len(names), "names": list(names)}
+                        for name, names in outcome._asdict().items()
+                        if name != "error"
+                    },
+                    "resolving": len(result.decisions),
+                },
+            },
+        )
+        return outcome
