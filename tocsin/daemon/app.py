@@ -84,11 +84,12 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.stats: dict[str, IngestStats] = {}
         self.should_exit = asyncio.Event()
+        #: Set once every part has started and Tocsin is ready.
+        self.started = asyncio.Event()
         #: Alert decisions still queued when shutdown gave up waiting for them.
         self.unrecorded = 0
         self.budget = ShutdownBudget(float(config.daemon.shutdown_timeout), self.clock)
         self._stop_signal: str | None = None
-        self._is_started = False
         self._reloader: Reloader | None = None
         self._api: api.ControlApi | None = None
         # Functions that each forget the series handles a parser cached.
@@ -98,7 +99,7 @@ class Daemon:
     @property
     def is_ready(self) -> bool:
         """Tell whether the daemon has started and is not stopping."""
-        return self._is_started and not self.should_exit.is_set()
+        return self.started.is_set() and not self.should_exit.is_set()
 
     async def reload(self, source: str) -> ReloadOutcome:
         """Apply the config file's rules now (see :mod:`tocsin.daemon.reload`).
@@ -170,7 +171,7 @@ class Daemon:
                 # A bound socket the loop then fails to listen on.
                 log.error("cannot open a listener", extra={"error": str(error)})
                 return 1
-            self._is_started = True
+            self.started.set()
             log.info(
                 "ready",
                 extra={

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
+import tomllib
+from pathlib import Path
+
+import aiohttp
+import orjson
 
 from tocsin import __version__, config, logs
 from tocsin.errors import ConfigError
+from tocsin.schema import ApiConfig, DaemonConfig
 from tocsin.secrets import read_secrets
 
 log = logging.getLogger("tocsin")
 
 #: Exit status for a configuration that does not load.
 EXIT_CONFIG = 2
+#: Exit status of ``reload`` when the daemon refused the file or failed.
+EXIT_REFUSED = 1
+#: Exit status of ``reload`` when the daemon's API cannot be reached.
+EXIT_UNREACHABLE = 2
+#: Longest ``reload`` waits for the daemon's answer, in seconds.
+RELOAD_TIMEOUT = 30.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +46,21 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not read the webhook URLs and the API key the file names "
         "(to check a file away from the machine it runs on)",
+    )
+    reload = commands.add_parser(
+        "reload",
+        help="make the running daemon apply its config file's rules",
+        description="Ask the running daemon, over its API socket, to read its "
+        "config file again and apply the rules.",
+    )
+    reload.add_argument(
+        "--config",
+        "-c",
+        required=True,
+        help="the daemon's tocsin.toml, where its API socket is found",
+    )
+    reload.add_argument(
+        "--socket", help="the API socket, instead of the one the config names"
     )
     return parser
 
@@ -78,6 +106,96 @@ def _run(path: str) -> int:
     return uvloop.run(Daemon(loaded, path, secrets=secrets).run())
 
 
+def _reload(path: str, socket_path: str | None) -> int:
+    if socket_path is None:
+        try:
+            socket_path = _api_socket(path)
+        except ConfigError as error:
+            # The daemon would refuse this file just the same.
+            print(f"tocsin: config error: {error}", file=sys.stderr)
+            return EXIT_REFUSED
+        if socket_path is None:
+            print(
+                f"tocsin: {path}: api.enabled is false: the daemon serves no API;"
+                " send it SIGHUP instead",
+                file=sys.stderr,
+            )
+            return EXIT_UNREACHABLE
+    try:
+        status, answer = asyncio.run(_post_reload(socket_path))
+    except (OSError, TimeoutError, aiohttp.ClientError) as error:
+        # A refused or missing socket arrives wrapped, with the OS error inside.
+        cause = getattr(error, "os_error", error)
+        reason = getattr(cause, "strerror", None) or str(cause) or "timed out"
+        print(
+            f"tocsin: cannot reach the daemon at {socket_path}: {reason}",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
+    if status == 200 and answer.get("status") == "reloaded":
+        fates = ("kept", "added", "changed", "removed")
+        summary = ", ".join(_fate(answer, fate) for fate in fates)
+        print(f"{path}: reloaded ({summary})")
+        return 0
+    error = answer.get("error") or f"unexpected answer (HTTP {status})"
+    print(f"tocsin: reload refused: {error}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+def _api_socket(path: str) -> str | None:
+    """Return where the daemon running ``path`` serves its API, ``None`` if off.
+
+    Read from the TOML alone, not validated: the file may be the broken one
+    whose error only the daemon's answer tells.
+
+    :raises ConfigError: if the file cannot be read or is not TOML.
+    """
+    try:
+        document = tomllib.loads(Path(path).read_text())
+    except OSError as error:
+        raise ConfigError(path, f"cannot read the file: {error.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(path, f"not valid TOML: {error}") from None
+    api = _table(document, "api")
+    if api.get("enabled", ApiConfig().enabled) is False:
+        return None
+    socket_path = api.get("socket")
+    if isinstance(socket_path, str) and socket_path:
+        return socket_path
+    state_dir = _table(document, "daemon").get("state_dir")
+    if not isinstance(state_dir, str):
+        state_dir = DaemonConfig().state_dir
+
+    return str(Path(state_dir) / "api.sock")
+
+
+def _table(document: dict, name: str) -> dict:
+    found = document.get(name)
+    return found if isinstance(found, dict) else {}
+
+
+async def _post_reload(socket_path: str) -> tuple[int, dict]:
+    timeout = aiohttp.ClientTimeout(total=RELOAD_TIMEOUT)
+    connector = aiohttp.UnixConnector(path=socket_path)
+    session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+    # The host is a placeholder: the socket decides where the request goes.
+    async with session, session.post("http://tocsin/-/reload") as response:
+        body = await response.read()
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        answer = {}
+
+    return response.status, answer if isinstance(answer, dict) else {}
+
+
+def _fate(answer: dict, fate: str) -> str:
+    names = answer.get(fate) or []
+    listed = f": {', '.join(map(str, names))}" if names and fate != "kept" else ""
+
+    return f"{len(names)} {fate}{listed}"
+
+
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
@@ -86,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     if arguments.command == "check-config":
         return _check_config(arguments.file, skip_secrets=arguments.skip_secrets)
+    if arguments.command == "reload":
+        return _reload(arguments.config, arguments.socket)
     return _run(arguments.config)
 
 
