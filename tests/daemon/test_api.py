@@ -39,7 +39,10 @@ def daemon() -> FakeDaemon:
 @pytest.fixture
 async def served(tmp_path, daemon):
     path = str(tmp_path / "run" / "api.sock")
-    control = api.ControlApi(daemon.reload, lambda: daemon.is_ready)
+    # Looked up per request, so that a test may replace it.
+    control = api.ControlApi(
+        lambda source: daemon.reload(source), lambda: daemon.is_ready
+    )
     await control.start(api.bind(path))
     yield path
     await control.stop()
@@ -78,6 +81,22 @@ async def test_a_refused_reload_answers_400_with_the_error(served, daemon):
     status, body = await request(served, "POST", "/-/reload")
 
     assert (status, body) == (400, {"status": "error", "error": REFUSED.error})
+
+
+async def test_a_reload_that_fails_inside_answers_500(served, daemon, caplog):
+    async def broken(source: str) -> ReloadOutcome:
+        raise RuntimeError("a fault")
+
+    daemon.reload = broken
+
+    status, body = await request(served, "POST", "/-/reload")
+
+    assert (status, body) == (
+        500,
+        {"status": "error", "error": "internal error; see tocsin's log"},
+    )
+    [record] = [r for r in caplog.records if r.message == "config reload failed"]
+    assert record.exc_info is not None
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,14 @@ class ControlApi:
         )
 
     async def _reload(self, request: web.Request) -> web.Response:
-        outcome = await self._reload_rules("api")
+        try:
+            outcome = await self._reload_rules("api")
+        except Exception:
+            # A fault inside Tocsin, not in the file: the caller learns that
+            # much, the log tells the rest.
+            log.exception("config reload failed", extra={"reason": "api"})
+            body = {"status": "error", "error": "internal error; see tocsin's log"}
+            return _json(body, 500)
 
         return _json(outcome.as_dict(), 200 if outcome.is_reloaded else 400)
 

@@ -135,9 +135,13 @@ class Reloader:
         except ConfigError as error:
             # An error, not a warning: the file on disk is not what runs.
             log.error(
-                "config reload failed: %s",
-                error,
-                extra={"reason": source, "path": error.path, "detail": error.key or ""},
+                "config reload failed",
+                extra={
+                    "reason": source,
+                    "path": error.path,
+                    "detail": error.key or "",
+                    "error": str(error),
+                },
             )
             return ReloadOutcome(error=str(error))
 
