@@ -262,7 +262,7 @@ def refusal(text: str) -> str:
         ),
         (
             LEVELS
-            + 'summary = "{{ 1 / 0 if threshold == 0.2 and value == 0.2 else none }}"\n',
+            + 'summary = "{{ 1 / 0 if threshold == 0.2 and value == 0.2 else 1 }}"\n',
             "rules[0].summary: division by zero",
         ),
         (
