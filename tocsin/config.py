@@ -4,7 +4,8 @@ Decoding and checking are separate steps. :func:`load` reads and decodes the
 file with msgspec (unknown keys, wrong types and bad durations fail there, with
 the key path msgspec reports, an entry of a table such as ``match`` named by its
 key) and then runs the checks a schema cannot express
-(unique names, references between sections). Either step raises
+(unique names, references between sections, and the rule checks of
+:mod:`tocsin.rule_checks`). Either step raises
 :class:`~tocsin.errors.ConfigError` with one line naming the file and the key,
 and nothing that runs is touched.
 
@@ -15,7 +16,6 @@ imported from here.
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
 import socket
@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from tocsin import templates
 from tocsin.datadog_names import NAME_LIMIT, metric_name
 from tocsin.errors import ConfigError
 from tocsin.keypaths import name_entries, toml_key
+from tocsin.rule_checks import check_rule
 from tocsin.schema import (
     CHANNEL_TYPES,
     DEFAULT_API_KEY_ENV,
@@ -190,12 +190,7 @@ def _check(config: Config, source: str) -> None:
                 source, f"duplicate rule name {rule.name!r}", f"{where}.name"
             )
         names.add(rule.name)
-        if rule.window <= 0:
-            raise ConfigError(source, "must be longer than 0s", f"{where}.window")
-        if not rule.metric:
-            raise ConfigError(source, "must not be empty", f"{where}.metric")
-        _check_condition(rule, source, where)
-        _check_texts(rule, source, where)
+        check_rule(rule, source, where)
         for position, channel in enumerate(rule.channels):
             if channel not in seen:
                 raise ConfigError(
@@ -203,8 +198,13 @@ def _check(config: Config, source: str) -> None:
                     f"no channel named {channel!r}",
                     f"{where}.channels[{position}]",
                 )
-        if len(set(rule.group_by)) != len(rule.group_by):
-            raise ConfigError(source, "a label is listed twice", f"{where}.group_by")
+    for position, channel in enumerate(config.alerts.internal_channels):
+        if channel not in seen:
+            raise ConfigError(
+                source,
+                f"no channel named {channel!r}",
+                f"alerts.internal_channels[{position}]",
+            )
 
     ingest = config.ingest
     if ingest.unix_dgram and ingest.unix_dgram == ingest.unix_stream:
@@ -329,73 +329,6 @@ def _check_udp_host(host: str, port: int, source: str) -> None:
         raise ConfigError(
             source, f"cannot resolve host {host!r}: {reason}", "ingest.udp"
         ) from None
-
-
-_ORDERED = {">": 1, ">=": 1, "<": -1, "<=": -1}
-
-
-def _check_texts(rule: RuleConfig, source: str, where: str) -> None:
-    """Render the rule's texts against a sample alert of the rule, so a
-    template that cannot render is refused now rather than when it fires."""
-    labels = {**rule.labels, **dict.fromkeys(rule.group_by, "sample")}
-    threshold = None if rule.range else rule.threshold
-    sample = templates.context(
-        rule=rule.name,
-        metric=rule.metric,
-        severity=rule.severity,
-        series=",".join(f"{name}=sample" for name in rule.group_by),
-        labels=labels,
-        value=threshold if threshold is not None else float(rule.range[0]),
-        threshold=threshold,
-        op=rule.op,
-        aggregation=rule.aggregation,
-        window="1m",
-    )
-    for field in ("summary", "description"):
-        try:
-            templates.render(getattr(rule, field), sample)
-        except templates.TemplateProblem as problem:
-            raise ConfigError(source, str(problem), f"{where}.{field}") from None
-
-
-def _check_condition(rule: RuleConfig, source: str, where: str) -> None:
-    """Check that a rule's threshold, range and recovery fit its ``op``."""
-    if rule.op in ("inside", "outside"):
-        if rule.threshold is not None:
-            raise ConfigError(
-                source, f"op {rule.op!r} takes a range, not a threshold", where
-            )
-        if len(rule.range) != 2:
-            raise ConfigError(source, "expected [low, high]", f"{where}.range")
-        low, high = rule.range
-        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-            raise ConfigError(
-                source, "expected finite numbers, low <= high", f"{where}.range"
-            )
-        if rule.recover is not None:
-            raise ConfigError(
-                source, "a range has no recovery threshold", f"{where}.recover"
-            )
-        return
-
-    if rule.range:
-        raise ConfigError(source, f"op {rule.op!r} takes no range", f"{where}.range")
-    if rule.threshold is None:
-        raise ConfigError(source, "missing required key", f"{where}.threshold")
-    if not math.isfinite(rule.threshold):
-        raise ConfigError(source, "must be a finite number", f"{where}.threshold")
-    if rule.recover is None:
-        return
-    direction = _ORDERED.get(rule.op)
-    if direction is None:
-        raise ConfigError(
-            source, f"op {rule.op!r} has no recovery threshold", f"{where}.recover"
-        )
-    if not math.isfinite(rule.recover):
-        raise ConfigError(source, "must be a finite number", f"{where}.recover")
-    if (rule.recover - rule.threshold) * direction > 0:
-        side = "at or below" if direction > 0 else "at or above"
-        raise ConfigError(source, f"must be {side} the threshold", f"{where}.recover")
 
 
 #: An HTTP field name: a token (RFC 9110, section 5.1).

@@ -401,15 +401,27 @@ class Config(_Strict):
     def warnings(self) -> list[ConfigWarning]:
         """Return what this config allows but probably does not mean.
 
-        A rule without channels is legitimate, to keep a record only, so it is
-        a warning and not an error.
+        A rule without channels is legitimate, to keep a record only, and so
+        is a composite rule of one condition, so each is a warning and not an
+        error. Warnings come rule by rule, in the file's order.
         """
-        return [
-            ConfigWarning(
-                f"rules[{index}].channels",
-                f"no channels: alerts of rule {rule.name!r} are recorded"
-                " but nobody is notified",
-            )
-            for index, rule in enumerate(self.rules)
-            if not rule.channels
-        ]
+        found: list[ConfigWarning] = []
+        for index, rule in enumerate(self.rules):
+            if not rule.channels:
+                found.append(
+                    ConfigWarning(
+                        f"rules[{index}].channels",
+                        f"no channels: alerts of rule {rule.name!r} are recorded"
+                        " but nobody is notified",
+                    )
+                )
+            if len(rule.conditions) == 1:
+                found.append(
+                    ConfigWarning(
+                        f"rules[{index}].conditions",
+                        "one condition: a plain rule with its metric, window and"
+                        " threshold says the same and can have levels and compare",
+                    )
+                )
+
+        return found
