@@ -208,6 +208,17 @@ async def test_the_command_exits_2_when_nobody_listens(tmp_path, capsys):
     )
 
 
+async def test_the_command_exits_2_on_a_socket_nobody_serves(tmp_path, capsys):
+    path = str(tmp_path / "api.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+        gone.bind(path)
+
+    assert await reload_command("--config", "unused.toml", "--socket", path) == 2
+
+    _, err = capsys.readouterr()
+    assert err == f"tocsin: cannot reach the daemon at {path}: Connection refused\n"
+
+
 @pytest.mark.parametrize(
     ("text", "found"),
     [
