@@ -30,7 +30,7 @@ class History:
     :raises ValueError: if ``size`` is less than 1.
     """
 
-    __slots__ = ("size", "_values", "_next", "_pushed", "_keeps_baseline", "_baseline")
+    __slots__ = ("size", "_values", "_next", "_keeps_baseline", "_baseline")
 
     def __init__(self, size: int, *, baseline: bool = False) -> None:
         if size < 1:
@@ -38,9 +38,8 @@ class History:
         self.size = size
         self._values = array("d", [nan]) * size
         # Where the next push goes; the newest value is just before it.
+        # Steps not yet pushed read as NaN, like steps without a value.
         self._next = 0
-        # Pushes so far, capped at size: how far back ``ago`` can see.
-        self._pushed = 0
         self._keeps_baseline = baseline
         self._baseline: tuple[float, float, int] | None = None
 
@@ -58,8 +57,6 @@ class History:
             value = nan
         self._values[self._next] = value
         self._next = (self._next + 1) % self.size
-        if self._pushed < self.size:
-            self._pushed += 1
         if self._keeps_baseline:
             self._baseline = _mean_and_deviation(self._values)
 
@@ -69,7 +66,7 @@ class History:
         :return: ``None`` if that step had no value, was never pushed, or lies
             beyond the history's ``size``.
         """
-        if not 0 < steps <= self._pushed:
+        if not 0 < steps <= self.size:
             return None
         value = self._values[(self._next - steps) % self.size]
         return None if value != value else value
@@ -84,29 +81,35 @@ def _mean_and_deviation(values: array) -> tuple[float, float, int] | None:
         return None
 
     largest = max(map(abs, present))
-    if largest < _LARGE:
+    if _SMALL <= largest < _LARGE or not largest:
         mean, deviation = _moments(present)
         return mean, deviation, count
 
-    # Sums and squares of values this large overflow; scaled by a power of
-    # two (exact) into [-1, 1] they cannot, and the results scale back.
+    # Squares of values this large overflow, and of values this small
+    # underflow; scaled by a power of two (exact) to at most 1 they do
+    # neither, and the results scale back.
     exponent = frexp(largest)[1]
     mean, deviation = _moments([ldexp(value, -exponent) for value in present])
     return ldexp(mean, exponent), ldexp(deviation, exponent), count
 
 
-#: Below this magnitude, no sum of squared deviations of a history overflows.
+# Between these magnitudes a sum of squared deviations neither overflows nor
+# loses a nonzero deviation to underflow.
+_SMALL = 2.0**-400
 _LARGE = 2.0**500
 
 
 def _moments(present: list[float]) -> tuple[float, float]:
     """Return the mean and population standard deviation of ``present``."""
     count = len(present)
-    # fsum keeps each sum exact until its final rounding; the second pass
-    # corrects the mean by the mean of the residuals, so equal values give
-    # exactly that value and a deviation of exactly 0.
+    # A flat history is common (a steady metric) and must score its own
+    # value as exactly 0, which a rounded mean could miss by an ulp.
+    if present.count(present[0]) == count:
+        return present[0], 0.0
+
+    # fsum keeps each sum exact until its final rounding, so the mean is
+    # within an ulp or so, and the squares are taken about that mean.
     mean = fsum(present) / count
-    mean += fsum([value - mean for value in present]) / count
     squares = fsum([(value - mean) ** 2 for value in present])
     return mean, sqrt(squares / count)
 
