@@ -501,32 +501,12 @@ def test_the_daily_cap_counts_fires_per_utc_day(caplog):
     assert engine.tick(MIDNIGHT + 60.0) == []
 
 
-# Limits
-
-
-def test_new_series_beyond_the_limit_are_refused_counted_and_logged_once(caplog):
-    engine = RuleEngine([rule()], max_series_per_rule=2)
-    engine.evaluate_dirty(T0)
-    series_of(engine, "a")
-    series_of(engine, "b")
-    with caplog.at_level(logging.WARNING, logger="tocsin.rules"):
-        assert engine.targets(METRIC, {"model": "c"}) == []
-        assert engine.targets(METRIC, {"model": "d"}) == []
-    assert engine.series_count == 2
-    assert engine.refused_series == {"drift": 2}
-    assert engine.stats.refused_series == 2
-    (record,) = caplog.records
-    assert (record.rule, record.count) == ("drift", 1)
-
-    # Idle series are forgotten, which makes room again.
-    engine.tick(T0 + 1.0)
-    assert engine.series_count == 0
-    assert len(engine.targets(METRIC, {"model": "c"})) == 1
+# Settings
 
 
 @pytest.mark.parametrize(
     "settings",
-    [{"max_series_per_rule": 0}, {"rules": [rule(), rule()]}],
+    [{"max_series": 0}, {"rules": [rule(), rule()]}],
 )
 def test_bad_engine_settings_are_refused(settings):
     arguments = {"rules": [rule()], **settings}

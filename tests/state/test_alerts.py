@@ -284,3 +284,142 @@ async def test_a_non_finite_value_is_stored_as_missing(store):
 
     stored = await store.get(alert.id)
     assert stored.spec.value is None
+
+
+async def raise_to_critical(store: AlertStore, **fields) -> object:
+    """Move the open alert of ``drift``/``model=a`` to critical at T0 + 60."""
+    values = {
+        "severity": "critical",
+        "at": T0 + 60,
+        "value": 0.7,
+        "threshold": 0.5,
+        "reason": "severity raised from warning to critical: avg 0.7 > 0.5",
+        "channels": ["ops", "log"],
+    }
+    values.update(fields)
+    return await store.change_severity("drift", "model=a", **values)
+
+
+async def test_a_severity_change_updates_the_alert_and_notifies_again(db, store, clock):
+    fired = await store.fire(make_spec(severity="warning"), ["ops", "log"])
+    clock.advance(61)
+
+    changed = await raise_to_critical(store)
+
+    assert (changed.id, changed.uid, changed.state) == (
+        fired.id,
+        fired.uid,
+        "triggered",
+    )
+    assert (changed.spec.severity, changed.spec.threshold) == ("critical", 0.5)
+    assert changed.value == 0.7
+    # What fired stays as it was: the fire's value, time and reason.
+    assert (changed.spec.value, changed.spec.fired_at) == (0.31, T0)
+    assert changed.spec.reason == fired.spec.reason
+    assert await store.get(fired.id) == changed
+    [_, moved] = await store.history(fired.id)
+    assert (moved.from_state, moved.to_state, moved.at) == (
+        "triggered",
+        "triggered",
+        T0 + 60,
+    )
+    assert moved.reason == "severity raised from warning to critical: avg 0.7 > 0.5"
+    rows = await db.fetchall(
+        "SELECT channel, event, key, next_attempt_at, alert_state, alert_value,"
+        " alert_severity, alert_threshold FROM outbox WHERE transition_id = ?"
+        " ORDER BY id",
+        (moved.id,),
+    )
+    assert rows == [
+        (
+            channel,
+            "trigger",
+            f"tocsin-{fired.uid}-{moved.id}-{channel}",
+            T0 + 61,
+            "triggered",
+            0.7,
+            "critical",
+            0.5,
+        )
+        for channel in ("ops", "log")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        (None, [0.1, 0.9]),
+        ([0.2, 0.8], [0.2, 0.8]),
+        ([], []),
+    ],
+)
+async def test_a_severity_change_replaces_the_range_only_when_given(store, given, kept):
+    await store.fire(make_spec(op="outside", threshold=None, range=[0.1, 0.9]), [])
+
+    changed = await raise_to_critical(store, threshold=None, range=given)
+
+    assert changed.spec.range == kept
+    assert (await store.open_alerts())[0].spec.range == kept
+
+
+async def test_a_severity_change_without_an_open_alert_writes_nothing(db, store):
+    await store.fire(make_spec(), ["ops"])
+    await store.resolve(
+        "drift", "model=a", at=T0 + 10, value=0.1, reason="ok", channels=["ops"]
+    )
+    before = await counts(db)
+
+    assert await raise_to_critical(store) is None
+    assert await counts(db) == before
+
+
+async def test_a_failed_severity_change_writes_nothing(db, store):
+    fired = await store.fire(make_spec(severity="warning"), ["ops"])
+    before = await counts(db)
+
+    # An empty channel name breaks a constraint on the last insert.
+    with pytest.raises(StateError):
+        await raise_to_critical(store, channels=["ops", ""])
+
+    assert await counts(db) == before
+    assert await store.get(fired.id) == fired
+
+
+async def test_a_channel_notified_twice_is_listed_once(store):
+    fired = await store.fire(make_spec(severity="warning"), ["log", "ops"])
+    await raise_to_critical(store, channels=["ops", "log", "spare"])
+
+    assert await store.notified_channels(fired.id) == ["log", "ops", "spare"]
+
+
+async def test_a_note_writes_a_transition_and_notifies_nobody(db, store):
+    fired = await store.fire(make_spec(), ["ops"])
+    before = await counts(db)
+
+    noted = await store.note(
+        "drift", "model=a", at=T0 + 30, reason="flapping: 6 changes in 10m"
+    )
+
+    assert noted == fired
+    assert await store.get(fired.id) == fired
+    [_, flapping] = await store.history(fired.id)
+    assert (flapping.from_state, flapping.to_state, flapping.at) == (
+        "triggered",
+        "triggered",
+        T0 + 30,
+    )
+    assert flapping.reason == "flapping: 6 changes in 10m"
+    assert await counts(db) == {**before, "transitions": before["transitions"] + 1}
+
+
+async def test_a_note_without_an_open_alert_writes_nothing(db, store):
+    assert await store.note("drift", "model=a", at=T0, reason="settled") is None
+    assert (await counts(db))["transitions"] == 0
+
+
+async def test_open_alert_finds_the_open_alert_of_one_series(store):
+    fired = await store.fire(make_spec(), ["ops"])
+
+    assert await store.open_alert("drift", "model=a") == fired
+    assert await store.open_alert("drift", "model=b") is None
+    assert await store.open_alert("latency", "model=a") is None

@@ -391,46 +391,83 @@ async def test_rows_queued_by_schema_1_are_delivered_after_the_migration(
         await db.close()
 
 
+async def _write_as_schema_2(db: Database) -> None:
+    """Write a fired alert notified on three channels as schema version 2 did:
+    delivered on ``log``, dead on ``spare``, retried on ``ops``."""
+    spec = make_spec()
+    async with db.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO alerts (id, uid, rule, series, state, spec, value, fired_at,"
+            " updated_at) VALUES (1, 'uid1', ?, ?, 'triggered', ?, ?, ?, ?)",
+            (spec.rule, spec.series, msgspec.json.encode(spec).decode(), 0.31, T0, T0),
+        )
+        await tx.execute(
+            "INSERT INTO transitions (id, alert_id, from_state, to_state, at, actor,"
+            " reason) VALUES (10, 1, NULL, 'triggered', ?, 'engine', 'why')",
+            (T0,),
+        )
+        # channel, state, next attempt, last error, last status, delivered at
+        outcomes = [
+            ("ops", "pending", T0 + 9, "y", 503, None),
+            ("log", "delivered", T0, None, None, T0 + 1),
+            ("spare", "dead", T0, "x", 401, None),
+        ]
+        for channel, state, due, error, status, delivered in outcomes:
+            outbox_id = await tx.insert(
+                "INSERT INTO outbox (alert_id, transition_id, channel, event, key,"
+                " state, attempts, next_attempt_at, last_error, last_status,"
+                " created_at, delivered_at, alert_state, alert_value,"
+                " alert_resolved_at) VALUES (1, 10, ?, 'trigger', ?, ?, 1, ?, ?, ?,"
+                " ?, ?, 'triggered', 0.31, NULL)",
+                (channel, f"key-{channel}", state, due, error, status, T0, delivered),
+            )
+            outcome = "retry" if state == "pending" else state
+            await tx.execute(
+                "INSERT INTO delivery_attempts (outbox_id, attempt, at, outcome,"
+                " status, reason, error, duration_ms) VALUES (?, 1, ?, ?, ?, ?, ?, 1)",
+                (outbox_id, T0 + 1, outcome, status, "r", error),
+            )
+
+
+#: The outbox's columns in schema version 2.
+_V2_COLUMNS = (
+    "id, alert_id, transition_id, channel, event, key, state, attempts,"
+    " next_attempt_at, last_error, last_status, created_at, delivered_at,"
+    " alert_state, alert_value, alert_resolved_at"
+)
+
+
 async def test_rows_of_schema_2_keep_everything_when_the_outbox_is_rebuilt(
     tmp_path, clock
 ):
     path = tmp_path / "tocsin.db"
     db = await Database.open(path, clock=clock, migrations=MIGRATIONS[:2])
-    store, outbox = AlertStore(db, clock), Outbox(db, clock)
-    await store.fire(make_spec(), ["ops", "log", "spare"])
-    [ops], [log], [spare] = [
-        await outbox.due(channel, T0, limit=1) for channel in ("ops", "log", "spare")
-    ]
-    await outbox.delivered(log, status=None, duration_ms=1.0)
-    await outbox.dead(spare, status=401, reason="auth", error="x", duration_ms=1.0)
-    await outbox.retry(
-        ops,
-        next_attempt_at=T0 + 9,
-        status=503,
-        reason="server_error",
-        error="y",
-        duration_ms=2.0,
-    )
-    everything = "SELECT * FROM outbox ORDER BY id"
+    await _write_as_schema_2(db)
+    everything = f"SELECT {_V2_COLUMNS} FROM outbox ORDER BY id"
     before = await db.fetchall(everything)
     attempts = await db.fetchall("SELECT * FROM delivery_attempts ORDER BY id")
     await db.close()
 
-    db = await Database.open(path, clock=clock)
+    db = await Database.open(path, clock=clock, migrations=MIGRATIONS[:3])
     try:
         # Every row and column as it was, the two new columns empty.
-        after = await db.fetchall(everything)
-        assert [row[:-2] for row in after] == before
-        assert {row[-2:] for row in after} == {(None, None)}
+        assert await db.fetchall(everything) == before
+        skips = await db.fetchall("SELECT skipped_at, skip_reason FROM outbox")
+        assert set(skips) == {(None, None)}
         assert await db.fetchall("SELECT * FROM delivery_attempts") == attempts
         indexes = await db.fetchall(
             "SELECT name FROM sqlite_master WHERE type = 'index'"
             " AND tbl_name = 'outbox' AND sql IS NOT NULL ORDER BY name"
         )
         assert indexes == [("outbox_alert",), ("outbox_due",)]
+    finally:
+        await db.close()
+
+    db = await Database.open(path, clock=clock)
+    try:
         [again] = await Outbox(db, clock).due("ops", T0 + 9, limit=10)
         assert (again.key, again.attempts, again.alert.state) == (
-            ops.key,
+            "key-ops",
             1,
             "triggered",
         )

@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from tocsin.clock import Clock
 from tocsin.config import ChannelConfig, RuleConfig
 from tocsin.errors import StateError
+from tocsin.logs import RateLimiter
 from tocsin.rules.conditions import format_duration
-from tocsin.rules.decisions import Decision
-from tocsin.state.models import AlertSpec
+from tocsin.rules.decisions import SERIES_LIMIT_RULE, Decision
+from tocsin.state.models import Alert, AlertSpec
 from tocsin.templates import TemplateProblem, context, render
 
 log = logging.getLogger(__name__)
@@ -27,37 +28,105 @@ log = logging.getLogger(__name__)
 #: Longest wait between two attempts to write a decision the database refused.
 _MAX_RETRY_DELAY = 5.0
 
+_SERIES_LIMIT_DESCRIPTION = (
+    "{% if 'rule' in labels %}"
+    "Rule {{ labels.rule }} tracks {{ value | int }} series, its limit: samples"
+    " of new series of this rule are ignored, so they cannot alert, until some"
+    " of its series expire. If the rule is meant to track this many series,"
+    " raise its max_series; otherwise narrow its match or group_by."
+    "{% else %}"
+    "The rules engine tracks {{ value | int }} series, its limit: samples of"
+    " new series of every rule are ignored, so they cannot alert, until some"
+    " series expire. If this many series are expected, raise daemon.max_series;"
+    " otherwise find the rule whose series grow and narrow its group_by."
+    "{% endif %}"
+)
+
+
+def series_limit_rule(channels: Sequence[str] = ()) -> RuleConfig:
+    """Return the built-in rule of the alerts the engine raises itself when a
+    rule, or every rule together, reaches its series limit.
+
+    Its series are ``rule=<name>`` (labels ``{"rule": name}``) and
+    ``scope=all`` (labels ``{"scope": "all"}``); the value is the number of
+    live series and the threshold the limit.
+
+    :param channels: where its alerts go (``alerts.internal_channels``).
+    """
+    return RuleConfig(
+        name=SERIES_LIMIT_RULE,
+        metric="tocsin.rules.series",
+        aggregation="count",
+        op=">=",
+        severity="warning",
+        channels=list(channels),
+        summary="Series limit reached",
+        description=_SERIES_LIMIT_DESCRIPTION,
+    )
+
+
+def _is_composite(rule: RuleConfig) -> bool:
+    """Return whether ``rule`` joins conditions on several metrics."""
+    return bool(rule.conditions) and not rule.metric
+
+
+def _measure(rule: RuleConfig) -> tuple[str, str, float, str]:
+    """Return what an alert of ``rule`` says it measured: its metric,
+    aggregation, window and comparison."""
+    if not _is_composite(rule):
+        return rule.metric, rule.aggregation, float(rule.window), rule.op
+    joiner = " and " if rule.join == "all" else " or "
+    metric = joiner.join(condition.metric for condition in rule.conditions)
+    window = max(float(condition.window) for condition in rule.conditions)
+
+    return metric, "composite", window, ""
+
+
+def _level(rule: RuleConfig, decision: Decision) -> tuple[str, float | None, list]:
+    """Return the severity, threshold and range of the level a decision is at.
+
+    A decision of older code names no severity: it is the rule's own.
+    """
+    severity = decision.severity or rule.severity
+    if _is_composite(rule):
+        return severity, None, []
+    ranges = {name: level.range for name, level in rule.levels}
+
+    return severity, decision.threshold, list(ranges.get(severity, rule.range))
+
 
 def alert_spec(rule: RuleConfig, decision: Decision) -> AlertSpec:
     """Describe the alert a ``fire`` decision opens, from its rule.
 
     The rule's summary and description are rendered for this alert (see
-    :mod:`tocsin.templates`).
+    :mod:`tocsin.templates`) with the values the alert carries.
     """
     labels = {**rule.labels, **decision.labels}
+    metric, aggregation, window, op = _measure(rule)
+    severity, threshold, range_ = _level(rule, decision)
     variables = context(
         rule=rule.name,
-        metric=rule.metric,
-        severity=rule.severity,
+        metric=metric,
+        severity=severity,
         series=decision.series,
         labels=labels,
         value=decision.value,
-        threshold=rule.threshold,
-        op=rule.op,
-        aggregation=rule.aggregation,
-        window=format_duration(float(rule.window)),
+        threshold=threshold,
+        op=op,
+        aggregation=aggregation,
+        window=format_duration(window),
     )
     return AlertSpec(
         rule=rule.name,
         series=decision.series,
         labels=labels,
-        severity=rule.severity,
-        metric=rule.metric,
-        aggregation=rule.aggregation,
-        window=float(rule.window),
-        op=rule.op,
-        threshold=rule.threshold,
-        range=list(rule.range),
+        severity=severity,
+        metric=metric,
+        aggregation=aggregation,
+        window=window,
+        op=op,
+        threshold=threshold,
+        range=range_,
         value=decision.value,
         samples=decision.samples,
         started_at=decision.since,
@@ -93,6 +162,8 @@ class AlertPipeline:
     :param channels: channel configs by name (for ``send_resolved``).
     :param store: the :class:`~tocsin.state.alerts.AlertStore`.
     :param on_written: called after a transition queued notifications.
+    :param internal_channels: where Tocsin's own alerts go (see
+        :func:`series_limit_rule`).
     """
 
     def __init__(
@@ -102,9 +173,12 @@ class AlertPipeline:
         store,
         on_written,
         clock: Clock,
+        *,
+        internal_channels: Sequence[str] = (),
     ) -> None:
         self.rules = rules
         self.channels = channels
+        self.internal_rule = series_limit_rule(internal_channels)
         self.store = store
         self.on_written = on_written
         self.clock = clock
@@ -112,6 +186,35 @@ class AlertPipeline:
         self.resolved = 0
         self._queue: asyncio.Queue[Decision | None] = asyncio.Queue()
         self._unwritten = 0
+        self._limiter = RateLimiter(clock=clock.monotonic)
+
+    def set_rules(
+        self,
+        rules: Mapping[str, RuleConfig],
+        *,
+        channels: Mapping[str, ChannelConfig] | None = None,
+        internal_channels: Sequence[str] | None = None,
+    ) -> None:
+        """Write every decision from now on with ``rules`` (a live reload).
+
+        Decisions already queued are written with them too: a resolve of a
+        rule that is gone still resolves its alert (see :meth:`_write`).
+
+        :param channels: the channel configs, when they changed as well.
+        :param internal_channels: where Tocsin's own alerts go, when that
+            changed as well.
+        """
+        self.rules = rules
+        if channels is not None:
+            self.channels = channels
+        if internal_channels is not None:
+            self.internal_rule = series_limit_rule(internal_channels)
+
+    def rule(self, name: str) -> RuleConfig | None:
+        """Return the rule a decision names, built-in ones included."""
+        if name == SERIES_LIMIT_RULE:
+            return self.internal_rule
+        return self.rules.get(name)
 
     def set_rules(self, rules: Mapping[str, RuleConfig]) -> None:
         """Take the rules of a reloaded config for the decisions still to come."""
@@ -165,40 +268,170 @@ class AlertPipeline:
                 delay = min(delay * 2, _MAX_RETRY_DELAY)
 
     async def _write(self, decision: Decision) -> None:
-        rule = self.rules.get(decision.rule)
-        if rule is None:
-            log.warning("decision for an unknown rule", extra={"rule": decision.rule})
+        rule = self.rule(decision.rule)
+        if rule is None and decision.action == "resolve":
+            # A reload removed the rule while this resolve waited: its alert
+            # can resolve only now, so it is not dropped with the rule.
+            await self._resolve_removed(decision)
             return
-        context = {
-            "rule": rule.name,
-            "series": decision.series,
-            "reason": decision.reason,
-        }
+        if rule is None:
+            allowed, suppressed = self._limiter.allow(f"unknown:{decision.rule}")
+            if allowed:
+                log.warning(
+                    "decision for an unknown rule",
+                    extra={
+                        "rule": decision.rule,
+                        "series": decision.series,
+                        "event": decision.action,
+                        "suppressed": suppressed,
+                    },
+                )
+            return
         if decision.action == "fire":
-            alert = await self.store.fire(alert_spec(rule, decision), rule.channels)
-            if alert is None:
-                log.debug("series already has an open alert", extra=context)
-                return
-            self.fired += 1
-            log.info("alert fired", extra={**context, "alert": alert.uid})
+            await self._fire(rule, decision)
+        elif decision.action == "resolve":
+            await self._resolve(rule, decision)
+        elif decision.action == "severity":
+            await self._change_severity(rule, decision)
         else:
-            channels = [
-                name for name in rule.channels if self.channels[name].send_resolved
-            ]
-            alert = await self.store.resolve(
-                rule.name,
-                decision.series,
-                at=decision.at,
-                value=decision.value,
-                reason=decision.reason,
-                channels=channels,
-            )
-            if alert is None:
-                log.debug("no open alert to resolve", extra=context)
-                return
-            self.resolved += 1
-            log.info("alert resolved", extra={**context, "alert": alert.uid})
+            await self._note(decision)
+
+    async def _fire(self, rule: RuleConfig, decision: Decision) -> None:
+        alert = await self.store.fire(alert_spec(rule, decision), rule.channels)
+        if alert is None:
+            log.debug("series already has an open alert", extra=_context(decision))
+            return
+        self.fired += 1
+        log.info("alert fired", extra={**_context(decision), "alert": alert.uid})
         self.on_written()
+
+    async def _resolve(self, rule: RuleConfig, decision: Decision) -> None:
+        channels = [
+            name for name in rule.channels if _takes_resolves(self.channels, name)
+        ]
+        alert = await self.store.resolve(
+            rule.name,
+            decision.series,
+            at=decision.at,
+            value=decision.value,
+            reason=decision.reason,
+            channels=channels,
+        )
+        if alert is None:
+            log.debug("no open alert to resolve", extra=_context(decision))
+            return
+        self.resolved += 1
+        log.info("alert resolved", extra={**_context(decision), "alert": alert.uid})
+        self.on_written()
+
+    async def _resolve_removed(self, decision: Decision) -> None:
+        alert = await self.store.open_alert(decision.rule, decision.series)
+        if alert is None:
+            log.debug("no open alert to resolve", extra=_context(decision))
+            return
+        resolved = await resolve_where_notified(
+            self.store,
+            alert,
+            at=decision.at,
+            value=decision.value,
+            reason=decision.reason,
+            channels=self.channels,
+        )
+        if resolved is None:
+            return
+        self.resolved += 1
+        log.info(
+            "resolved an alert of a removed rule",
+            extra={**_context(decision), "alert": alert.uid},
+        )
+        self.on_written()
+
+    async def _change_severity(self, rule: RuleConfig, decision: Decision) -> None:
+        # TODO: render the summary and description again for the new level; a
+        # text that names {{ severity }} or {{ threshold }} keeps saying those
+        # of the level the alert fired at.
+        severity, threshold, range_ = _level(rule, decision)
+        alert = await self.store.change_severity(
+            rule.name,
+            decision.series,
+            severity=severity,
+            at=decision.at,
+            value=decision.value,
+            threshold=threshold,
+            reason=decision.reason,
+            channels=rule.channels,
+            range=range_,
+        )
+        if alert is None:
+            log.debug("no open alert to change", extra=_context(decision))
+            return
+        log.info(
+            "alert severity changed",
+            extra={**_context(decision), "alert": alert.uid, "severity": severity},
+        )
+        self.on_written()
+
+    async def _note(self, decision: Decision) -> None:
+        alert = await self.store.note(
+            decision.rule, decision.series, at=decision.at, reason=decision.reason
+        )
+        if alert is None:
+            log.debug("no open alert to mark", extra=_context(decision))
+            return
+        extra = {**_context(decision), "alert": alert.uid}
+        if decision.action == "settled":
+            log.info("alert settled; its notifications resume", extra=extra)
+            return
+        # WARNING: someone relies on this alert and will not hear of it until
+        # it settles; limited per rule, as a noisy rule flaps on many series.
+        allowed, suppressed = self._limiter.allow(f"flapping:{decision.rule}")
+        if allowed:
+            log.warning(
+                "alert is flapping; its notifications pause",
+                extra={**extra, "suppressed": suppressed},
+            )
+
+
+def _context(decision: Decision) -> dict[str, str]:
+    """Return the log context of a decision."""
+    return {
+        "rule": decision.rule,
+        "series": decision.series,
+        "reason": decision.reason,
+    }
+
+
+def _takes_resolves(channels: Mapping[str, ChannelConfig], name: str) -> bool:
+    channel = channels.get(name)
+    return channel is not None and channel.send_resolved
+
+
+async def resolve_where_notified(
+    store,
+    alert: Alert,
+    *,
+    at: float,
+    value: float | None,
+    reason: str,
+    channels: Mapping[str, ChannelConfig],
+) -> Alert | None:
+    """Resolve an open alert whose rule is no longer configured.
+
+    Its resolve goes to the channels its triggers went to that are still
+    configured and take resolves: the rule no longer says where its alerts go.
+
+    :param channels: the configured channels, by name.
+    :return: the resolved alert, or ``None`` if it was no longer open.
+    """
+    notified = await store.notified_channels(alert.id)
+    return await store.resolve(
+        alert.spec.rule,
+        alert.spec.series,
+        at=at,
+        value=value,
+        reason=reason,
+        channels=[name for name in notified if _takes_resolves(channels, name)],
+    )
 
 
 async def restore(
@@ -211,11 +444,13 @@ async def restore(
     """Tell the engine which series already fire and what fired today.
 
     Run once at start-up, before any sample arrives, so that a series that was
-    firing before a crash or restart is the same alert afterwards, and the daily
-    cap and cooldown count the fires that happened before. An open alert whose
-    rule is no longer configured can never resolve by itself: it is resolved
-    now, saying so, on the channels its trigger went to that are still
-    configured and take resolves.
+    firing before a crash or restart is the same alert afterwards, at the same
+    severity, and the daily cap and cooldown count the fires that happened
+    before. An open alert whose rule is no longer configured can never resolve
+    by itself: it is resolved now, saying so, on the channels its trigger went
+    to that are still configured and take resolves. Tocsin's own alerts (see
+    :func:`series_limit_rule`) are left open: the engine resolves them once the
+    limit is no longer reached.
 
     :param channels: the configured channels, by name.
     :return: the number of open alerts restored.
@@ -223,6 +458,8 @@ async def restore(
     restored = 0
     for alert in await store.open_alerts():
         spec = alert.spec
+        if spec.rule == SERIES_LIMIT_RULE:
+            continue
         if spec.rule not in rules:
             await _retire(store, alert, now, channels or {})
             continue
@@ -235,6 +472,7 @@ async def restore(
             labels,
             since=spec.started_at,
             fired_at=spec.fired_at,
+            severity=spec.severity,
         )
         restored += 1
     midnight = datetime.fromtimestamp(now, UTC).replace(
@@ -252,18 +490,9 @@ async def restore(
 async def _retire(store, alert, now: float, channels: Mapping[str, ChannelConfig]):
     """Resolve an open alert whose rule left the configuration."""
     spec = alert.spec
-    notified = await store.notified_channels(alert.id)
-    resolving = [
-        name for name in notified if name in channels and channels[name].send_resolved
-    ]
     reason = f"rule {spec.rule!r} is no longer configured"
-    await store.resolve(
-        spec.rule,
-        spec.series,
-        at=now,
-        value=None,
-        reason=reason,
-        channels=resolving,
+    await resolve_where_notified(
+        store, alert, at=now, value=None, reason=reason, channels=channels
     )
     log.warning(
         "resolved an alert of a removed rule",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
-from math import floor
+from collections.abc import Callable
+
+from tocsin.rules.limits import FireLimits as FireLimits
 
 #: Comparison operators of the configuration with one threshold.
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
@@ -164,62 +165,3 @@ def resolve_reason(
     if kept_for > 0:
         reason += f" for {format_duration(kept_for)}"
     return reason
-
-
-_DAY = 86400.0
-
-
-class FireLimits:
-    """A rule's cooldown and daily cap: when a fire has to wait.
-
-    The cooldown runs per series key from its last fire; the daily cap counts
-    the rule's fires per UTC calendar day (POSIX day ``floor(t / 86400)``,
-    since POSIX time has no leap seconds).
-    """
-
-    __slots__ = ("cooldown", "daily_cap", "_last_fire", "_fires_by_day")
-
-    def __init__(self, cooldown: float, daily_cap: int) -> None:
-        self.cooldown = cooldown
-        self.daily_cap = daily_cap
-        # Last fire per series key, kept while it can still hold a fire back.
-        self._last_fire: dict[str, float] = {}
-        self._fires_by_day: dict[int, int] = {}
-
-    def blocker(self, key: str, now: float) -> str | None:
-        """Return ``cooldown`` or ``daily_cap`` if a fire of ``key`` must wait."""
-        if self.cooldown > 0:
-            last = self._last_fire.get(key)
-            if last is not None and now - last < self.cooldown:
-                return "cooldown"
-        fired_today = self._fires_by_day.get(floor(now / _DAY), 0)
-        if self.daily_cap and fired_today >= self.daily_cap:
-            return "daily_cap"
-        return None
-
-    def record(self, key: str | None, at: float) -> None:
-        """Count a fire of series ``key`` (``None``: of an unknown series)."""
-        day = floor(at / _DAY)
-        self._fires_by_day[day] = self._fires_by_day.get(day, 0) + 1
-        self.cooled(key, at)
-
-    def record_all(self, fired_at: Sequence[float], keys: Sequence[str]) -> None:
-        """Count earlier fires; ``keys`` names the series of the first ones."""
-        for index, at in enumerate(fired_at):
-            self.record(keys[index] if index < len(keys) else None, at)
-
-    def cooled(self, key: str | None, fired_at: float) -> None:
-        """Start the cooldown of series ``key`` at ``fired_at`` (if later)."""
-        if key is not None and self.cooldown > 0:
-            self._last_fire[key] = max(fired_at, self._last_fire.get(key, fired_at))
-
-    def forget(self, now: float) -> None:
-        """Drop fires that can no longer hold a fire back."""
-        if self._last_fire:
-            cooldown = self.cooldown
-            expired = [k for k, t in self._last_fire.items() if now - t >= cooldown]
-            for key in expired:
-                del self._last_fire[key]
-        today = floor(now / _DAY)
-        for day in [day for day in self._fires_by_day if day < today]:
-            del self._fires_by_day[day]

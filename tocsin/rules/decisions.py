@@ -6,9 +6,19 @@ from typing import Literal
 
 import msgspec
 
+#: The rule of Tocsin's own alerts about its rules engine: a rule, or every
+#: rule together, reached its series limit. It has no configuration; its
+#: decisions come from the engine and its alerts go to
+#: ``alerts.internal_channels``.
+SERIES_LIMIT_RULE = "tocsin.series_limit"
+
 #: ``fire`` opens an alert, ``resolve`` ends it, ``severity`` moves an open
 #: alert to another level of its rule, ``flapping`` and ``settled`` mark an
 #: open alert as flapping (its notifications pause) and as settled again.
+#: The rule of Tocsin's own alert that a rule, or the whole engine, holds as
+#: many series as it may and refuses new ones.
+SERIES_LIMIT_RULE = "tocsin.series_limit"
+
 Action = Literal["fire", "resolve", "severity", "flapping", "settled"]
 
 

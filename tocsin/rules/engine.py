@@ -1,43 +1,43 @@
 """The rules engine: which rules a sample feeds, and when their series alert.
 
 The daemon resolves each distinct (metric, labels) once with
-:meth:`RuleEngine.targets`, caches the returned series, calls
-:meth:`RuleSeries.add` per sample, :meth:`RuleEngine.evaluate_dirty` after
-each datagram and :meth:`RuleEngine.tick` every tick. The engine never reads a
-clock: every ``now`` is given, and the engine's clock is the latest of them
-(it never moves backwards; a smaller ``now`` is taken as the latest one).
+:meth:`RuleEngine.targets`, caches the returned series, calls ``add`` on each
+per sample, :meth:`RuleEngine.evaluate_dirty` after each datagram and
+:meth:`RuleEngine.tick` every tick. The engine never reads a clock: every
+``now`` is given, and the engine's clock is the latest of them (it never moves
+backwards; a smaller ``now`` is taken as the latest one).
 
-Cooldowns are per (rule, series); daily caps count fires per rule per UTC
-calendar day (POSIX day ``floor(now / 86400)``). A fire that either one holds
-back is counted once in :attr:`EngineStats.held_fires`, logged (rate-limited),
-and goes out as soon as it is allowed if the condition still holds.
+Rules come in three kinds: sliding windows (:mod:`tocsin.rules.series`),
+tumbling bins (:mod:`tocsin.rules.tumbling`) and composites
+(:mod:`tocsin.rules.composite`); they share the alert state machine of
+:mod:`tocsin.rules.states` and the rate guards of :mod:`tocsin.rules.limits`.
+A fire a guard holds back is counted once in :attr:`EngineStats.held_fires`,
+logged (rate-limited), and goes out as soon as it is allowed if the condition
+still holds.
 
-Memory is bounded: at most ``max_series_per_rule`` series per rule (new ones
-are refused, counted and logged), idle series are forgotten by :meth:`tick`,
-and samples stamped ahead of the clock wait in a bounded holding area. A
-series the engine forgot keeps working for a caller that cached it: its next
-sample registers it again (or goes to the series that took its place).
+Memory is bounded: at most ``max_series`` series per rule and overall (new
+ones are refused, counted, logged and alerted on, see
+:mod:`tocsin.rules.runtime`), idle series are forgotten by :meth:`tick`, and
+samples stamped ahead of the clock wait in a bounded holding area. A series
+the engine forgot keeps working for a caller that cached it: its next sample
+registers it again (or goes to the series that took its place).
+
+The rules can be replaced while running (:meth:`RuleEngine.reload`): a rule
+whose definition did not change keeps its series, windows and alerts.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from math import floor
+from typing import NamedTuple
 
 from tocsin.config import RuleConfig
 from tocsin.logs import RateLimiter
-from tocsin.rules.conditions import (
-    RANGES,
-    FireLimits,
-    condition,
-    fire_reason,
-    resolve_reason,
-    subject,
-)
+from tocsin.rules.composite import CompositeRuntime
 from tocsin.rules.decisions import Decision
-from tocsin.rules.series import EngineStats, RuleSeries, Timeline
-from tocsin.rules.windows import AGGREGATIONS, BINS, QUANTILES
+from tocsin.rules.runtime import LIMIT_QUIET, Census, RuleRuntime
+from tocsin.rules.series import EngineStats, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -45,283 +45,61 @@ log = logging.getLogger(__name__)
 _LOG_INTERVAL = 60.0
 
 
-def _escape(text: str) -> str:
-    """Return ``text`` with the characters that delimit series keys escaped."""
-    if "\\" in text or "," in text or "=" in text:
-        text = text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
-    return text
+class ReloadResult(NamedTuple):
+    """What a reload did, by rule name."""
 
-
-class RuleRuntime:
-    """One configured rule as the engine runs it: its series and recent fires."""
-
-    def __init__(
-        self,
-        config: RuleConfig,
-        *,
-        changed: list[RuleSeries],
-        timeline: Timeline,
-        limiter: RateLimiter,
-        max_series: int,
-    ) -> None:
-        if not config.window > 0:
-            raise ValueError(f"rule {config.name!r}: window must be longer than 0s")
-        self.config = config
-        self.name = config.name
-        self.match = tuple(config.match.items())
-        self.group_by = tuple(config.group_by)
-        self.window = float(config.window)
-        #: Bin width; one float object shared by every series of the rule.
-        self.width = self.window / BINS
-        self.quantiles = config.aggregation in QUANTILES
-        self.extremes = config.aggregation in ("min", "max")
-        self.spread = config.aggregation == "stddev"
-        self.trend = config.aggregation in ("delta", "rate")
-        self.measure = AGGREGATIONS[config.aggregation]
-        if config.op in RANGES:
-            self.threshold = None
-            self.bound = (float(config.range[0]), float(config.range[1]))
-        else:
-            self.threshold = float(config.threshold)
-            self.bound = self.threshold
-        tests = {"quantile": self.quantiles, "optional": config.aggregation == "rate"}
-        #: Whether a non-empty window breaches.
-        self.holds = condition(config.op, self.bound, self.measure, **tests)
-        #: What a firing series must pass to stay firing (the recovery
-        #: threshold, where the rule has one).
-        self.recovery = self.bound if config.recover is None else config.recover
-        self.stays = (
-            self.holds
-            if config.recover is None
-            else condition(config.op, self.recovery, self.measure, **tests)
-        )
-        self.keep_firing_for = float(config.keep_firing_for)
-        self.pending = float(config.for_)
-        self.min_samples = config.min_samples
-        self.limits = FireLimits(float(config.cooldown), config.daily_cap)
-        self.subject = subject(config.aggregation, config.metric, self.window)
-        self.series: dict[tuple[str, ...], RuleSeries] = {}
-        #: The engine's queue of series that got samples since the last
-        #: evaluation (shared by every rule).
-        self.changed = changed
-        self.timeline = timeline
-        self.max_series = max_series
-        self.refused = 0
-        #: Series whose state time alone can change (see RuleSeries.is_watched).
-        self.watch: set[RuleSeries] = set()
-        self._ticked_bin: int | None = None
-        self._limiter = limiter
-
-    def key_of(self, values: tuple[str, ...]) -> str:
-        """Return the series key for ``group_by`` label values.
-
-        ``name=value`` pairs joined by commas, with ``\\``, ``,`` and ``=``
-        escaped by a backslash inside names and values, so two different sets
-        of labels never share a key (and so never share an alert).
-        """
-        pairs = zip(self.group_by, values, strict=True)
-        return ",".join([f"{_escape(name)}={_escape(value)}" for name, value in pairs])
-
-    def series_for(self, labels: Mapping[str, str]) -> RuleSeries | None:
-        """Return the series a sample with ``labels`` feeds, creating it.
-
-        :return: ``None`` if the matchers refuse the labels or the rule is full.
-        """
-        for name, wanted in self.match:
-            if labels.get(name) != wanted:
-                return None
-        values = tuple([labels.get(name, "") for name in self.group_by])
-        series = self.series.get(values)
-        if series is None:
-            series = self._create(values)
-        return series
-
-    def _create(self, values: tuple[str, ...]) -> RuleSeries | None:
-        if len(self.series) >= self.max_series:
-            self._refuse()
-            return None
-        series = self.series[values] = RuleSeries(self, values)
-        return series
-
-    def _refuse(self) -> None:
-        self.refused += 1
-        self.timeline.stats.refused_series += 1
-        allowed, suppressed = self._limiter.allow(f"refused:{self.name}")
-        if allowed:
-            # WARNING: samples of the refused series are ignored until the
-            # rule's idle series are forgotten.
-            log.warning(
-                "rule %s has %d series, its limit; new series are refused",
-                self.name,
-                self.max_series,
-                extra={
-                    "rule": self.name,
-                    "series_count": len(self.series),
-                    "count": self.refused,
-                    "suppressed": suppressed,
-                },
-            )
-
-    def reattach(self, series: RuleSeries) -> RuleSeries | None:
-        """Return the live series for a forgotten one, registering it again."""
-        values = series.values
-        live = self.series.get(values)
-        if live is not None:
-            return live
-        if len(self.series) >= self.max_series:
-            self._refuse()
-            return None
-        series.place()
-        self.series[values] = series
-        return series
-
-    def restore(
-        self, key: str, labels: dict[str, str], since: float, fired_at: float
-    ) -> None:
-        """Mark a series firing; restores may exceed ``max_series``."""
-        values = tuple([labels.get(name, "") for name in self.group_by])
-        series = self.series.get(values)
-        if series is None:
-            series = self.series[values] = RuleSeries(self, values)
-        series.restore(key, labels, since)
-        self.limits.cooled(key, fired_at)
-
-    def hold(self, series: RuleSeries, blocker: str) -> None:
-        """Count and log a fire that ``blocker`` holds back."""
-        self.timeline.stats.held_fires += 1
-        allowed, suppressed = self._limiter.allow(f"held:{self.name}:{blocker}")
-        if allowed:
-            # WARNING: an alert someone expects is not being sent.
-            log.warning(
-                "alert of rule %s held back by its %s",
-                self.name,
-                "cooldown" if blocker == "cooldown" else "daily cap",
-                extra={
-                    "rule": self.name,
-                    "series": series.key,
-                    "reason": blocker,
-                    "suppressed": suppressed,
-                },
-            )
-
-    def fire(self, series: RuleSeries, now: float) -> Decision:
-        """Record a fire of ``series`` and return its decision."""
-        self.limits.record(series.key, now)
-        value = self.measure(series)
-        op, pending = self.config.op, self.pending
-        reason = fire_reason(self.subject, value, op, self.bound, pending)
-        return self._decision("fire", series, value, now, reason)
-
-    def resolve(self, series: RuleSeries, now: float, kept_for: float) -> Decision:
-        """Return the resolve decision of ``series``.
-
-        :param kept_for: how long the series was kept firing after it cleared.
-        """
-        value = series.value
-        reason = resolve_reason(
-            self.subject,
-            value,
-            self.config.op,
-            self.recovery,
-            samples=series.count,
-            min_samples=self.min_samples,
-            kept_for=kept_for,
-        )
-        return self._decision("resolve", series, value, now, reason)
-
-    def _decision(self, action, series, value, now, reason) -> Decision:
-        key = series.key
-        log.debug(
-            "rule %s series %r: %s (%s)",
-            self.name,
-            key,
-            action,
-            reason,
-            extra={"rule": self.name, "series": key},
-        )
-        return Decision(
-            action=action,
-            rule=self.name,
-            series=key,
-            labels=series.labels,
-            value=value,
-            threshold=self.threshold,
-            samples=series.count,
-            at=now,
-            since=now if series.since is None else series.since,
-            reason=reason,
-        )
-
-    def tick(self, now: float, decisions: list[Decision]) -> int:
-        """Evaluate every series that may have changed, forget idle ones.
-
-        Within the bin of the previous tick only watched series can change;
-        once per bin every series is visited.
-
-        :return: how many series were forgotten.
-        """
-        at = floor(now / self.width)
-        if at == self._ticked_bin:
-            for series in list(self.watch):
-                decision = series.evaluate(now)
-                if decision is not None:
-                    decisions.append(decision)
-            return 0
-
-        # TODO: bins are aligned to the epoch, so every series of a rule
-        # rotates at the same tick (~3 us each: 60,000 series cost ~180 ms on
-        # the benchmark machine). Sweeping a slice of the series per tick
-        # would flatten that spike.
-        self._ticked_bin = at
-        idle = []
-        for values, series in self.series.items():
-            if series.head < at or series.is_watched:
-                decision = series.evaluate(now)
-                if decision is not None:
-                    decisions.append(decision)
-            if series.is_idle:
-                idle.append(values)
-        for values in idle:
-            self.series.pop(values).detach()
-        self.limits.forget(now)
-        return len(idle)
+    kept: list[str]
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+    #: Resolves of the removed rules' firing series.
+    decisions: list[Decision]
 
 
 class RuleEngine:
-    """Turn samples into fire and resolve decisions for a set of rules.
+    """Turn samples into alert decisions for a set of rules.
 
     :param rules: the configured rules (names must be unique).
-    :param max_series_per_rule: series a rule may hold; new ones beyond are
-        refused.
+    :param max_series: live series the engine may hold over all rules (each
+        rule also has its own ``max_series``).
     :raises ValueError: if two rules share a name, a window is not positive or
-        ``max_series_per_rule`` is below 1.
+        ``max_series`` is below 1.
     """
 
     def __init__(
-        self, rules: Sequence[RuleConfig], *, max_series_per_rule: int = 100_000
+        self, rules: Sequence[RuleConfig], *, max_series: int = 1_000_000
     ) -> None:
-        if max_series_per_rule < 1:
-            raise ValueError("max_series_per_rule must be at least 1")
+        if max_series < 1:
+            raise ValueError("max_series must be at least 1")
         self.stats = EngineStats()
         self._timeline = Timeline(self.stats)
-        self._changed: list[RuleSeries] = []
-        limiter = RateLimiter(_LOG_INTERVAL, clock=self._timeline.clock)
-        self._rules = [
-            RuleRuntime(
-                config,
-                changed=self._changed,
-                timeline=self._timeline,
-                limiter=limiter,
-                max_series=max_series_per_rule,
-            )
-            for config in rules
-        ]
-        self._by_name = {rule.name: rule for rule in self._rules}
-        if len(self._by_name) != len(self._rules):
+        self._census = Census(max_series)
+        self._changed: list = []
+        self._limiter = RateLimiter(_LOG_INTERVAL, clock=self._timeline.clock)
+        self._index([self._runtime(config) for config in rules])
+
+    def _runtime(self, config: RuleConfig, started: float | None = None):
+        kind = CompositeRuntime if config.conditions else RuleRuntime
+        return kind(
+            config,
+            changed=self._changed,
+            timeline=self._timeline,
+            census=self._census,
+            limiter=self._limiter,
+            started=started,
+        )
+
+    def _index(self, runtimes: list[RuleRuntime]) -> None:
+        by_name = {rule.name: rule for rule in runtimes}
+        if len(by_name) != len(runtimes):
             raise ValueError("rule names must be unique")
         by_metric: dict[str, list[RuleRuntime]] = {}
-        for rule in self._rules:
-            by_metric.setdefault(rule.config.metric, []).append(rule)
+        for rule in runtimes:
+            metrics = rule.metrics if isinstance(rule, CompositeRuntime) else None
+            for metric in metrics or (rule.config.metric,):
+                by_metric.setdefault(metric, []).append(rule)
+        self._rules = runtimes
+        self._by_name = by_name
         self._by_metric = {metric: tuple(found) for metric, found in by_metric.items()}
 
     @property
@@ -349,37 +127,44 @@ class RuleEngine:
         """Return the engine's clock: the latest ``now`` it was given."""
         return self._timeline.now
 
-    def targets(self, metric: str, labels: Mapping[str, str]) -> list[RuleSeries]:
+    def rule(self, name: str) -> RuleRuntime:
+        """Return the running rule ``name``.
+
+        :raises KeyError: if there is none.
+        """
+        return self._by_name[name]
+
+    def targets(self, metric: str, labels: Mapping[str, str]) -> list:
         """Return the series a sample of ``metric`` with ``labels`` feeds.
 
-        One per rule on ``metric`` whose matchers all equal a label; a
-        ``group_by`` label missing from ``labels`` counts as ``""``. Series are
-        created on demand; a rule at its series limit contributes none.
+        One per rule on ``metric`` whose matchers all equal a label (a
+        composite rule gives one per side on ``metric``); a ``group_by`` label
+        missing from ``labels`` counts as ``""``. Series are created on
+        demand; a rule at its series limit contributes none.
         """
         rules = self._by_metric.get(metric)
         if rules is None:
             return []
-        found = []
+        found: list = []
         for rule in rules:
-            series = rule.series_for(labels)
-            if series is not None:
-                found.append(series)
+            rule.targets_for(metric, labels, found)
         return found
 
     def evaluate_dirty(self, now: float) -> list[Decision]:
         """Evaluate the series that got samples since the last evaluation."""
         now = self._timeline.advance(now)
         self._timeline.release(now)
-        if not self._changed:
+        if not self._changed and not self._census.decisions:
             return []
         return self._evaluate_changed(now)
 
     def _evaluate_changed(self, now: float) -> list[Decision]:
-        decisions = []
+        decisions: list[Decision] = []
+        if self._census.decisions:
+            decisions.extend(self._census.decisions)
+            self._census.decisions.clear()
         for series in self._changed:
-            decision = series.evaluate(now)
-            if decision is not None:
-                decisions.append(decision)
+            series.evaluate(now, decisions)
         self._changed.clear()
         return decisions
 
@@ -387,7 +172,8 @@ class RuleEngine:
         """Evaluate every live series at ``now`` and forget idle ones.
 
         A firing series whose window ran empty resolves here; a pending one
-        fires once its ``for`` has passed; a held one fires once allowed.
+        fires once its ``for`` has passed; a held one fires once allowed; a
+        tumbling rule's bins seal; silent series meet their no-data policy.
         Idle series (empty window, neither pending, held nor firing) are
         forgotten.
         """
@@ -396,6 +182,15 @@ class RuleEngine:
         decisions = self._evaluate_changed(now)
         for rule in self._rules:
             self.stats.forgotten_series += rule.tick(now, decisions)
+        census = self._census
+        quiet = now - census.refused_at >= LIMIT_QUIET
+        if census.alerted and quiet and census.live < census.limit:
+            census.alerted = False
+            decisions.append(
+                census.limit_decision(
+                    "resolve", {"scope": "all"}, census.live, census.limit, now
+                )
+            )
         return decisions
 
     def restore(
@@ -406,8 +201,9 @@ class RuleEngine:
         *,
         since: float,
         fired_at: float,
+        severity: str = "",
     ) -> None:
-        """Mark a series as firing since ``since`` after a restart.
+        """Mark a series as firing at ``severity`` since ``since`` after a restart.
 
         Its next breaching evaluation fires nothing; a clearing one resolves
         it. An empty window resolves it only once a whole window has passed
@@ -422,7 +218,7 @@ class RuleEngine:
                 extra={"rule": rule, "series": series},
             )
             return
-        runtime.restore(series, labels, since, fired_at)
+        runtime.restore(series, labels, since, fired_at, severity)
 
     def restore_fires(
         self,
@@ -433,10 +229,88 @@ class RuleEngine:
     ) -> None:
         """Tell the engine about earlier fires of ``rule`` after a restart.
 
-        Every fire counts towards the daily cap of its UTC day. When
-        ``series`` gives the series key of each fire (same order), the fires
-        also start those series' cooldowns.
+        Every fire counts towards the daily and window caps. When ``series``
+        gives the series key of each fire (same order), the fires also start
+        those series' cooldowns.
         """
         runtime = self._by_name.get(rule)
         if runtime is not None:
             runtime.limits.record_all(fired_at, series)
+
+    def reload(
+        self, rules: Sequence[RuleConfig], now: float, *, max_series: int
+    ) -> ReloadResult:
+        """Replace the rules with ``rules``, keeping what did not change.
+
+        A rule whose definition is unchanged keeps its runtime: windows,
+        states, alerts, cooldowns and caps. A changed rule starts new windows,
+        but its firing series stay open alerts (restored as after a restart,
+        with a grace of one window from now), and its rate guards keep their
+        counts when they are configured as before. A removed rule's firing
+        series resolve, saying so. Nothing fires at a reload.
+
+        :raises ValueError: as the constructor does; nothing changes then.
+        """
+        if max_series < 1:
+            raise ValueError("max_series must be at least 1")
+        if len({config.name for config in rules}) != len(rules):
+            raise ValueError("rule names must be unique")
+        now = self._timeline.advance(now)
+        old = self._by_name
+        runtimes = []
+        kept, added, changed = [], [], []
+        for config in rules:
+            runtime = old.get(config.name)
+            if runtime is not None and runtime.config == config:
+                kept.append(config.name)
+                runtimes.append(runtime)
+                continue
+            fresh = self._runtime(config, started=now)
+            if runtime is None:
+                added.append(config.name)
+            else:
+                changed.append(config.name)
+                _carry_over(runtime, fresh)
+            runtimes.append(fresh)
+
+        names = {config.name for config in rules}
+        removed = [name for name in old if name not in names]
+        decisions: list[Decision] = []
+        for name in removed:
+            decisions.extend(_resolve_all(old[name], now))
+        for name in removed + changed:
+            old[name].retire()
+        leaving = {id(old[name]) for name in removed + changed}
+        self._changed[:] = [s for s in self._changed if id(s._rule) not in leaving]
+        self._census.limit = max_series
+        self._index(runtimes)
+        return ReloadResult(kept, added, changed, removed, decisions)
+
+
+def _carry_over(old: RuleRuntime, new: RuleRuntime) -> None:
+    """Keep the open alerts and rate guards of a rule whose definition changed."""
+    for series in old.series.values():
+        if series.is_firing:
+            new.restore(series.key, series.labels, series.since, None, series.severity)
+    if _guards(old.config) == _guards(new.config):
+        new.limits = old.limits
+
+
+def _guards(config: RuleConfig) -> tuple:
+    return (
+        config.cooldown,
+        config.daily_cap,
+        config.daily_cap_period,
+        config.window_cap,
+        config.window,
+    )
+
+
+def _resolve_all(rule: RuleRuntime, now: float) -> list[Decision]:
+    """Return resolves of every firing series of a rule leaving the engine."""
+    reason = f"rule {rule.name!r} removed from the configuration"
+    return [
+        rule.resolve(series, now, None, 0.0, reason=reason)
+        for series in rule.series.values()
+        if series.is_firing
+    ]

@@ -1,12 +1,7 @@
-"""The series of a rule: a window of samples plus an alert state machine.
+"""The series of a sliding-window rule, and the engine's clock.
 
-A series is *inactive* until its condition holds, then *pending* (for the
-rule's ``for`` duration; a ``for`` of 0 skips it), then *firing*. A fire that
-the rule's cooldown or daily cap holds back leaves the series *held*: it fires
-as soon as it is allowed if the condition still holds, and falls back to
-inactive, silently, if the condition stops holding first. A firing series
-resolves once its condition is false or its window holds fewer samples than
-the rule's ``min_samples`` (at least one): a window that short never fires.
+A :class:`RuleSeries` is a window of samples (see :mod:`tocsin.rules.windows`)
+and an alert state machine (see :mod:`tocsin.rules.states`) in one object.
 
 Samples stamped ahead of the engine's clock wait in the :class:`Timeline`
 until the clock reaches their bin, so a sender whose clock runs fast can
@@ -21,6 +16,7 @@ from math import floor
 from typing import TYPE_CHECKING
 
 from tocsin.rules.decisions import Decision
+from tocsin.rules.states import INACTIVE, STEPPED, AlertMachine
 from tocsin.rules.windows import BINS, UNPLACED, Window
 
 if TYPE_CHECKING:
@@ -30,9 +26,6 @@ if TYPE_CHECKING:
 DETACHED = UNPLACED - 1
 #: Samples held ahead of the clock, engine-wide; beyond it they are dropped.
 MAX_PARKED = 65_536
-
-INACTIVE, PENDING, HELD, FIRING = range(4)
-STATE_NAMES = ("inactive", "pending", "held", "firing")
 
 
 class EngineStats:
@@ -55,9 +48,10 @@ class EngineStats:
         self.future_samples = 0
         #: NaN or infinite values (the parsers should have refused them).
         self.non_finite_samples = 0
-        #: Fires held back by a cooldown or a daily cap (once per episode).
+        #: Fires held back by a rate guard (once per episode).
         self.held_fires = 0
-        #: New series refused because their rule had ``max_series_per_rule``.
+        #: New series refused because their rule, or the engine, had as many
+        #: as it may hold.
         self.refused_series = 0
         #: Idle series dropped by ticks.
         self.forgotten_series = 0
@@ -129,8 +123,8 @@ class Timeline:
             series.add(value, timestamp)
 
 
-class RuleSeries(Window):
-    """One series of one rule: the window of its samples and its alert state.
+class RuleSeries(Window, AlertMachine):
+    """One series of a sliding-window rule: its window and its alert state.
 
     The engine creates series (:meth:`RuleEngine.targets`); the daemon calls
     :meth:`add` for every sample.
@@ -142,10 +136,15 @@ class RuleSeries(Window):
         "_rule",
         "_values",
         "_state",
+        "_level",
         "_since",
         "_cleared",
         "_queued",
         "_restored",
+        "_heard",
+        "_flips",
+        "_flags",
+        "_history",
     )
 
     def __init__(self, rule: RuleRuntime, values: tuple[str, ...]) -> None:
@@ -159,14 +158,10 @@ class RuleSeries(Window):
         )
         self._rule = rule
         self._values = values
-        self._state = INACTIVE
-        self._since: float | None = None
-        #: When a firing series' condition stopped holding, while the rule's
-        #: ``keep_firing_for`` keeps it firing.
-        self._cleared: float | None = None
         self._queued = False
-        #: ``(series key, labels)`` of an alert restored after a restart.
-        self._restored: tuple[str, dict[str, str]] | None = None
+        self._init_states()
+        relative = rule.relative
+        self._history = None if relative is None else relative.new_history()
         self.place()
 
     @property
@@ -194,38 +189,17 @@ class RuleSeries(Window):
         return dict(zip(self._rule.group_by, self._values, strict=True))
 
     @property
-    def state(self) -> str:
-        """Return ``inactive``, ``pending``, ``held`` or ``firing``."""
-        return STATE_NAMES[self._state]
-
-    @property
     def value(self) -> float | None:
         """Return the rule's aggregation of the window, ``None`` when empty."""
         return self._rule.measure(self) if self._count or self._head_count else None
 
     @property
-    def since(self) -> float | None:
-        """Return when the condition started to hold (pending, held or firing)."""
-        return self._since
-
-    @property
     def is_idle(self) -> bool:
         """Return whether the series holds nothing worth keeping."""
-        return self._state == INACTIVE and not (self._count or self._head_count)
-
-    @property
-    def is_watched(self) -> bool:
-        """Return whether time alone can change the series' state.
-
-        Pending and held series wait for time to pass, and so does a cleared
-        one kept firing; a restored one waits for its grace to end. Any other
-        series evaluated in the current bin changes only with new samples
-        (which queue it) or when a bin leaves its window.
-        """
         return (
-            self._state in (PENDING, HELD)
-            or self._restored is not None
-            or self._cleared is not None
+            self._state == INACTIVE
+            and not (self._count or self._head_count)
+            and self._rule.forgettable
         )
 
     def add(self, value: float, timestamp: float) -> None:
@@ -245,32 +219,7 @@ class RuleSeries(Window):
             self._rule.changed.append(self)
 
     def _add_slow(self, value: float, timestamp: float, at: int) -> bool:
-        rule = self._rule
-        timeline = rule.timeline
-        if value - value:
-            timeline.stats.non_finite_samples += 1
-            return False
-        if self._head == DETACHED:
-            live = rule.reattach(self)
-            if live is self:
-                return self.put(value, timestamp)
-            # Another series object took this key (or the rule is full); a
-            # caller still holding this one must not split the series in two.
-            if live is not None:
-                live.add(value, timestamp)
-            return False
-        if at <= self._head:
-            timeline.stats.late_samples += 1
-            return False
-
-        now = timeline.now
-        if now is not None and at <= floor(now / self._width):
-            self.advance(floor(now / self._width))
-            return self.put(value, timestamp)
-        # However far ahead: the clock may be stale rather than the sample
-        # early (the daemon stalled, or no evaluation ran for a while).
-        timeline.park(self, value, timestamp, at * self._width)
-        return False
+        return park_or_drop(self, value, timestamp, at)
 
     def place(self) -> None:
         """Put the head on the engine's clock, if it has one."""
@@ -281,83 +230,84 @@ class RuleSeries(Window):
         """Mark the series forgotten; its next sample registers it again."""
         self._head = DETACHED
 
-    def evaluate(self, now: float) -> Decision | None:
+    def evaluate(self, now: float, out: list[Decision]) -> None:
         """Move the window to ``now`` and step the alert state; O(1) amortized.
 
-        :return: a fire or resolve decision, or ``None`` when nothing changed.
+        A fire, resolve or other change is appended to ``out``.
         """
         rule = self._rule
+        fresh = self._queued
         self._queued = False
         at = floor(now / self._width)
         if at > self._head:
             self.advance(at)
-        short = self._count + self._head_count < rule.min_samples
-        state = self._state
-        if state == FIRING:
-            if not short and rule.stays(self):
-                if self._cleared is not None:
-                    self._cleared = None
-                    if self._restored is None:
-                        rule.watch.discard(self)
-                return None
-            return self._clear(now, short)
+        stepped = bool(self._flags & STEPPED)
+        self._flags &= ~STEPPED
+        count = self._count + self._head_count
+        if fresh and rule.silence_after is not None:
+            heard = self._heard
+            if heard is None or self._last_at > heard:
+                self._heard = self._last_at
+        if self._history is None:
+            reading = self
+        elif count:
+            reading = rule.relative.compare(rule.measure(self), self._history)
+        else:
+            reading = None
+        decision = self._decide(now, reading, count, stepped)
+        if decision is not None:
+            out.append(decision)
 
-        if not short and rule.holds(self):
-            if state == INACTIVE:
-                self._state = PENDING
-                self._since = now
-                rule.watch.add(self)
-            if now - self._since < rule.pending:
-                return None
-            blocker = rule.limits.blocker(self.key, now)
-            if blocker is not None:
-                if self._state != HELD:
-                    self._state = HELD
-                    rule.hold(self, blocker)
-                return None
-            self._state = FIRING
-            if self._restored is None:
-                rule.watch.discard(self)
-            return rule.fire(self, now)
+    def advance(self, head: int) -> None:
+        """Move the head forward to bin ``head``, noting the step it takes."""
+        if head > self._head:
+            if self._history is not None:
+                self._remember(head)
+            self._flags |= STEPPED
+            Window.advance(self, head)
 
-        if state != INACTIVE:
-            self._state = INACTIVE
-            self._since = None
-            rule.watch.discard(self)
-        return None
+    def _remember(self, at: int) -> None:
+        """Record the window's value at each step boundary it is leaving."""
+        history = self._history
+        history.push(self.value)
+        # Steps nobody evaluated (the daemon stalled) have no value of their own.
+        for _ in range(min(at - self._head, history.size + 1) - 1):
+            history.push(None)
 
-    def _clear(self, now: float, short: bool) -> Decision | None:
-        """Resolve a firing series whose condition stopped holding, unless
-        its restart grace or the rule's ``keep_firing_for`` holds it."""
-        rule = self._rule
-        if short and self._restored is not None and self._in_grace(now):
-            return None
-        kept_for = 0.0
-        if rule.keep_firing_for > 0:
-            if self._cleared is None:
-                self._cleared = now
-                rule.watch.add(self)
-            kept_for = now - self._cleared
-            if kept_for < rule.keep_firing_for:
-                return None
-        decision = rule.resolve(self, now, kept_for)
-        self._state = INACTIVE
-        self._since = None
-        self._cleared = None
-        self._restored = None
-        rule.watch.discard(self)
-        return decision
 
-    def _in_grace(self, now: float) -> bool:
-        # After a restart the window starts empty; an alert restored as firing
-        # only resolves for want of samples once a whole window could have
-        # been filled.
-        started = self._rule.timeline.started
-        return started is not None and now < started + self._rule.window
+def park_or_drop(series, value: float, timestamp: float, at: int) -> bool:
+    """Handle a sample a series' window cannot take at once.
 
-    def restore(self, key: str, labels: dict[str, str], since: float) -> None:
-        """Mark the series as firing since ``since`` under an alert's key."""
-        self._state = FIRING
-        self._since = since
-        self._restored = (key, dict(labels))
-        self._rule.watch.add(self)
+    A non-finite value is counted and dropped; a sample for a forgotten
+    series registers it again; a sample older than the window is late
+    (counted, dropped); one ahead of the window's head moves the head if the
+    engine's clock has reached its bin, and otherwise waits for the clock.
+
+    :return: whether the window took the sample.
+    """
+    rule = series._rule
+    timeline = rule.timeline
+    if value - value:
+        timeline.stats.non_finite_samples += 1
+        return False
+    if series._head == DETACHED:
+        live = rule.reattach(series)
+        if live is series:
+            return series.put(value, timestamp)
+        # Another series object took this key (or the rule is full); a
+        # caller still holding this one must not split the series in two.
+        if live is not None:
+            live.add(value, timestamp)
+        return False
+    if at <= series._head:
+        timeline.stats.late_samples += 1
+        return False
+
+    now = timeline.now
+    if now is not None and at <= floor(now / series._width):
+        series.advance(floor(now / series._width))
+        return series.put(value, timestamp)
+    # However far ahead: the clock may be stale rather than the sample
+    # early (the daemon stalled, or no evaluation ran for a while).
+    timeline.park(series, value, timestamp, at * series._width)
+    return False

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 
 import msgspec
+import msgspec.structs
 
 from tocsin.clock import Clock
 from tocsin.state.db import Database, Transaction
@@ -23,9 +24,13 @@ ENGINE = "engine"
 _OPEN = "state NOT IN ('resolved', 'closed')"
 _ALERT_COLUMNS = "id, uid, state, spec, value, resolved_at, closed_at"
 _TRANSITION_COLUMNS = "id, alert_id, from_state, to_state, at, actor, reason, comment"
+_OPEN_OF_SERIES = (
+    f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE rule = ? AND series = ? AND {_OPEN}"
+)
 
 _encode_spec = msgspec.json.Encoder().encode
 _decode_spec = msgspec.json.Decoder(AlertSpec).decode
+_encode_range = msgspec.json.Encoder().encode
 
 
 def notification_key(uid: str, transition_id: int, channel: str) -> str:
@@ -129,14 +134,9 @@ class AlertStore:
         """
         now = self._clock.time()
         async with self._db.transaction() as tx:
-            row = await tx.fetchone(
-                f"SELECT {_ALERT_COLUMNS} FROM alerts"
-                f" WHERE rule = ? AND series = ? AND {_OPEN}",
-                (rule, series),
-            )
-            if row is None:
+            alert = await _open_alert(tx, rule, series)
+            if alert is None:
                 return None
-            alert = alert_from_row(row)
             await tx.execute(
                 "UPDATE alerts SET state = 'resolved', value = ?, resolved_at = ?,"
                 " updated_at = ? WHERE id = ?",
@@ -149,6 +149,77 @@ class AlertStore:
             alert.value = value
             alert.resolved_at = at
             await _queue(tx, alert, transition, "resolve", channels, now)
+
+        return alert
+
+    async def change_severity(
+        self,
+        rule: str,
+        series: str,
+        *,
+        severity: str,
+        at: float,
+        value: float | None,
+        threshold: float | None,
+        reason: str,
+        channels: Sequence[str],
+        range: Sequence[float] | None = None,
+    ) -> Alert | None:
+        """Move the open alert of a series to another level and notify again.
+
+        The alert stays ``triggered`` and keeps its uid, so a destination sees
+        the same alert change; the transition (``triggered`` to ``triggered``)
+        gets notifications of its own, each under its own idempotency key.
+
+        :param threshold: the new level's threshold (``None`` for a range).
+        :param reason: why, as the engine words it; stored as given.
+        :param channels: the channels to notify; a name listed twice is
+            notified once.
+        :param range: the new level's ``[low, high]``; ``None`` keeps the
+            alert's range.
+        :return: the alert after the change, or ``None`` when the series has
+            no open alert (nothing is written then).
+        :raises StateError: if the write fails; nothing is written then.
+        """
+        now = self._clock.time()
+        async with self._db.transaction() as tx:
+            alert = await _open_alert(tx, rule, series)
+            if alert is None:
+                return None
+            changes: dict[str, object] = {"severity": severity, "threshold": threshold}
+            if range is not None:
+                changes["range"] = list(range)
+            alert.spec = msgspec.structs.replace(alert.spec, **changes)
+            alert.value = value
+            await tx.execute(
+                "UPDATE alerts SET spec = ?, value = ?, updated_at = ? WHERE id = ?",
+                (_encode_spec(alert.spec), value, now, alert.id),
+            )
+            transition = await _transition(
+                tx, alert.id, alert.state, alert.state, at, reason
+            )
+            await _queue(tx, alert, transition, "trigger", channels, now)
+
+        return alert
+
+    async def note(
+        self, rule: str, series: str, *, at: float, reason: str
+    ) -> Alert | None:
+        """Record something that happened to the open alert of a series.
+
+        The transition leaves the alert as it is (``triggered`` to
+        ``triggered``) and notifies nobody: it is there for the alert's
+        history (flapping started, flapping stopped).
+
+        :return: the alert, or ``None`` when the series has no open alert
+            (nothing is written then).
+        :raises StateError: if the write fails.
+        """
+        async with self._db.transaction() as tx:
+            alert = await _open_alert(tx, rule, series)
+            if alert is None:
+                return None
+            await _transition(tx, alert.id, alert.state, alert.state, at, reason)
 
         return alert
 
@@ -174,13 +245,19 @@ class AlertStore:
         return closed
 
     async def notified_channels(self, alert_id: int) -> list[str]:
-        """Return the channels an alert's trigger was queued for, in order."""
+        """Return the channels an alert's triggers were queued for, each once,
+        in the order they were first queued."""
         rows = await self._db.fetchall(
             "SELECT channel FROM outbox WHERE alert_id = ? AND event = 'trigger'"
-            " ORDER BY id",
+            " GROUP BY channel ORDER BY MIN(id)",
             (alert_id,),
         )
         return [row[0] for row in rows]
+
+    async def open_alert(self, rule: str, series: str) -> Alert | None:
+        """Return the open alert of a series, or ``None``."""
+        row = await self._db.fetchone(_OPEN_OF_SERIES, (rule, series))
+        return None if row is None else alert_from_row(row)
 
     async def open_alerts(self) -> list[Alert]:
         """Return every open alert, oldest first."""
@@ -233,6 +310,11 @@ class AlertStore:
         return [alert_from_row(row) for row in rows]
 
 
+async def _open_alert(tx: Transaction, rule: str, series: str) -> Alert | None:
+    row = await tx.fetchone(_OPEN_OF_SERIES, (rule, series))
+    return None if row is None else alert_from_row(row)
+
+
 async def _transition(
     tx: Transaction,
     alert_id: int,
@@ -267,9 +349,12 @@ async def _queue(
 ) -> None:
     """Write one outbox row per channel, due at once.
 
-    Each row keeps ``alert`` as it is after ``transition``, so every attempt
-    of the notification describes the same alert whatever happens to it later.
+    Each row keeps ``alert`` as it is after ``transition`` (its state, value,
+    and level: severity, threshold, range), so every attempt of the
+    notification describes the same alert whatever happens to it later.
     """
+    spec = alert.spec
+    level = (spec.severity, spec.threshold, _encode_range(spec.range).decode())
     rows = [
         (
             alert.id,
@@ -282,12 +367,14 @@ async def _queue(
             alert.state,
             alert.value,
             alert.resolved_at,
+            *level,
         )
         for channel in dict.fromkeys(channels)
     ]
     await tx.executemany(
         "INSERT INTO outbox (alert_id, transition_id, channel, event, key,"
-        " next_attempt_at, created_at, alert_state, alert_value, alert_resolved_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " next_attempt_at, created_at, alert_state, alert_value, alert_resolved_at,"
+        " alert_severity, alert_threshold, alert_range)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )

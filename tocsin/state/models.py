@@ -11,7 +11,11 @@ NotificationEvent = Literal["trigger", "resolve"]
 
 
 class AlertSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything a new alert needs; copied from the rule and the decision."""
+    """Everything a new alert needs; copied from the rule and the decision.
+
+    Only its level (``severity``, ``threshold``, ``range``) changes later, when
+    the open alert moves between the levels of its rule.
+    """
 
     rule: str
     series: str
@@ -22,7 +26,8 @@ class AlertSpec(msgspec.Struct, frozen=True, kw_only=True):
     aggregation: str
     window: float
     op: str
-    #: The rule's threshold; ``None`` for a range.
+    #: The threshold of the alert's level; ``None`` for a range or a
+    #: composite rule.
     threshold: float | None
     value: float | None
     samples: int
@@ -31,7 +36,8 @@ class AlertSpec(msgspec.Struct, frozen=True, kw_only=True):
     #: When the alert fired.
     fired_at: float
     reason: str
-    #: ``[low, high]`` of a range comparison (``inside``, ``outside``).
+    #: ``[low, high]`` of the level's range comparison (``inside``,
+    #: ``outside``).
     range: list[float] = []
     summary: str = ""
     description: str = ""

@@ -13,8 +13,9 @@ overtakes the trigger it follows.
 
 A notification describes the alert as it was at its transition, kept in the
 row when it was written, not as it is now: a trigger retried after its alert
-resolved still says the alert fired, and every attempt carries the same
-message under the same idempotency key.
+resolved still says the alert fired, a warning retried after its alert became
+critical still says warning, and every attempt carries the same message under
+the same idempotency key.
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
+import msgspec.structs
 
 from tocsin.clock import Clock
 from tocsin.state.alerts import alert_from_row, transition_from_row
 from tocsin.state.db import Database
-from tocsin.state.models import Notification
+from tocsin.state.models import Alert, Notification
 
 Outcome = Literal["delivered", "retry", "dead"]
+
+_decode_range = msgspec.json.Decoder(list[float]).decode
 
 # The ordering rule above, as SQL: no older pending row for this alert/channel.
 _FIRST_IN_LINE = (
@@ -43,13 +47,14 @@ _ANNOUNCED = (
     " WHERE o3.alert_id = o.alert_id AND o3.channel = o.channel"
     " AND o3.event = 'trigger' AND o3.state = 'delivered')"
 )
-# The alert's identity and spec from its row (they never change), its state and
-# value from the outbox row; closing notifies nobody, so closed_at is NULL.
+# The alert's identity and spec from its row, its state, value and level from
+# the outbox row (the level replaces the spec's, see _at_transition); closing
+# notifies nobody, so closed_at is NULL.
 _DUE = f"""
 SELECT o.id, o.key, o.channel, o.event, o.attempts, o.created_at,
        a.id, a.uid, o.alert_state, a.spec, o.alert_value, o.alert_resolved_at, NULL,
        t.id, t.alert_id, t.from_state, t.to_state, t.at, t.actor, t.reason, t.comment,
-       ({_ANNOUNCED})
+       ({_ANNOUNCED}), o.alert_severity, o.alert_threshold, o.alert_range
 FROM outbox AS o
 JOIN alerts AS a ON a.id = o.alert_id
 JOIN transitions AS t ON t.id = o.transition_id
@@ -93,6 +98,25 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     dead_at: float | None
 
 
+def _at_transition(alert: Alert, level: tuple) -> Alert:
+    """Give ``alert`` the level (severity, threshold, range) an outbox row kept.
+
+    A row queued before rows kept a level has none: its alert's spec has never
+    changed, so the spec's level is the one of its transition.
+    """
+    severity, threshold, range_ = level
+    if severity is None:
+        return alert
+    alert.spec = msgspec.structs.replace(
+        alert.spec,
+        severity=severity,
+        threshold=threshold,
+        range=_decode_range(range_) if range_ else [],
+    )
+
+    return alert
+
+
 def _notification(row: tuple) -> Notification:
     id_, key, channel, event, attempts, created_at = row[:6]
     return Notification(
@@ -100,7 +124,7 @@ def _notification(row: tuple) -> Notification:
         key=key,
         channel=channel,
         event=event,
-        alert=alert_from_row(row[6:13]),
+        alert=_at_transition(alert_from_row(row[6:13]), row[22:25]),
         transition=transition_from_row(row[13:21]),
         attempts=attempts,
         created_at=created_at,

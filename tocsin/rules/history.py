@@ -1,0 +1,195 @@
+"""A series' own past, for rules that compare a value with it.
+
+A rule with ``compare`` measures its value at every *step* and compares it
+with an earlier step (``change``, ``percent``) or with the mean and standard
+deviation of the last steps (``baseline``). Each series keeps its past in a
+:class:`History`, a ring of floats (8 bytes per step); the rule's
+:class:`Relative` knows how far back to look and how to compare.
+
+The owner compares first and pushes after: at the time of :meth:`Relative.compare`
+the history holds the steps *before* the value being compared.
+"""
+
+from __future__ import annotations
+
+from array import array
+from math import frexp, fsum, isfinite, ldexp, nan, sqrt
+
+#: How a rule compares with its past.
+KINDS = ("change", "percent", "baseline")
+
+
+class History:
+    """The last ``size`` values of a series, one per step, newest last.
+
+    A step without a value (``None``, or a value that is not finite) is kept
+    as NaN so later steps keep their distance. With ``baseline`` set, every
+    push also recomputes the mean and population standard deviation of the
+    values held, so that reading :attr:`baseline` is O(1).
+
+    :raises ValueError: if ``size`` is less than 1.
+    """
+
+    __slots__ = ("size", "_values", "_next", "_keeps_baseline", "_baseline")
+
+    def __init__(self, size: int, *, baseline: bool = False) -> None:
+        if size < 1:
+            raise ValueError(f"a history needs at least 1 step, not {size}")
+        self.size = size
+        self._values = array("d", [nan]) * size
+        # Where the next push goes; the newest value is just before it.
+        # Steps not yet pushed read as NaN, like steps without a value.
+        self._next = 0
+        self._keeps_baseline = baseline
+        self._baseline: tuple[float, float, int] | None = None
+
+    @property
+    def baseline(self) -> tuple[float, float, int] | None:
+        """Return ``(mean, stddev, count)`` of the values held, as of the last push.
+
+        ``None`` while no value is held, and always without ``baseline``.
+        """
+        return self._baseline
+
+    def push(self, value: float | None) -> None:
+        """Add the value of the latest step; O(1), O(size) with ``baseline``."""
+        if value is None or not isfinite(value):
+            value = nan
+        self._values[self._next] = value
+        self._next = (self._next + 1) % self.size
+        if self._keeps_baseline:
+            self._baseline = _mean_and_deviation(self._values)
+
+    def ago(self, steps: int) -> float | None:
+        """Return the value pushed ``steps`` pushes ago (1: the latest).
+
+        :return: ``None`` if that step had no value, was never pushed, or lies
+            beyond the history's ``size``.
+        """
+        if not 0 < steps <= self.size:
+            return None
+        value = self._values[(self._next - steps) % self.size]
+        return None if value != value else value
+
+
+def _mean_and_deviation(values: array) -> tuple[float, float, int] | None:
+    """Return the mean, population standard deviation and count of the non-NaN
+    ``values``, or ``None`` if there are none."""
+    present = [value for value in values if value == value]
+    count = len(present)
+    if not count:
+        return None
+
+    largest = max(map(abs, present))
+    if _SMALL <= largest < _LARGE or not largest:
+        mean, deviation = _moments(present)
+        return mean, deviation, count
+
+    # Squares of values this large overflow, and of values this small
+    # underflow; scaled by a power of two (exact) to at most 1 they do
+    # neither, and the results scale back.
+    exponent = frexp(largest)[1]
+    mean, deviation = _moments([ldexp(value, -exponent) for value in present])
+    return ldexp(mean, exponent), ldexp(deviation, exponent), count
+
+
+# Between these magnitudes a sum of squared deviations neither overflows nor
+# loses a nonzero deviation to underflow.
+_SMALL = 2.0**-400
+_LARGE = 2.0**500
+
+
+def _moments(present: list[float]) -> tuple[float, float]:
+    """Return the mean and population standard deviation of ``present``."""
+    count = len(present)
+    # A flat history is common (a steady metric) and must score its own
+    # value as exactly 0, which a rounded mean could miss by an ulp.
+    if present.count(present[0]) == count:
+        return present[0], 0.0
+
+    # fsum keeps each sum exact until its final rounding, so the mean is
+    # within an ulp or so, and the squares are taken about that mean.
+    mean = fsum(present) / count
+    squares = fsum([(value - mean) ** 2 for value in present])
+    return mean, sqrt(squares / count)
+
+
+class Relative:
+    """A rule's comparison of a value with its series' past.
+
+    :param kind: ``change`` (the value less the one ``steps`` steps ago),
+        ``percent`` (that change in percent of the earlier value) or
+        ``baseline`` (standard deviations from the mean of the last
+        ``steps`` steps).
+    :param steps: how far back, or how many steps of baseline.
+    :param min_history: ``baseline`` only: steps with a value needed before
+        there is a comparison; 0 means half of ``steps``, at least 2.
+    :raises ValueError: if ``kind`` is unknown, ``steps`` is less than 1, or
+        ``min_history`` is negative or more than a baseline's ``steps``.
+    """
+
+    __slots__ = ("kind", "steps", "min_history", "size")
+
+    def __init__(self, kind: str, steps: int, min_history: int = 0) -> None:
+        if kind not in KINDS:
+            raise ValueError(
+                f"compare kind must be change, percent or baseline: {kind}"
+            )
+        if steps < 1:
+            raise ValueError(f"compare needs at least 1 step, not {steps}")
+        if min_history < 0:
+            raise ValueError(f"min_history must not be negative: {min_history}")
+        if kind == "baseline":
+            min_history = min_history or max(2, steps // 2)
+            if min_history > steps:
+                raise ValueError(
+                    f"a baseline of {steps} steps never has the {min_history}"
+                    " steps with a value that min_history asks for"
+                )
+        self.kind = kind
+        self.steps = steps
+        self.min_history = min_history
+        #: The :class:`History` size this rule's series need.
+        self.size = steps
+
+    def new_history(self) -> History:
+        """Return an empty history for a new series of the rule."""
+        return History(self.size, baseline=self.kind == "baseline")
+
+    def compare(self, value: float, history: History) -> float | None:
+        """Return ``value`` compared with ``history``, the steps before it.
+
+        :return: the change, the change in percent, or the z-score; ``None``
+            when the past it needs is missing, for ``percent`` when the
+            earlier value is 0, and for ``baseline`` with fewer than
+            ``min_history`` values.
+        """
+        if self.kind == "baseline":
+            baseline = history.baseline
+            if baseline is None:
+                return None
+            mean, deviation, count = baseline
+            if count < self.min_history:
+                return None
+            # A flat history has no deviation; a floor relative to the mean
+            # turns any departure from it into a very large score rather
+            # than a division by zero.
+            return (value - mean) / max(deviation, 1e-9 * max(1.0, abs(mean)))
+
+        past = history.ago(self.steps)
+        if past is None:
+            return None
+        if self.kind == "change":
+            return value - past
+        if past == 0:
+            return None
+        return 100.0 * (value - past) / abs(past)
+
+    def describe(self) -> str:
+        """Say what the compared value is, for alert reasons."""
+        steps = f"{self.steps} step" if self.steps == 1 else f"{self.steps} steps"
+        if self.kind == "change":
+            return f"change vs {steps} ago"
+        if self.kind == "percent":
+            return f"% change vs {steps} ago"
+        return f"σ from the mean of the last {steps}"
