@@ -98,8 +98,9 @@ class FakePipeline:
         self.rules: dict | None = None
         self.submitted: list[Decision] = []
 
-    def set_rules(self, rules) -> None:
+    def set_rules(self, rules, *, internal_channels) -> None:
         self.rules = dict(rules)
+        self.internal_channels = list(internal_channels)
 
     def submit(self, decisions) -> None:
         self.submitted.extend(decisions)
@@ -137,7 +138,8 @@ def setup(tmp_path) -> Setup:
 
 async def test_a_reload_applies_the_rules_and_resolves_the_removed_ones(setup):
     reloader, engine, pipeline, cleared, path = setup
-    path.write_text(config_text(("a", 1), ("c", 4), extra="max_series = 500\n"))
+    extra = 'max_series = 500\n[alerts]\ninternal_channels = ["log"]\n'
+    path.write_text(config_text(("a", 1), ("c", 4), extra=extra))
 
     outcome = await reloader.reload("api")
 
@@ -151,10 +153,12 @@ async def test_a_reload_applies_the_rules_and_resolves_the_removed_ones(setup):
     }
     assert engine.calls == [(["a", "c"], NOW, 500)]
     assert sorted(pipeline.rules) == ["a", "c"]
+    assert pipeline.internal_channels == ["log"]
     assert [decision.rule for decision in pipeline.submitted] == ["b"]
     assert cleared == ["dogstatsd", "ndjson"]
     assert [rule.name for rule in reloader.config.rules] == ["a", "c"]
     assert reloader.config.daemon.max_series == 500
+    assert reloader.config.alerts.internal_channels == ["log"]
 
 
 async def test_a_changed_rule_is_reported_as_changed(setup):
@@ -469,3 +473,46 @@ async def test_a_daemon_will_not_start_on_an_api_socket_in_use(tmp_path, caplog)
     [error] = [r for r in caplog.records if r.message == "cannot open a listener"]
     assert (error.listener, error.address) == ("api", str(socket_path))
     assert not (tmp_path / "state").exists()
+
+
+class Evaluations(NamedTuple):
+    #: Set after each evaluation that follows new samples.
+    evaluated: asyncio.Event
+    #: Set after one that fired.
+    fired: asyncio.Event
+
+
+def watch_evaluations(daemon: Daemon) -> Evaluations:
+    events = Evaluations(asyncio.Event(), asyncio.Event())
+    evaluate = daemon.engine.evaluate_dirty
+
+    def watched(now: float):
+        decisions = evaluate(now)
+        events.evaluated.set()
+        if any(decision.action == "fire" for decision in decisions):
+            events.fired.set()
+        return decisions
+
+    daemon.engine.evaluate_dirty = watched
+    return events
+
+
+async def test_a_changed_rule_gets_the_samples_of_a_series_seen_before(running):
+    daemon, path, _ = running
+    _, writer = await asyncio.open_unix_connection("ingest.sock")
+    events = watch_evaluations(daemon)
+    writer.write(b'{"metric": "m.a", "value": 0.5}\n')
+    await asyncio.wait_for(events.evaluated.wait(), 10)
+    assert not events.fired.is_set()
+    path.write_text(path.read_text().replace("threshold = 1", "threshold = 0.1"))
+
+    outcome = await daemon.reload("api")
+    # The same series again, on the same connection: its cached handle led to
+    # the rule as it was, and only a cleared cache leads to the new one.
+    writer.write(b'{"metric": "m.a", "value": 0.5}\n')
+    await asyncio.wait_for(events.fired.wait(), 10)
+
+    assert outcome.changed == ("a",)
+    assert daemon.config.rules[0].threshold == 0.1
+    writer.close()
+    await writer.wait_closed()

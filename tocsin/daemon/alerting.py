@@ -216,10 +216,6 @@ class AlertPipeline:
             return self.internal_rule
         return self.rules.get(name)
 
-    def set_rules(self, rules: Mapping[str, RuleConfig]) -> None:
-        """Take the rules of a reloaded config for the decisions still to come."""
-        self.rules = rules
-
     def submit(self, decisions: Sequence[Decision]) -> None:
         """Queue decisions for writing; never blocks the caller."""
         for decision in decisions:

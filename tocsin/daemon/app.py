@@ -244,7 +244,7 @@ class Daemon:
         outbox = Outbox(database, clock)
         log.info("state database open", extra={"path": str(config.database_path)})
 
-        engine = RuleEngine(config.rules)
+        engine = RuleEngine(config.rules, max_series=config.daemon.max_series)
         rules = {rule.name: rule for rule in config.rules}
         channel_configs = {channel.name: channel for channel in config.channels}
         restored = await restore(
@@ -268,6 +268,7 @@ class Daemon:
             store,
             dispatcher.wake,
             clock,
+            internal_channels=config.alerts.internal_channels,
         )
         pipeline_task = asyncio.create_task(pipeline.run(), name="alert-pipeline")
         stack.push_async_callback(self._stop_pipeline, pipeline, pipeline_task)

@@ -166,7 +166,10 @@ class Reloader:
         result = self.engine.reload(
             new.rules, self.clock.time(), max_series=new.daemon.max_series
         )
-        self.pipeline.set_rules({rule.name: rule for rule in new.rules})
+        self.pipeline.set_rules(
+            {rule.name: rule for rule in new.rules},
+            internal_channels=new.alerts.internal_channels,
+        )
         if result.decisions:
             self.pipeline.submit(result.decisions)
         for clear in self.clear_caches:
