@@ -40,6 +40,11 @@ def refusal(text: str) -> str:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
+        # Tocsin's own alerts have rules of their own.
+        (
+            PLAIN.replace('name = "r"', 'name = "tocsin.series_limit"'),
+            "rules[0].name: rule names starting with 'tocsin.' are Tocsin's own",
+        ),
         # A rule measures one metric, or is a composite of conditions.
         (
             '[[rules]]\nname = "r"\nthreshold = 1\n',

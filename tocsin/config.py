@@ -86,6 +86,9 @@ __all__ = [
 ]
 
 
+#: Names of Tocsin's own rules start with this; configured rules may not.
+RESERVED_RULE_PREFIX = "tocsin."
+
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
 _MISSING_FIELD = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
@@ -190,6 +193,12 @@ def _check(config: Config, source: str) -> None:
                 source, f"duplicate rule name {rule.name!r}", f"{where}.name"
             )
         names.add(rule.name)
+        if rule.name.startswith(RESERVED_RULE_PREFIX):
+            raise ConfigError(
+                source,
+                f"rule names starting with {RESERVED_RULE_PREFIX!r} are Tocsin's own",
+                f"{where}.name",
+            )
         check_rule(rule, source, where)
         for position, channel in enumerate(rule.channels):
             if channel not in seen:

@@ -560,7 +560,7 @@ async def test_restore_tells_the_engine_each_alerts_severity(store, clock):
     ]
 
 
-async def test_series_limit_alerts_stay_open_across_a_restart(store, clock):
+async def test_series_limit_alerts_are_handed_to_the_engine_at_restart(store, clock):
     pipeline = AlertPipeline(RULES, CHANNELS, store, lambda: None, clock)
     await run_pipeline(pipeline, [series_limit("fire", T0)])
     engine = RecordingEngine()
@@ -569,4 +569,10 @@ async def test_series_limit_alerts_stay_open_across_a_restart(store, clock):
 
     [alert] = await store.open_alerts()
     assert alert.spec.rule == SERIES_LIMIT_RULE
-    assert engine.restored == []
+    # The engine resolves it once the rule refuses nothing for a while.
+    [(rule, series, labels, *_)] = engine.restored
+    assert (rule, series, labels) == (
+        SERIES_LIMIT_RULE,
+        alert.spec.series,
+        alert.spec.labels,
+    )

@@ -8,16 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tocsin.rules.conditions import FireLimits as ReexportedFireLimits
 from tocsin.rules.limits import DAY, FireLimits, RecentFires
 
 #: A UTC midnight (POSIX day 20255 starts here).
 MIDNIGHT = 1_750_032_000.0
 T0 = MIDNIGHT - 32_000.0
-
-
-def test_conditions_still_exports_the_limits():
-    assert ReexportedFireLimits is FireLimits
 
 
 @pytest.mark.parametrize(

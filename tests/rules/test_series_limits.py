@@ -76,3 +76,20 @@ def test_memory_stays_bounded_under_a_flood_of_new_label_values():
             series.add(0.1, T0)
     assert engine.series_count == 100
     assert engine.refused_series == {"drift": 9_900}
+
+
+def test_a_restored_limit_alert_resolves_once_the_rule_is_quiet():
+    engine = RuleEngine([rule(max_series=5)])
+    labels = {"rule": "drift"}
+    engine.restore(SERIES_LIMIT_RULE, "rule=drift", labels, since=T0, fired_at=T0)
+    assert limit_alerts(engine.tick(T0 + 10)) == []
+    assert limit_alerts(engine.tick(T0 + LIMIT_QUIET + 1)) == [
+        ("resolve", "rule=drift")
+    ]
+
+
+def test_a_restored_limit_alert_of_a_removed_rule_resolves_at_once():
+    engine = RuleEngine([rule()])
+    labels = {"rule": "gone"}
+    engine.restore(SERIES_LIMIT_RULE, "rule=gone", labels, since=T0, fired_at=T0)
+    assert limit_alerts(engine.evaluate_dirty(T0 + 1)) == [("resolve", "rule=gone")]

@@ -445,8 +445,8 @@ async def restore(
     before. An open alert whose rule is no longer configured can never resolve
     by itself: it is resolved now, saying so, on the channels its trigger went
     to that are still configured and take resolves. Tocsin's own alerts (see
-    :func:`series_limit_rule`) are left open: the engine resolves them once the
-    limit is no longer reached.
+    :func:`series_limit_rule`) are handed to the engine, which resolves them
+    once the limit is no longer reached.
 
     :param channels: the configured channels, by name.
     :return: the number of open alerts restored.
@@ -455,6 +455,14 @@ async def restore(
     for alert in await store.open_alerts():
         spec = alert.spec
         if spec.rule == SERIES_LIMIT_RULE:
+            engine.restore(
+                spec.rule,
+                spec.series,
+                spec.labels,
+                since=spec.fired_at,
+                fired_at=spec.fired_at,
+                severity=spec.severity,
+            )
             continue
         if spec.rule not in rules:
             await _retire(store, alert, now, channels or {})

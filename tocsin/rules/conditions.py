@@ -5,8 +5,6 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 
-from tocsin.rules.limits import FireLimits as FireLimits
-
 #: Comparison operators of the configuration with one threshold.
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,

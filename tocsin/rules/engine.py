@@ -35,7 +35,7 @@ from typing import NamedTuple
 from tocsin.config import RuleConfig
 from tocsin.logs import RateLimiter
 from tocsin.rules.composite import CompositeRuntime
-from tocsin.rules.decisions import Decision
+from tocsin.rules.decisions import SERIES_LIMIT_RULE, Decision
 from tocsin.rules.runtime import LIMIT_QUIET, Census, RuleRuntime
 from tocsin.rules.series import EngineStats, Timeline
 
@@ -210,6 +210,9 @@ class RuleEngine:
         since the engine's first evaluation. ``fired_at`` starts its cooldown;
         it does not count towards the daily cap (see :meth:`restore_fires`).
         """
+        if rule == SERIES_LIMIT_RULE:
+            self._restore_limit_alert(labels, since)
+            return
         runtime = self._by_name.get(rule)
         if runtime is None:
             log.warning(
@@ -219,6 +222,24 @@ class RuleEngine:
             )
             return
         runtime.restore(series, labels, since, fired_at, severity)
+
+    def _restore_limit_alert(self, labels: dict[str, str], since: float) -> None:
+        """Take over an open series-limit alert: it resolves once quiet."""
+        census = self._census
+        if labels.get("scope") == "all":
+            census.alerted = True
+            census.refused_at = max(census.refused_at, since)
+            return
+        name = labels.get("rule", "")
+        runtime = self._by_name.get(name)
+        if runtime is not None:
+            runtime.limit_alerted = True
+            runtime.refused_at = max(runtime.refused_at, since)
+        else:
+            # The rule is gone: nothing can refuse series for it any more.
+            census.decisions.append(
+                census.limit_decision("resolve", {"rule": name}, 0, 0, since)
+            )
 
     def restore_fires(
         self,
