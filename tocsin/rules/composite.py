@@ -157,28 +157,8 @@ class CompositeSeries(AlertMachine):
         self.place()
 
     @property
-    def rule(self) -> str:
-        return self._rule.name
-
-    @property
-    def values(self) -> tuple[str, ...]:
-        return self._values
-
-    @property
     def sides(self) -> tuple[SideSeries, ...]:
         return self._sides
-
-    @property
-    def key(self) -> str:
-        if self._restored is not None:
-            return self._restored[0]
-        return self._rule.key_of(self._values)
-
-    @property
-    def labels(self) -> dict[str, str]:
-        if self._restored is not None:
-            return dict(self._restored[1])
-        return dict(zip(self._rule.group_by, self._values, strict=True))
 
     @property
     def value(self) -> None:

@@ -165,30 +165,6 @@ class RuleSeries(Window, AlertMachine):
         self.place()
 
     @property
-    def rule(self) -> str:
-        """Return the name of the series' rule."""
-        return self._rule.name
-
-    @property
-    def values(self) -> tuple[str, ...]:
-        """Return the values of the rule's ``group_by`` labels, in order."""
-        return self._values
-
-    @property
-    def key(self) -> str:
-        """Return the canonical series key (``k=v`` pairs in ``group_by`` order)."""
-        if self._restored is not None:
-            return self._restored[0]
-        return self._rule.key_of(self._values)
-
-    @property
-    def labels(self) -> dict[str, str]:
-        """Return the ``group_by`` labels and their values."""
-        if self._restored is not None:
-            return dict(self._restored[1])
-        return dict(zip(self._rule.group_by, self._values, strict=True))
-
-    @property
     def value(self) -> float | None:
         """Return the rule's aggregation of the window, ``None`` when empty."""
         return self._rule.measure(self) if self._count or self._head_count else None

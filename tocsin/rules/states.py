@@ -44,7 +44,8 @@ _LEVEL_SHIFT = 3
 class AlertMachine:
     """The states of one series; mixed into the series classes.
 
-    The concrete class declares the slots: ``_rule``, ``_state``, ``_level``,
+    The concrete class declares the slots: ``_rule``, ``_values``, ``_state``,
+    ``_level``,
     ``_since``, ``_cleared``, ``_restored``, ``_heard``, ``_flips`` and
     ``_flags``, and calls :meth:`_decide` from its ``evaluate``.
     """
@@ -64,6 +65,30 @@ class AlertMachine:
         self._heard: float | None = None
         self._flips = 0
         self._flags = 0
+
+    @property
+    def rule(self) -> str:
+        """Return the name of the series' rule."""
+        return self._rule.name
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """Return the values of the rule's ``group_by`` labels, in order."""
+        return self._values
+
+    @property
+    def key(self) -> str:
+        """Return the canonical series key (``k=v`` pairs in ``group_by`` order)."""
+        if self._restored is not None:
+            return self._restored[0]
+        return self._rule.key_of(self._values)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Return the ``group_by`` labels and their values."""
+        if self._restored is not None:
+            return dict(self._restored[1])
+        return dict(zip(self._rule.group_by, self._values, strict=True))
 
     @property
     def state(self) -> str:

@@ -74,26 +74,6 @@ class TumblingSeries(AlertMachine):
         self.place()
 
     @property
-    def rule(self) -> str:
-        return self._rule.name
-
-    @property
-    def values(self) -> tuple[str, ...]:
-        return self._values
-
-    @property
-    def key(self) -> str:
-        if self._restored is not None:
-            return self._restored[0]
-        return self._rule.key_of(self._values)
-
-    @property
-    def labels(self) -> dict[str, str]:
-        if self._restored is not None:
-            return dict(self._restored[1])
-        return dict(zip(self._rule.group_by, self._values, strict=True))
-
-    @property
     def value(self) -> float | None:
         """Return what the newest sealed bin measured (compared, if the rule
         compares with the past); ``None`` before the first or for an empty one."""
