@@ -45,9 +45,8 @@ class AlertMachine:
     """The states of one series; mixed into the series classes.
 
     The concrete class declares the slots: ``_rule``, ``_values``, ``_state``,
-    ``_level``,
-    ``_since``, ``_cleared``, ``_restored``, ``_heard``, ``_flips`` and
-    ``_flags``, and calls :meth:`_decide` from its ``evaluate``.
+    ``_level``, ``_since``, ``_cleared``, ``_restored``, ``_heard``, ``_flips``
+    and ``_flags``, and calls :meth:`_decide` from its ``evaluate``.
     """
 
     __slots__ = ()
