@@ -28,7 +28,7 @@ from tocsin.rules.conditions import (
 from tocsin.rules.levels import Levels
 from tocsin.rules.runtime import RuleRuntime
 from tocsin.rules.series import DETACHED, park_or_drop
-from tocsin.rules.states import INACTIVE, AlertMachine
+from tocsin.rules.states import INACTIVE, STATE_SLOTS, AlertMachine
 from tocsin.rules.windows import AGGREGATIONS, BINS, QUANTILES, UNPLACED, Window
 
 if TYPE_CHECKING:
@@ -133,20 +133,7 @@ class SideSeries(Window):
 class CompositeSeries(AlertMachine):
     """One series key of a composite rule: a window per side, one alert."""
 
-    __slots__ = (
-        "_rule",
-        "_values",
-        "_state",
-        "_level",
-        "_since",
-        "_cleared",
-        "_restored",
-        "_heard",
-        "_flips",
-        "_flags",
-        "_queued",
-        "_sides",
-    )
+    __slots__ = (*STATE_SLOTS, "_queued", "_sides")
 
     def __init__(self, rule: CompositeRuntime, values: tuple[str, ...]) -> None:
         self._rule = rule

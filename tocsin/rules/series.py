@@ -16,7 +16,7 @@ from math import floor
 from typing import TYPE_CHECKING
 
 from tocsin.rules.decisions import Decision
-from tocsin.rules.states import INACTIVE, STEPPED, AlertMachine
+from tocsin.rules.states import INACTIVE, STATE_SLOTS, STEPPED, AlertMachine
 from tocsin.rules.windows import BINS, UNPLACED, Window
 
 if TYPE_CHECKING:
@@ -132,20 +132,7 @@ class RuleSeries(Window, AlertMachine):
 
     # A series is its window rather than holding one: one object less per
     # series, and one call less per sample.
-    __slots__ = (
-        "_rule",
-        "_values",
-        "_state",
-        "_level",
-        "_since",
-        "_cleared",
-        "_queued",
-        "_restored",
-        "_heard",
-        "_flips",
-        "_flags",
-        "_history",
-    )
+    __slots__ = (*STATE_SLOTS, "_queued", "_history")
 
     def __init__(self, rule: RuleRuntime, values: tuple[str, ...]) -> None:
         super().__init__(

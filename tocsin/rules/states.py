@@ -40,13 +40,27 @@ SILENT = 2
 STEPPED = 4
 _LEVEL_SHIFT = 3
 
+#: The slots :class:`AlertMachine` uses; each concrete series declares them.
+STATE_SLOTS = (
+    "_rule",
+    "_values",
+    "_state",
+    "_level",
+    "_since",
+    "_cleared",
+    "_restored",
+    "_heard",
+    "_flips",
+    "_flags",
+)
+
 
 class AlertMachine:
     """The states of one series; mixed into the series classes.
 
-    The concrete class declares the slots: ``_rule``, ``_values``, ``_state``,
-    ``_level``, ``_since``, ``_cleared``, ``_restored``, ``_heard``, ``_flips``
-    and ``_flags``, and calls :meth:`_decide` from its ``evaluate``.
+    The concrete class declares the slots of :data:`STATE_SLOTS` (a mixin
+    cannot, next to a base with slots of its own) and calls :meth:`_decide`
+    from its ``evaluate``.
     """
 
     __slots__ = ()

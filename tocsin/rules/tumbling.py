@@ -20,7 +20,7 @@ from __future__ import annotations
 from math import ceil, floor
 from typing import TYPE_CHECKING
 
-from tocsin.rules.states import INACTIVE, AlertMachine
+from tocsin.rules.states import INACTIVE, STATE_SLOTS, AlertMachine
 from tocsin.rules.windows import UNPLACED, Window
 
 if TYPE_CHECKING:
@@ -41,23 +41,7 @@ def open_bins(width: float, delay: float) -> int:
 class TumblingSeries(AlertMachine):
     """One series of a tumbling rule: its open bins and its alert state."""
 
-    __slots__ = (
-        "_rule",
-        "_values",
-        "_state",
-        "_level",
-        "_since",
-        "_cleared",
-        "_restored",
-        "_heard",
-        "_flips",
-        "_flags",
-        "_history",
-        "_open",
-        "_sealed",
-        "_reading",
-        "_samples",
-    )
+    __slots__ = (*STATE_SLOTS, "_history", "_open", "_sealed", "_reading", "_samples")
 
     def __init__(self, rule: RuleRuntime, values: tuple[str, ...]) -> None:
         self._rule = rule
