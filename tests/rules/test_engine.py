@@ -253,7 +253,11 @@ def test_a_window_short_of_min_samples_never_fires():
     assert feed(engine, 0.9, T0) == []
     assert feed(engine, 0.9, T0 + 1.0) == []
     assert series_of(engine).state == "inactive"
-    assert actions(feed(engine, 0.1, T0 + 2.0)) == [("fire", "model=a")]
+    (decision,) = feed(engine, 0.1, T0 + 2.0)
+    assert decision.action == "fire"
+    assert decision.reason == (
+        "max(model.drift.psi) over 5m = 0.9 > 0.2 (3 samples, min_samples 3)"
+    )
 
 
 def test_a_firing_series_short_of_min_samples_resolves_saying_so():

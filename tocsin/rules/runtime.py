@@ -377,6 +377,10 @@ class RuleRuntime:
         value = self.value_of(reading)
         if reason is None:
             reason = self.explain(value, level, self.pending)
+            if self.min_samples > 1:
+                # The guard matters to whoever reads the alert: the value
+                # stands on this many samples, and fewer would not fire.
+                reason += f" ({series.count} samples, min_samples {self.min_samples})"
         if series.is_flapping:
             reason += " (flapping)"
         return self._decision("fire", series, value, now, reason, level)
