@@ -20,7 +20,7 @@ from __future__ import annotations
 from math import ceil, floor
 from typing import TYPE_CHECKING
 
-from tocsin.rules.states import INACTIVE, STATE_SLOTS, AlertMachine
+from tocsin.rules.states import INACTIVE, PENDING, STATE_SLOTS, AlertMachine
 from tocsin.rules.windows import UNPLACED, Window
 
 if TYPE_CHECKING:
@@ -140,8 +140,10 @@ class TumblingSeries(AlertMachine):
                     self._open[slot] = None
             return
         if sealed >= target:
-            # No bin closed: time alone may still end a pending period, a
-            # hold or a kept-firing alert.
+            # No bin closed: time alone may still end a hold or a kept-firing
+            # alert, but not a pending period, since ``for`` counts bin ends.
+            if self._state == PENDING:
+                return
             decision = self._decide(now, self._reading, self._samples, False)
             if decision is not None:
                 out.append(decision)
