@@ -30,7 +30,7 @@ class History:
     :raises ValueError: if ``size`` is less than 1.
     """
 
-    __slots__ = ("size", "_values", "_next", "_keeps_baseline", "_baseline")
+    __slots__ = ("size", "_values", "_next", "_held", "_keeps_baseline", "_baseline")
 
     def __init__(self, size: int, *, baseline: bool = False) -> None:
         if size < 1:
@@ -40,6 +40,8 @@ class History:
         # Where the next push goes; the newest value is just before it.
         # Steps not yet pushed read as NaN, like steps without a value.
         self._next = 0
+        # How many of the steps held have a value.
+        self._held = 0
         self._keeps_baseline = baseline
         self._baseline: tuple[float, float, int] | None = None
 
@@ -51,10 +53,20 @@ class History:
         """
         return self._baseline
 
+    @property
+    def is_empty(self) -> bool:
+        """Return whether no step held has a value (nothing to compare with)."""
+        return not self._held
+
     def push(self, value: float | None) -> None:
         """Add the value of the latest step; O(1), O(size) with ``baseline``."""
         if value is None or not isfinite(value):
             value = nan
+        else:
+            self._held += 1
+        dropped = self._values[self._next]
+        if dropped == dropped:
+            self._held -= 1
         self._values[self._next] = value
         self._next = (self._next + 1) % self.size
         if self._keeps_baseline:

@@ -159,10 +159,14 @@ class RuleSeries(Window, AlertMachine):
     @property
     def is_idle(self) -> bool:
         """Return whether the series holds nothing worth keeping."""
+        # A series comparing with its past keeps that past while it holds a
+        # value: forgetting it would start the comparison over.
+        history = self._history
         return (
             self._state == INACTIVE
             and not (self._count or self._head_count)
             and self._rule.forgettable
+            and (history is None or history.is_empty)
         )
 
     def add(self, value: float, timestamp: float) -> None:

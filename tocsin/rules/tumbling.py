@@ -75,8 +75,14 @@ class TumblingSeries(AlertMachine):
 
     @property
     def is_idle(self) -> bool:
+        # A series comparing with its past keeps that past while it holds a
+        # value: forgetting it would start the comparison over.
+        history = self._history
         return (
-            self._state == INACTIVE and not any(self._open) and self._rule.forgettable
+            self._state == INACTIVE
+            and not any(self._open)
+            and self._rule.forgettable
+            and (history is None or history.is_empty)
         )
 
     def place(self) -> None:
