@@ -15,10 +15,6 @@ SERIES_LIMIT_RULE = "tocsin.series_limit"
 #: ``fire`` opens an alert, ``resolve`` ends it, ``severity`` moves an open
 #: alert to another level of its rule, ``flapping`` and ``settled`` mark an
 #: open alert as flapping (its notifications pause) and as settled again.
-#: The rule of Tocsin's own alert that a rule, or the whole engine, holds as
-#: many series as it may and refuses new ones.
-SERIES_LIMIT_RULE = "tocsin.series_limit"
-
 Action = Literal["fire", "resolve", "severity", "flapping", "settled"]
 
 
