@@ -8,9 +8,11 @@ import aiohttp
 import pytest
 
 from tests.rules.engine_cases import METRIC, MIDNIGHT, T0, rule, series_of
+from tocsin import config
 from tocsin.config import CompareConfig, Duration
 from tocsin.daemon import api
 from tocsin.daemon.reload import ReloadOutcome
+from tocsin.errors import ConfigError
 from tocsin.rules import history
 from tocsin.rules.decisions import SERIES_LIMIT_RULE
 from tocsin.rules.engine import RuleEngine
@@ -196,3 +198,47 @@ async def test_every_api_answer_is_a_json_object(served, method, url, status):
         body = await response.json()
     assert body["status"] == "error"
     assert body["error"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a baseline recomputes its mean and deviation over its whole history"
+    " at every step: O(bins) per series and step",
+)
+def test_a_steady_long_baseline_does_not_rescan_its_history_each_step(monkeypatch):
+    computed = []
+    real = history._mean_and_deviation
+
+    def counting(values):
+        computed.append(len(values))
+        return real(values)
+
+    monkeypatch.setattr(history, "_mean_and_deviation", counting)
+    past = history.History(10_000, baseline=True)
+    for step in range(100):
+        past.push(float(step))
+    # 100 steps of one series read 1,000,000 values: at 0.3 ms a step, 10,000
+    # such series cannot keep up with a 1 s step.
+    assert sum(computed) < 100 * 10_000
+
+
+# -- the configuration ---------------------------------------------------------
+
+CONFIG = """
+[daemon]
+state_dir = "/var/lib/tocsin"
+[ingest]
+udp = ""
+unix_stream = "/var/lib/tocsin/{name}"
+[export.datadog]
+api_key_env = ""
+"""
+
+
+@pytest.mark.parametrize("api_section", ["", '[api]\nsocket = "/run/x.sock"\n'])
+def test_check_config_refuses_an_api_socket_on_an_ingest_path(api_section):
+    # ``run`` refuses it at start-up; the file alone tells, so check-config must.
+    name = "x.sock" if api_section else "api.sock"
+    text = CONFIG.format(name=name) + api_section.replace("/run", "/var/lib/tocsin")
+    with pytest.raises(ConfigError, match=r"api\.socket: must not be the path"):
+        config.parse(text, "t.toml")
