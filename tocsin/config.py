@@ -220,6 +220,15 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(
             source, "must not be the path of unix_dgram", "ingest.unix_stream"
         )
+    if config.api.enabled:
+        # Known from the file alone: a clash would otherwise only stop ``run``.
+        api_path = os.path.abspath(config.api_socket_path)
+        for key in ("unix_dgram", "unix_stream"):
+            path = getattr(ingest, key)
+            if path and os.path.abspath(path) == api_path:
+                raise ConfigError(
+                    source, f"must not be the path of ingest.{key}", "api.socket"
+                )
     if ingest.idle_timeout <= 0:
         raise ConfigError(source, "must be longer than 0s", "ingest.idle_timeout")
     udp = ingest.udp

@@ -15,6 +15,7 @@ from tocsin.daemon import api, cli
 from tocsin.daemon.reload import ReloadOutcome
 
 RELOADED = ReloadOutcome(kept=("a",), added=("b",), removed=("c", "d"))
+NOT_ALLOWED = {"status": "error", "error": "Method Not Allowed"}
 REFUSED = ReloadOutcome(error="/etc/tocsin.toml: rules[0].window: invalid duration")
 
 
@@ -106,9 +107,9 @@ async def test_a_reload_that_fails_inside_answers_500(served, daemon, caplog):
         ("GET", "/-/healthy", False, 200, {"status": "ok"}),
         ("GET", "/-/ready", True, 200, {"status": "ready"}),
         ("GET", "/-/ready", False, 503, {"status": "not ready"}),
-        ("GET", "/-/reload", True, 405, None),
-        ("POST", "/-/healthy", True, 405, None),
-        ("GET", "/metrics", True, 404, None),
+        ("GET", "/-/reload", True, 405, NOT_ALLOWED),
+        ("POST", "/-/healthy", True, 405, NOT_ALLOWED),
+        ("GET", "/metrics", True, 404, {"status": "error", "error": "Not Found"}),
     ],
 )
 async def test_endpoints(served, daemon, method, url, is_ready, status, body):

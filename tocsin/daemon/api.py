@@ -53,6 +53,21 @@ def _json(body: dict[str, object], status: int = 200) -> web.Response:
     )
 
 
+@web.middleware
+async def _json_errors(request: web.Request, handler) -> web.StreamResponse:
+    # aiohttp answers an unknown path or a wrong method in plain text; every
+    # answer of Tocsin's API is a JSON object, so tooling may always parse it.
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        response = _json({"status": "error", "error": error.reason}, error.status)
+        if error.status == 405:
+            response.headers["Allow"] = error.headers.get("Allow", "")
+        return response
+
+
 class ControlApi:
     """The control API of one daemon.
 
@@ -71,7 +86,7 @@ class ControlApi:
     ) -> None:
         self._reload_rules = reload
         self._is_ready = is_ready
-        app = web.Application()
+        app = web.Application(middlewares=[_json_errors])
         app.router.add_post("/-/reload", self._reload)
         app.router.add_get("/-/healthy", self._healthy)
         app.router.add_get("/-/ready", self._ready)

@@ -32,6 +32,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+import msgspec
+
 from tocsin.config import RuleConfig
 from tocsin.logs import RateLimiter
 from tocsin.rules.composite import CompositeRuntime
@@ -207,7 +209,8 @@ class RuleEngine:
 
         Its next breaching evaluation fires nothing; a clearing one resolves
         it. An empty window resolves it only once a whole window has passed
-        since the engine's first evaluation. ``fired_at`` starts its cooldown;
+        since the engine's first evaluation (for a tumbling rule, once the
+        first bin seen whole is sealed). ``fired_at`` starts its cooldown;
         it does not count towards the daily cap (see :meth:`restore_fires`).
         """
         if rule == SERIES_LIMIT_RULE:
@@ -299,6 +302,14 @@ class RuleEngine:
         decisions: list[Decision] = []
         for name in removed:
             decisions.extend(_resolve_all(old[name], now))
+            if old[name].limit_alerted:
+                # Nothing can refuse series for a rule that is gone, so its
+                # series-limit alert would stay open until the next start.
+                limit = self._census.limit_decision(
+                    "resolve", {"rule": name}, 0, 0, now
+                )
+                reason = f"rule {name!r} removed from the configuration"
+                decisions.append(msgspec.structs.replace(limit, reason=reason))
         for name in removed + changed:
             old[name].retire()
         leaving = {id(old[name]) for name in removed + changed}
@@ -315,6 +326,10 @@ def _carry_over(old: RuleRuntime, new: RuleRuntime) -> None:
             new.restore(series.key, series.labels, series.since, None, series.severity)
     if _guards(old.config) == _guards(new.config):
         new.limits = old.limits
+    # An open series-limit alert stays the rule's, to resolve once it is quiet
+    # and has room under its new limit.
+    new.limit_alerted = old.limit_alerted
+    new.refused_at = old.refused_at
 
 
 def _guards(config: RuleConfig) -> tuple:

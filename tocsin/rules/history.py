@@ -72,6 +72,23 @@ class History:
         if self._keeps_baseline:
             self._baseline = _mean_and_deviation(self._values)
 
+    def skip(self, steps: int) -> None:
+        """Add ``steps`` steps without a value, as many pushes of ``None`` would.
+
+        O(min(steps, size)), with the baseline recomputed once rather than
+        per step: after a long gap a history of thousands of steps would
+        otherwise hold up every other series for seconds.
+        """
+        if steps <= 0:
+            return
+        values = self._values
+        size = self.size
+        for _ in range(min(steps, size)):
+            values[self._next] = nan
+            self._next = (self._next + 1) % size
+        if self._keeps_baseline:
+            self._baseline = _mean_and_deviation(values)
+
     def ago(self, steps: int) -> float | None:
         """Return the value pushed ``steps`` pushes ago (1: the latest).
 

@@ -238,8 +238,7 @@ class RuleSeries(Window, AlertMachine):
         history = self._history
         history.push(self.value)
         # Steps nobody evaluated (the daemon stalled) have no value of their own.
-        for _ in range(min(at - self._head, history.size + 1) - 1):
-            history.push(None)
+        history.skip(at - self._head - 1)
 
 
 def park_or_drop(series, value: float, timestamp: float, at: int) -> bool:

@@ -21,6 +21,7 @@ records of its flapping and settling.
 
 from __future__ import annotations
 
+from math import floor
 from typing import TYPE_CHECKING
 
 from tocsin.rules.conditions import format_duration
@@ -331,7 +332,13 @@ class AlertMachine:
         # alert restored as firing only resolves for want of samples once a
         # whole window could have been filled.
         rule = self._rule
-        return now < rule.started + rule.window
+        if not rule.tumbling:
+            return now < rule.started + rule.window
+        # A tumbling rule's bins still open at the start held samples it never
+        # saw, and the bin holding the start was seen in part: the first bin
+        # seen whole is the next one, sealed ``delay`` after its end.
+        width = rule.width
+        return now < (floor(rule.started / width) + 2) * width + rule.delay
 
     def restore(
         self, key: str, labels: dict[str, str], since: float, severity: str = ""

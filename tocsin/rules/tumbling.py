@@ -160,8 +160,7 @@ class TumblingSeries(AlertMachine):
         skipped = target - sealed - len(slots)
         if skipped > 0:
             if self._history is not None:
-                for _ in range(min(skipped, self._history.size)):
-                    self._history.push(None)
+                self._history.skip(skipped)
             sealed += skipped
         width = rule.width
         while sealed < target:
