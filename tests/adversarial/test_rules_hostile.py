@@ -200,11 +200,6 @@ async def test_every_api_answer_is_a_json_object(served, method, url, status):
     assert body["error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a baseline recomputes its mean and deviation over its whole history"
-    " at every step: O(bins) per series and step",
-)
 def test_a_steady_long_baseline_does_not_rescan_its_history_each_step(monkeypatch):
     computed = []
     real = history._mean_and_deviation

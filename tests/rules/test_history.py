@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tocsin.rules.history import History, Relative
+from tocsin.rules.history import EXACT_BASELINE, History, Relative
 
 _values = st.one_of(
     st.none(),
@@ -41,6 +41,44 @@ def test_the_history_agrees_with_a_plain_list(size, pushes):
         expected_deviation = statistics.pstdev(present)
         assert deviation >= 0.0
         assert deviation == pytest.approx(expected_deviation, rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    size=st.integers(EXACT_BASELINE + 1, 200),
+    pushes=st.lists(_values, max_size=600),
+)
+def test_a_long_history_keeps_its_baseline_close_to_the_exact_one(size, pushes):
+    # Past EXACT_BASELINE steps the moments run, rebuilt exactly every size
+    # pushes; about a reference near the mean they stay close to exact.
+    history = History(size, baseline=True)
+    kept: list[float] = []
+    for value in pushes:
+        history.push(value)
+        kept.append(value if value is not None and math.isfinite(value) else math.nan)
+        present = [v for v in kept[-size:] if v == v]
+        if not present:
+            assert history.baseline is None
+            continue
+        mean, deviation, count = history.baseline
+        assert count == len(present)
+        spread = max(present) - min(present)
+        assert mean == pytest.approx(statistics.mean(present), abs=1e-9 + 1e-9 * spread)
+        expected = statistics.pstdev(present)
+        assert deviation == pytest.approx(expected, rel=1e-6, abs=1e-6 * spread + 1e-12)
+
+
+@pytest.mark.parametrize("size", [3, EXACT_BASELINE + 10])
+def test_a_gap_leaves_the_baseline_of_what_remains(size):
+    history = History(size, baseline=True)
+    for value in (1.0, 2.0, 3.0):
+        history.push(value)
+    history.skip(size - 1)
+    assert history.baseline == (3.0, 0.0, 1)
+    assert not history.is_empty
+    history.skip(1)
+    assert history.baseline is None
+    assert history.is_empty
 
 
 @settings(max_examples=200, deadline=None)

@@ -17,6 +17,11 @@ from math import frexp, fsum, isfinite, ldexp, nan, sqrt
 
 #: How a rule compares with its past.
 KINDS = ("change", "percent", "baseline")
+#: Histories up to this many steps recompute their baseline exactly at every
+#: push. Longer ones keep running sums of the deviations from a reference
+#: near their mean, rebuilt exactly every ``size`` pushes: O(1) amortized per
+#: step, however long the history.
+EXACT_BASELINE = 64
 
 
 class History:
@@ -24,13 +29,26 @@ class History:
 
     A step without a value (``None``, or a value that is not finite) is kept
     as NaN so later steps keep their distance. With ``baseline`` set, every
-    push also recomputes the mean and population standard deviation of the
-    values held, so that reading :attr:`baseline` is O(1).
+    push also updates the mean and population standard deviation of the
+    values held (see :data:`EXACT_BASELINE`), so that reading
+    :attr:`baseline` is O(1).
 
     :raises ValueError: if ``size`` is less than 1.
     """
 
-    __slots__ = ("size", "_values", "_next", "_held", "_keeps_baseline", "_baseline")
+    __slots__ = (
+        "size",
+        "_values",
+        "_next",
+        "_held",
+        "_keeps_baseline",
+        "_baseline",
+        "_shift",
+        "_count",
+        "_sum",
+        "_squares",
+        "_pushes",
+    )
 
     def __init__(self, size: int, *, baseline: bool = False) -> None:
         if size < 1:
@@ -44,6 +62,14 @@ class History:
         self._held = 0
         self._keeps_baseline = baseline
         self._baseline: tuple[float, float, int] | None = None
+        # Running moments of long histories: count, sum and sum of squares of
+        # the values' deviations from ``_shift``, and pushes since the last
+        # exact rebuild.
+        self._shift = 0.0
+        self._count = 0
+        self._sum = 0.0
+        self._squares = 0.0
+        self._pushes = 0
 
     @property
     def baseline(self) -> tuple[float, float, int] | None:
@@ -69,8 +95,56 @@ class History:
             self._held -= 1
         self._values[self._next] = value
         self._next = (self._next + 1) % self.size
-        if self._keeps_baseline:
+        if not self._keeps_baseline:
+            return
+        if self.size <= EXACT_BASELINE:
             self._baseline = _mean_and_deviation(self._values)
+        else:
+            self._slide(dropped, value)
+
+    def _slide(self, dropped: float, value: float) -> None:
+        """Move the running moments by one step: ``dropped`` out, ``value`` in."""
+        if not self._count and value == value:
+            # A reference equal to the values keeps a flat history exact.
+            self._shift = value
+            self._sum = self._squares = 0.0
+        shift = self._shift
+        if dropped == dropped:
+            deviation = dropped - shift
+            self._count -= 1
+            self._sum -= deviation
+            self._squares -= deviation * deviation
+        if value == value:
+            deviation = value - shift
+            self._count += 1
+            self._sum += deviation
+            self._squares += deviation * deviation
+        self._pushes += 1
+        if self._pushes >= self.size or not isfinite(self._squares):
+            self._rebuild()
+            return
+        count = self._count
+        if not count:
+            self._baseline = None
+            return
+        mean = self._sum / count
+        variance = self._squares / count - mean * mean
+        self._baseline = (shift + mean, sqrt(max(variance, 0.0)), count)
+
+    def _rebuild(self) -> None:
+        """Compute the baseline exactly, and restart the running moments
+        about its mean, where they lose the least to rounding."""
+        self._pushes = 0
+        exact = self._baseline = _mean_and_deviation(self._values)
+        present = [value for value in self._values if value == value]
+        self._count = len(present)
+        self._shift = exact[0] if exact is not None else 0.0
+        deviations = [value - self._shift for value in present]
+        self._sum = fsum(deviations)
+        self._squares = fsum([deviation * deviation for deviation in deviations])
+        if not isfinite(self._squares):
+            # Values too large to square: every push rebuilds (exactly).
+            self._pushes = self.size
 
     def skip(self, steps: int) -> None:
         """Add ``steps`` steps without a value, as many pushes of ``None`` would.
@@ -84,10 +158,12 @@ class History:
         values = self._values
         size = self.size
         for _ in range(min(steps, size)):
+            if values[self._next] == values[self._next]:
+                self._held -= 1
             values[self._next] = nan
             self._next = (self._next + 1) % size
         if self._keeps_baseline:
-            self._baseline = _mean_and_deviation(values)
+            self._rebuild()
 
     def ago(self, steps: int) -> float | None:
         """Return the value pushed ``steps`` pushes ago (1: the latest).
