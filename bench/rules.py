@@ -1,6 +1,6 @@
 """Benchmark the rules engine's hot path, its ticks and its memory per series.
 
-Run from the repository root: ``.venv/bin/python -m bench.rules`` (~1 min).
+Run from the repository root: ``.venv/bin/python -m bench.rules`` (~1.5 min).
 
 The workload and the 50-rule mix are described in :mod:`bench._rules_workload`.
 Samples arrive in datagrams of 25, stamped with the datagram's arrival time,
@@ -31,15 +31,15 @@ from bench._rules_workload import (
 )
 from tocsin.rules.engine import RuleEngine
 
-DATAGRAMS = 40_000
+DATAGRAMS = 20_000
 RUNS = 3
 #: Stream-clock spacing of datagrams: as if they arrived at 0.5 M samples/s.
 STEADY = DATAGRAM / 0.5e6
-#: 1 ms per datagram: an input series gets a sample every 4 s, so most
+#: 2 ms per datagram: an input series gets a sample every 8 s, so most
 #: samples of a 1m window open a new bin (the window rotates on the add path).
-SPARSE = 0.001
+SPARSE = 0.002
 #: Series per kind in the memory figures.
-KIND_SERIES = 10_000
+KIND_SERIES = 2_000
 
 
 def run_engine(engine, cache, datagrams, start: float, spacing: float):
