@@ -1,6 +1,6 @@
 """Benchmark the rules engine's hot path, its ticks and its memory per series.
 
-Run from the repository root: ``.venv/bin/python -m bench.rules`` (~1.5 min).
+Run from the repository root: ``.venv/bin/python -m bench.rules`` (~1 min).
 
 The workload and the 50-rule mix are described in :mod:`bench._rules_workload`.
 Samples arrive in datagrams of 25, stamped with the datagram's arrival time,
