@@ -1,17 +1,16 @@
-"""Benchmark the rules engine's hot path and its memory per series.
+"""Benchmark the rules engine's hot path, its ticks and its memory per series.
 
-Run from the repository root: ``/tmp/venv/bin/python -m bench.rules``.
+Run from the repository root: ``.venv/bin/python -m bench.rules`` (~1 min).
 
-The workload: 100,000 distinct (metric, tags) input series over 20 metrics; 50
-rules on 10 of those metrics, each rule matching a slice of its metric's series
-(an ``env`` or a ``region``), so most rules match most series not at all and
-half the samples feed no rule. Samples arrive in datagrams of 25, stamped with
-the datagram's arrival time, and ``evaluate_dirty`` follows every datagram, as
-in the daemon. The handle cache is a dict from (metric, tags) to the list
-``targets()`` returned, built before timing.
+The workload and the 50-rule mix are described in :mod:`bench._rules_workload`.
+Samples arrive in datagrams of 25, stamped with the datagram's arrival time,
+and ``evaluate_dirty`` follows every datagram, as in the daemon. The handle
+cache is a list from input series to what ``targets()`` returned, built before
+timing. Ticks are timed apart from the sample path.
 
 The baseline runs the same loop over the same datagrams doing only one dict
-update per sample, in the same process.
+update per sample, in the same process, alternating with the engine's runs;
+rates are the best of three runs. Figures are printed as a table at the end.
 """
 
 from __future__ import annotations
@@ -20,64 +19,27 @@ import gc
 import random
 import time
 import tracemalloc
+from math import ceil
 
-from tocsin.config import Duration, RuleConfig
+from bench._rules_workload import (
+    DATAGRAM,
+    START,
+    kind_rules,
+    make_datagrams,
+    make_rules,
+    make_series,
+)
 from tocsin.rules.engine import RuleEngine
 
-INPUT_SERIES = 100_000
-METRICS = 20
-RULED_METRICS = 10
-ENVS = ("prod", "staging", "dev", "test")
-REGIONS = ("r0", "r1", "r2", "r3", "r4")
-AGGREGATIONS = ("avg", "max", "min", "sum", "last", "count")
-DATAGRAM = 25
-DATAGRAMS = 40_000
-START = 1_750_000_000.0
-P95_SERIES = 10_000
-
-
-def make_rules() -> list[RuleConfig]:
-    """Return 50 rules: five per ruled metric, four by env and one by region."""
-    rules = []
-    for m in range(RULED_METRICS):
-        for j in range(5):
-            match = {"env": ENVS[j]} if j < 4 else {"region": REGIONS[0]}
-            rules.append(
-                RuleConfig(
-                    name=f"rule-{m}-{j}",
-                    metric=f"model.metric{m}",
-                    match=match,
-                    group_by=["model", "host"],
-                    aggregation=AGGREGATIONS[(m + j) % len(AGGREGATIONS)],
-                    window=Duration(60.0 if j % 2 else 300.0),
-                    op=">",
-                    threshold=0.999 if (m + j) % 6 != 5 else 1e9,
-                    for_=Duration(30.0 if j == 1 else 0.0),
-                )
-            )
-    return rules
-
-
-def make_series(rng: random.Random) -> list[tuple[str, dict[str, str]]]:
-    """Return the input series as (metric, labels)."""
-    series = []
-    for i in range(INPUT_SERIES):
-        labels = {
-            "model": f"model-{i % 2000}",
-            "env": ENVS[rng.randrange(len(ENVS))],
-            "region": REGIONS[rng.randrange(len(REGIONS))],
-            "host": f"host-{i}",
-        }
-        series.append((f"model.metric{i % METRICS}", labels))
-    return series
-
-
-def make_datagrams(rng: random.Random) -> list[list[tuple[int, float]]]:
-    """Return datagrams of (input series index, value)."""
-    return [
-        [(rng.randrange(INPUT_SERIES), rng.random()) for _ in range(DATAGRAM)]
-        for _ in range(DATAGRAMS)
-    ]
+DATAGRAMS = 20_000
+RUNS = 3
+#: Stream-clock spacing of datagrams: as if they arrived at 0.5 M samples/s.
+STEADY = DATAGRAM / 0.5e6
+#: 2 ms per datagram: an input series gets a sample every 8 s, so most
+#: samples of a 1m window open a new bin (the window rotates on the add path).
+SPARSE = 0.002
+#: Series per kind in the memory figures.
+KIND_SERIES = 2_000
 
 
 def run_engine(engine, cache, datagrams, start: float, spacing: float):
@@ -95,6 +57,7 @@ def run_engine(engine, cache, datagrams, start: float, spacing: float):
 
 
 def run_baseline(datagrams, start: float, spacing: float) -> float:
+    """Time the same loop doing one dict update per sample."""
     last: dict[int, float] = {}
     now = start
     began = time.perf_counter()
@@ -105,39 +68,55 @@ def run_baseline(datagrams, start: float, spacing: float) -> float:
     return time.perf_counter() - began
 
 
-def compare(engine, cache, datagrams, start: float, spacing: float) -> float:
-    """Print engine and baseline rates over three alternating runs; return now."""
+def compare(engine, cache, datagrams, start: float, spacing: float):
+    """Return (engine rate, baseline rate, decisions, now), best of RUNS each."""
     total = DATAGRAM * len(datagrams)
     engine_times, baseline_times = [], []
     now = start
-    for _ in range(3):
+    decisions = 0
+    for _ in range(RUNS):
         baseline_times.append(run_baseline(datagrams, now, spacing))
         elapsed, decisions, now = run_engine(engine, cache, datagrams, now, spacing)
         engine_times.append(elapsed)
-    engine_rate = total / min(engine_times)
-    baseline_rate = total / min(baseline_times)
-    print(
-        f"  ingest-only baseline (dict update): {baseline_rate / 1e6:.2f} M samples/s"
-    )
-    print(f"  add + evaluate_dirty:               {engine_rate / 1e6:.2f} M samples/s")
-    print(f"  ratio engine / baseline: {engine_rate / baseline_rate:.3f}")
-    print(f"  decisions in the last run: {decisions}")
-    return now
+    return total / min(engine_times), total / min(baseline_times), decisions, now
 
 
-def measure_memory(rules, inputs, samples_per_series: int) -> tuple[int, float]:
-    """Return (live series, traced bytes per live series) of a fresh engine."""
+def build(rules, inputs):
+    """Return a started engine and the cache of each input series' targets."""
+    engine = RuleEngine(rules)
+    engine.evaluate_dirty(START)
+    return engine, [engine.targets(metric, labels) for metric, labels in inputs]
+
+
+def time_ticks(engine, now: float) -> tuple[float, float, int]:
+    """Return (rotation, ordinary) tick seconds and the live series ticked.
+
+    The rotating tick lands just after a multiple of 25 s, where every bin
+    of the 1m and 5m windows ends (no hour ends there, so tumbling rules
+    only check their watched series); the ordinary tick follows 1 s later,
+    inside the same bins.
+    """
+    engine.tick(now)
+    rotation_at = ceil((now + 1.0) / 25.0) * 25.0 + 0.001
+    engine.tick(rotation_at - 2.0)
+    live = engine.series_count
+    began = time.perf_counter()
+    engine.tick(rotation_at)
+    rotating = time.perf_counter() - began
+    began = time.perf_counter()
+    engine.tick(rotation_at + 1.0)
+    ordinary = time.perf_counter() - began
+    return rotating, ordinary, live
+
+
+def traced_per_series(rules, feed) -> tuple[int, float]:
+    """Return (live series, traced bytes per live series) after ``feed(engine)``."""
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     engine = RuleEngine(rules)
     engine.evaluate_dirty(START)
-    for k in range(samples_per_series):
-        now = START + k * 7.0
-        for metric, labels in inputs:
-            for series in engine.targets(metric, labels):
-                series.add(0.5, now)
-        engine.evaluate_dirty(now)
+    feed(engine)
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
@@ -145,106 +124,138 @@ def measure_memory(rules, inputs, samples_per_series: int) -> tuple[int, float]:
     return count, used / count
 
 
+def kind_memory(kind: str, rng: random.Random) -> float:
+    """Return traced bytes per series of one rule of ``kind``, windows full.
+
+    Every series gets a sample per step for 24 steps (two windows, so a
+    comparison's history is full too); values are log-normal, so percentile
+    sketches hold as many buckets as real latencies give them.
+    """
+    rules = kind_rules(kind)
+    step = 3600.0 / 12 if kind == "tumbling" else 300.0 / 12
+    metrics = ("m", "n") if kind == "composite" else ("m",)
+    inputs = [
+        (metric, {"host": f"h{i}"}) for metric in metrics for i in range(KIND_SERIES)
+    ]
+
+    def feed(engine):
+        cache = [engine.targets(metric, labels) for metric, labels in inputs]
+        for k in range(24):
+            now = START + k * step
+            for found in cache:
+                for series in found:
+                    series.add(rng.lognormvariate(3.0, 1.0), now)
+            engine.evaluate_dirty(now)
+        engine.tick(START + 24 * step)
+
+    return traced_per_series(rules, feed)[1]
+
+
 def main() -> None:
     rng = random.Random(7)
-    rules = make_rules()
     inputs = make_series(rng)
-    datagrams = make_datagrams(rng)
+    datagrams = make_datagrams(rng, DATAGRAMS)
     total = DATAGRAM * DATAGRAMS
+    rows: list[tuple[str, str, str, str]] = []
 
-    engine = RuleEngine(rules)
-    engine.evaluate_dirty(START)
+    # The mix, steady and sparse.
+    rules = make_rules()
     began = time.perf_counter()
-    cache = [engine.targets(metric, labels) for metric, labels in inputs]
-    resolved = time.perf_counter() - began
-    fanout = [0, 0, 0]
-    for found in cache:
-        fanout[min(len(found), 2)] += 1
-    print(f"rules: {len(rules)}; input series: {INPUT_SERIES:,}")
+    engine, cache = build(rules, inputs)
+    resolved = (time.perf_counter() - began) / len(inputs)
     print(
-        f"input series feeding 0 / 1 / 2 rules: {fanout[0]:,} / {fanout[1]:,}"
-        f" / {fanout[2]:,}; live rule series: {engine.series_count:,}"
+        f"mix: {len(rules)} rules, {len(inputs):,} input series,"
+        f" {engine.series_count:,} live rule series;"
+        f" targets(): {resolved * 1e6:.2f} us per input series"
     )
-    print(f"targets(): {resolved / INPUT_SERIES * 1e6:.2f} us per input series")
-
-    print(f"samples per run: {total:,} in datagrams of {DATAGRAM}, best of 3")
-    # Steady: the stream's own clock runs at 0.5 M samples/s, so a series
-    # gets a few samples per second and rarely opens a new bin.
-    print("steady (stamped as if arriving at 0.5 M samples/s):")
-    now = compare(engine, cache, datagrams, START, DATAGRAM / 0.5e6)
-    # Sparse: a series gets a sample every few seconds, so most samples open
-    # a new bin of their series (the window rotates on the add path).
-    print("sparse (stamped 1 ms per datagram, 0.25 samples/s per input series):")
-    now = compare(engine, cache, datagrams, now, 0.001)
-    print(f"  stats: {engine.stats.as_dict()}")
-
-    calls = 200_000
-    began = time.perf_counter()
-    for _ in range(calls):
-        engine.evaluate_dirty(now)
-    idle = (time.perf_counter() - began) / calls
-    print(f"evaluate_dirty with nothing dirty: {idle * 1e9:.0f} ns")
-
-    engine.tick(now)
-    began = time.perf_counter()
-    engine.tick(now + 0.001)
-    quiet = time.perf_counter() - began
-    began = time.perf_counter()
-    engine.tick(now + 30.0)
-    rotating = time.perf_counter() - began
-    print(
-        f"tick over {engine.series_count:,} series: {quiet * 1e3:.1f} ms"
-        f" (no bin boundary crossed), {rotating * 1e3:.1f} ms (30 s later:"
-        " every window rotates)"
-    )
-
-    count, per_series = measure_memory(rules, inputs, samples_per_series=3)
-    print(f"traced memory per live series: {per_series:.0f} B ({count:,} series)")
-
-    # A percentile rule fed by every sample, over 10,000 series so that their
-    # sketches warm up (a young sketch grows its buckets on most adds); the
-    # second run is timed. With the threshold above every value, min and max
-    # settle the condition; with it among the values, each evaluation reads
-    # the sketch, O(sketch size).
-    for threshold in (1e9, 0.5):
-        p95 = [
-            RuleConfig(
-                name="p95",
-                metric="lat",
-                group_by=["host"],
-                aggregation="p95",
-                threshold=threshold,
+    print(f"samples per run: {total:,} in datagrams of {DATAGRAM}, best of {RUNS}")
+    now = START
+    for name, spacing in (("steady", STEADY), ("sparse", SPARSE)):
+        rate, base, decisions, now = compare(engine, cache, datagrams, now, spacing)
+        print(f"  {name}: {rate / 1e6:.2f} M samples/s, {decisions} decisions/run")
+        rows.append(
+            (
+                f"add + evaluate_dirty, mix, {name}",
+                f"{rate / 1e6:.2f} M samples/s",
+                f"{base / 1e6:.2f} M",
+                f"{rate / base:.3f}",
             )
-        ]
-        engine = RuleEngine(p95)
-        engine.evaluate_dirty(now)
-        labels = ({"host": f"h{i % P95_SERIES}"} for i in range(INPUT_SERIES))
-        cache = [engine.targets("lat", tags) for tags in labels]
-        spacing = DATAGRAM / 0.5e6
-        _, _, now = run_engine(engine, cache, datagrams, now, spacing)
-        elapsed, _, now = run_engine(engine, cache, datagrams, now, spacing)
-        print(
-            f"one p95 rule over {P95_SERIES:,} series fed by every sample,"
-            f" threshold {threshold:g}: {total / elapsed / 1e6:.2f} M samples/s"
+        )
+    print(f"  engine stats: {engine.stats.as_dict()}")
+
+    rotating, ordinary, live = time_ticks(engine, now)
+    rows.append(
+        (
+            f"tick at a bin rotation, {live:,} series",
+            f"{rotating * 1e3:.0f} ms ({rotating / live * 1e9:.0f} ns/series)",
+            "",
+            "",
+        )
+    )
+    rows.append((f"ordinary tick, {live:,} series", f"{ordinary * 1e3:.2f} ms", "", ""))
+    del engine, cache
+    gc.collect()
+
+    # The same mix with every window 1m, then 1d: the rate must not depend
+    # on the window's length.
+    window_rates = {}
+    for label, window in (("1m", 60.0), ("1d", 86400.0)):
+        engine, cache = build(make_rules(window), inputs)
+        rate, base, _, _ = compare(engine, cache, datagrams, START, SPARSE)
+        window_rates[label] = rate / base
+        print(f"  every window {label}, sparse: {rate / 1e6:.2f} M samples/s")
+        rows.append(
+            (
+                f"add + evaluate_dirty, every window {label}, sparse",
+                f"{rate / 1e6:.2f} M samples/s",
+                f"{base / 1e6:.2f} M",
+                f"{rate / base:.3f}",
+            )
+        )
+        del engine, cache
+        gc.collect()
+    ratio = window_rates["1d"] / window_rates["1m"]
+    rows.append(("rate with 1d windows / with 1m windows", f"{ratio:.2f}", "", ""))
+
+    # Memory: the whole mix after three samples per input series, then each
+    # kind alone with its windows full.
+    def feed_mix(engine):
+        for k in range(3):
+            now = START + k * 7.0
+            for metric, labels in inputs:
+                for series in engine.targets(metric, labels):
+                    series.add(0.5, now)
+            engine.evaluate_dirty(now)
+
+    count, per_series = traced_per_series(rules, feed_mix)
+    rows.append(
+        (
+            f"memory per live series, mix, {count:,} series",
+            f"{per_series:.0f} B",
+            "",
+            "",
+        )
+    )
+    for kind in ("plain", "p95", "tumbling", "compare", "composite"):
+        per_series = kind_memory(kind, rng)
+        rows.append(
+            (f"memory per series, {kind} alone", f"{per_series:,.0f} B", "", "")
         )
 
-    sketched = [("lat", {"host": f"h{i}"}) for i in range(2000)]
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    engine = RuleEngine(p95[:1])
-    engine.evaluate_dirty(START)
-    for k in range(40):
-        for metric, labels in sketched:
-            for series in engine.targets(metric, labels):
-                series.add(rng.lognormvariate(3.0, 1.0), START + k * 7.0)
-        engine.evaluate_dirty(START + k * 7.0)
-    used = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
-    print(
-        f"traced memory per live p95 series (40 samples over 12 bins):"
-        f" {used / engine.series_count:,.0f} B"
-    )
+    print_table(rows)
+
+
+def print_table(rows: list[tuple[str, str, str, str]]) -> None:
+    """Print the figures as a plain table."""
+    head = ("figure", "Tocsin", "baseline", "ratio")
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(4)]
+    print()
+    for row in [head, *rows]:
+        print(
+            "  ".join(
+                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+            )
+        )
 
 
 if __name__ == "__main__":
