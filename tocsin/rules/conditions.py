@@ -62,7 +62,7 @@ def condition(
 
         return holds_if_measured
     if not quantile:
-        return lambda window: test(measure(window))
+        return _direct(op, bound, measure)
 
     # TODO: a condition that min and max do not settle reads the sketch,
     # O(sketch size) in ddsketch's Python loop (~20 us). Counting, per bin, the
@@ -83,6 +83,29 @@ def condition(
         return test(measure(window))
 
     return holds
+
+
+def _direct(op: str, bound: Bound, measure: Callable) -> Callable:
+    """Return ``op`` applied to ``measure(window)`` as one closure.
+
+    Every evaluation of a plain rule runs this test, so it compares in place
+    rather than calling a value test in turn.
+    """
+    if op in RANGES:
+        low, high = bound
+        if op == "inside":
+            return lambda window: low <= measure(window) <= high
+        return lambda window: not low <= measure(window) <= high
+    threshold = float(bound)
+    tests = {
+        ">": lambda window: measure(window) > threshold,
+        ">=": lambda window: measure(window) >= threshold,
+        "<": lambda window: measure(window) < threshold,
+        "<=": lambda window: measure(window) <= threshold,
+        "==": lambda window: measure(window) == threshold,
+        "!=": lambda window: measure(window) != threshold,
+    }
+    return tests[op]
 
 
 _UNITS = (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 0.001))

@@ -134,6 +134,13 @@ class RuleRuntime:
             if flapping is None
             else FlapDetector(flapping.history, flapping.low, flapping.high)
         )
+        #: Whether a quiet series that does not breach has nothing to
+        #: record: no flap history, no silence to time, no past to keep.
+        self.plain = (
+            self.flap is None and self.silence_after is None and self.relative is None
+        )
+        #: The lowest level's test, which any level's breach implies.
+        self.entry = self.levels.holds[0]
         self.series: dict[tuple[str, ...], object] = {}
         #: The engine's queue of series that got samples since the last
         #: evaluation (shared by every rule).

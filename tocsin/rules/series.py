@@ -171,7 +171,23 @@ class RuleSeries(Window, AlertMachine):
 
     def add(self, value: float, timestamp: float) -> None:
         """Record one sample and queue the series for evaluation; O(1)."""
-        if self.put(value, timestamp) and not self._queued:
+        # Window.put's fast path, written out: this runs once per sample and
+        # rule, and a call costs as much as the update itself.
+        at = floor(timestamp / self._width)
+        if at != self._head or value - value or self._extras:
+            if not self.put(value, timestamp):
+                return
+        else:
+            self._head_count += 1
+            self._head_sum += value
+            if value < self._head_min:
+                self._head_min = value
+            if value > self._head_max:
+                self._head_max = value
+            if timestamp >= self._last_at:
+                self._last = value
+                self._last_at = timestamp
+        if not self._queued:
             self._queued = True
             self._rule.changed.append(self)
 
@@ -181,9 +197,7 @@ class RuleSeries(Window, AlertMachine):
         The rate is ignored: only counter samples are scaled by it, and the
         daemon scales those before they reach a rule.
         """
-        if self.put(value, timestamp) and not self._queued:
-            self._queued = True
-            self._rule.changed.append(self)
+        self.add(value, timestamp)
 
     def _add_slow(self, value: float, timestamp: float, at: int) -> bool:
         return park_or_drop(self, value, timestamp, at)
@@ -208,9 +222,17 @@ class RuleSeries(Window, AlertMachine):
         at = floor(now / self._width)
         if at > self._head:
             self.advance(at)
+        count = self._count + self._head_count
+        # Nearly every evaluation: a quiet series that does not breach. The
+        # lowest level's test is necessary for any level to hold.
+        if (
+            self._state == INACTIVE
+            and rule.plain
+            and (count < rule.min_samples or not rule.entry(self))
+        ):
+            return
         stepped = bool(self._flags & STEPPED)
         self._flags &= ~STEPPED
-        count = self._count + self._head_count
         if fresh and rule.silence_after is not None:
             heard = self._heard
             if heard is None or self._last_at > heard:
