@@ -7,6 +7,10 @@ metric, so a sample of a ruled metric feeds two rules and half the samples feed
 none. With ``group_by = ["model", "host"]`` that makes about 100,000 live rule
 series (fewer for the composite rule, which groups by model).
 
+Values are uniform in [0, 1) and thresholds sit near 1, so, as in a healthy
+fleet, about one sample in a hundred or fewer breaches: the figures are those
+of the steady state, not of an alert storm.
+
 The mix is what an ML platform team runs: plain sliding rules over several
 aggregations (two of them a percentile), a few with warning and critical
 levels, a few tumbling hourly rules, one comparison with the past, one
@@ -95,15 +99,15 @@ def _special(kind: str, metric: int, settings: dict) -> dict:
         return {
             "aggregation": "avg",
             "threshold": None,
-            "warning": LevelConfig(threshold=0.9),
-            "critical": LevelConfig(threshold=0.99),
+            "warning": LevelConfig(threshold=0.99),
+            "critical": LevelConfig(threshold=0.999),
         }
     if kind == "tumbling":
         return {"tumbling": True, "window": Duration(3600.0), "for_": Duration(0.0)}
     if kind == "compare":
         # Percent change of the 5m average against the value one window ago.
         compare = CompareConfig(kind="percent", bins=12)
-        return {"aggregation": "avg", "compare": compare, "threshold": 500.0}
+        return {"aggregation": "avg", "compare": compare, "threshold": 5000.0}
     if kind == "composite":
         other = f"model.metric{(metric + 1) % RULED_METRICS}"
         sides = [
