@@ -373,7 +373,9 @@ async def test_a_severity_decision_moves_the_alert_and_notifies_again(store, clo
         "critical",
         500.0,
     )
-    assert alert.spec.summary == "warning latency on a"
+    # The texts are rendered again for the new level; each notification keeps
+    # those of its own transition.
+    assert alert.spec.summary == "critical latency on a"
     history = await store.history(alert.id)
     assert [(t.to_state, t.reason) for t in history] == [
         ("triggered", "fire to warning"),
@@ -381,14 +383,15 @@ async def test_a_severity_decision_moves_the_alert_and_notifies_again(store, clo
         ("resolved", "resolve to critical"),
     ]
     rows = await store._db.fetchall(
-        "SELECT event, channel, alert_severity, alert_value FROM outbox ORDER BY id"
+        "SELECT event, channel, alert_severity, alert_value, alert_summary"
+        " FROM outbox ORDER BY id"
     )
     assert rows == [
-        ("trigger", "hook", "warning", 201.0),
-        ("trigger", "quiet", "warning", 201.0),
-        ("trigger", "hook", "critical", 501.0),
-        ("trigger", "quiet", "critical", 501.0),
-        ("resolve", "hook", "critical", 501.0),
+        ("trigger", "hook", "warning", 201.0, "warning latency on a"),
+        ("trigger", "quiet", "warning", 201.0, "warning latency on a"),
+        ("trigger", "hook", "critical", 501.0, "critical latency on a"),
+        ("trigger", "quiet", "critical", 501.0, "critical latency on a"),
+        ("resolve", "hook", "critical", 501.0, "critical latency on a"),
     ]
     assert (pipeline.fired, pipeline.resolved, len(woken)) == (1, 1, 3)
 

@@ -101,6 +101,36 @@ async def test_a_notification_keeps_the_range_of_its_level(db, clock):
     assert level(alert_payload(critical)) == ("critical", None, [0.5, 3.0], 7.0)
 
 
+async def test_a_notification_keeps_the_texts_rendered_for_its_level(db, clock):
+    store, outbox = AlertStore(db, clock), Outbox(db, clock)
+    spec = make_spec(severity="warning", summary="warning: drift on a")
+    await store.fire(spec, ["ops"])
+    await store.change_severity(
+        "drift",
+        "model=a",
+        severity="critical",
+        at=T0 + 1,
+        value=0.7,
+        threshold=0.5,
+        reason="worse",
+        channels=["ops"],
+        texts=("critical: drift on a", "now critical"),
+    )
+
+    [warning] = await outbox.due("ops", T0, limit=10)
+    assert (warning.alert.spec.summary, warning.alert.spec.description) == (
+        "warning: drift on a",
+        spec.description,
+    )
+    await outbox.delivered(warning, status=200, duration_ms=1.0)
+    [critical] = await outbox.due("ops", T0, limit=10)
+    summary = alert_payload(critical)["alert"]["summary"]
+    assert (summary, critical.alert.spec.description) == (
+        "critical: drift on a",
+        "now critical",
+    )
+
+
 async def test_rows_of_schema_3_keep_the_level_they_were_queued_with(tmp_path, clock):
     path = tmp_path / "tocsin.db"
     db = await Database.open(path, clock=clock, migrations=MIGRATIONS[:3])

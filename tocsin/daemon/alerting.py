@@ -343,10 +343,10 @@ class AlertPipeline:
         self.on_written()
 
     async def _change_severity(self, rule: RuleConfig, decision: Decision) -> None:
-        # TODO: render the summary and description again for the new level; a
-        # text that names {{ severity }} or {{ threshold }} keeps saying those
-        # of the level the alert fired at.
         severity, threshold, range_ = _level(rule, decision)
+        # The texts may name the severity, threshold or value: they are
+        # rendered again for the new level.
+        spec = alert_spec(rule, decision)
         alert = await self.store.change_severity(
             rule.name,
             decision.series,
@@ -357,6 +357,7 @@ class AlertPipeline:
             reason=decision.reason,
             channels=rule.channels,
             range=range_,
+            texts=(spec.summary, spec.description),
         )
         if alert is None:
             log.debug("no open alert to change", extra=_context(decision))

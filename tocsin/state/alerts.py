@@ -164,6 +164,7 @@ class AlertStore:
         reason: str,
         channels: Sequence[str],
         range: Sequence[float] | None = None,
+        texts: tuple[str, str] | None = None,
     ) -> Alert | None:
         """Move the open alert of a series to another level and notify again.
 
@@ -177,6 +178,8 @@ class AlertStore:
             notified once.
         :param range: the new level's ``[low, high]``; ``None`` keeps the
             alert's range.
+        :param texts: the summary and description rendered for the new level;
+            ``None`` keeps the alert's.
         :return: the alert after the change, or ``None`` when the series has
             no open alert (nothing is written then).
         :raises StateError: if the write fails; nothing is written then.
@@ -189,6 +192,8 @@ class AlertStore:
             changes: dict[str, object] = {"severity": severity, "threshold": threshold}
             if range is not None:
                 changes["range"] = list(range)
+            if texts is not None:
+                changes["summary"], changes["description"] = texts
             alert.spec = msgspec.structs.replace(alert.spec, **changes)
             alert.value = value
             await tx.execute(
@@ -350,11 +355,18 @@ async def _queue(
     """Write one outbox row per channel, due at once.
 
     Each row keeps ``alert`` as it is after ``transition`` (its state, value,
-    and level: severity, threshold, range), so every attempt of the
-    notification describes the same alert whatever happens to it later.
+    level: severity, threshold, range, and the texts rendered for that level),
+    so every attempt of the notification describes the same alert whatever
+    happens to it later.
     """
     spec = alert.spec
-    level = (spec.severity, spec.threshold, _encode_range(spec.range).decode())
+    level = (
+        spec.severity,
+        spec.threshold,
+        _encode_range(spec.range).decode(),
+        spec.summary,
+        spec.description,
+    )
     rows = [
         (
             alert.id,
@@ -374,7 +386,7 @@ async def _queue(
     await tx.executemany(
         "INSERT INTO outbox (alert_id, transition_id, channel, event, key,"
         " next_attempt_at, created_at, alert_state, alert_value, alert_resolved_at,"
-        " alert_severity, alert_threshold, alert_range)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " alert_severity, alert_threshold, alert_range, alert_summary,"
+        " alert_description) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )

@@ -161,10 +161,11 @@ CREATE INDEX outbox_alert ON outbox (alert_id, channel, id);
 """
 
 # An open alert can now move between the levels of its rule (warning,
-# critical), which changes its severity, threshold and range, and each move is
-# notified. A notification must say the level of its transition even when it is
-# retried after a later move, so the row keeps the level too; the range as a
-# JSON array, like the spec. A row without a level (NULL) stands for the spec's.
+# critical), which changes its severity, threshold and range, and the summary
+# and description rendered from them; each move is notified. A notification
+# must say the level of its transition even when it is retried after a later
+# move, so the row keeps the level and the texts too; the range as a JSON
+# array, like the spec. A row without a level (NULL) stands for the spec's.
 #
 # Rows already queued get the level of their alert's spec: no spec changed
 # before this version, so that is the level of every transition so far, and a
@@ -173,6 +174,8 @@ _V4 = """
 ALTER TABLE outbox ADD COLUMN alert_severity TEXT;
 ALTER TABLE outbox ADD COLUMN alert_threshold REAL;
 ALTER TABLE outbox ADD COLUMN alert_range TEXT;
+ALTER TABLE outbox ADD COLUMN alert_summary TEXT;
+ALTER TABLE outbox ADD COLUMN alert_description TEXT;
 
 UPDATE outbox SET
     alert_severity = (SELECT json_extract(a.spec, '$.severity') FROM alerts AS a
@@ -180,7 +183,11 @@ UPDATE outbox SET
     alert_threshold = (SELECT json_extract(a.spec, '$.threshold') FROM alerts AS a
                        WHERE a.id = outbox.alert_id),
     alert_range = (SELECT COALESCE(json_extract(a.spec, '$.range'), '[]')
-                   FROM alerts AS a WHERE a.id = outbox.alert_id);
+                   FROM alerts AS a WHERE a.id = outbox.alert_id),
+    alert_summary = (SELECT COALESCE(json_extract(a.spec, '$.summary'), '')
+                     FROM alerts AS a WHERE a.id = outbox.alert_id),
+    alert_description = (SELECT COALESCE(json_extract(a.spec, '$.description'), '')
+                         FROM alerts AS a WHERE a.id = outbox.alert_id);
 """
 
 #: Every migration, oldest first; the schema version is the list's length.

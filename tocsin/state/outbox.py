@@ -54,7 +54,8 @@ _DUE = f"""
 SELECT o.id, o.key, o.channel, o.event, o.attempts, o.created_at,
        a.id, a.uid, o.alert_state, a.spec, o.alert_value, o.alert_resolved_at, NULL,
        t.id, t.alert_id, t.from_state, t.to_state, t.at, t.actor, t.reason, t.comment,
-       ({_ANNOUNCED}), o.alert_severity, o.alert_threshold, o.alert_range
+       ({_ANNOUNCED}), o.alert_severity, o.alert_threshold, o.alert_range,
+       o.alert_summary, o.alert_description
 FROM outbox AS o
 JOIN alerts AS a ON a.id = o.alert_id
 JOIN transitions AS t ON t.id = o.transition_id
@@ -99,12 +100,13 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _at_transition(alert: Alert, level: tuple) -> Alert:
-    """Give ``alert`` the level (severity, threshold, range) an outbox row kept.
+    """Give ``alert`` the level (severity, threshold, range, summary and
+    description) an outbox row kept.
 
     A row queued before rows kept a level has none: its alert's spec has never
     changed, so the spec's level is the one of its transition.
     """
-    severity, threshold, range_ = level
+    severity, threshold, range_, summary, description = level
     if severity is None:
         return alert
     alert.spec = msgspec.structs.replace(
@@ -112,6 +114,8 @@ def _at_transition(alert: Alert, level: tuple) -> Alert:
         severity=severity,
         threshold=threshold,
         range=_decode_range(range_) if range_ else [],
+        summary=alert.spec.summary if summary is None else summary,
+        description=alert.spec.description if description is None else description,
     )
 
     return alert
@@ -124,7 +128,7 @@ def _notification(row: tuple) -> Notification:
         key=key,
         channel=channel,
         event=event,
-        alert=_at_transition(alert_from_row(row[6:13]), row[22:25]),
+        alert=_at_transition(alert_from_row(row[6:13]), row[22:27]),
         transition=transition_from_row(row[13:21]),
         attempts=attempts,
         created_at=created_at,
