@@ -14,7 +14,9 @@ import pytest
 from tocsin.daemon import api, cli
 from tocsin.daemon.reload import ReloadOutcome
 
-RELOADED = ReloadOutcome(kept=("a",), added=("b",), removed=("c", "d"))
+RELOADED = ReloadOutcome(
+    kept=("a",), added=("b",), removed=("c", "d"), config="/etc/tocsin/tocsin.toml"
+)
 NOT_ALLOWED = {"status": "error", "error": "Method Not Allowed"}
 REFUSED = ReloadOutcome(error="/etc/tocsin.toml: rules[0].window: invalid duration")
 
@@ -67,6 +69,7 @@ async def test_a_reload_answers_what_became_of_each_rule(served, daemon):
         200,
         {
             "status": "reloaded",
+            "config": "/etc/tocsin/tocsin.toml",
             "kept": ["a"],
             "added": ["b"],
             "changed": [],
@@ -172,15 +175,19 @@ async def reload_command(*arguments: str) -> int:
     return await asyncio.to_thread(cli.main, ["reload", *arguments])
 
 
-async def test_the_command_prints_a_reload(served, tmp_path, capsys):
-    config = tmp_path / "tocsin.toml"
+async def test_the_command_prints_the_file_the_daemon_reloaded(
+    served, tmp_path, capsys
+):
+    # Another file that names the same socket: the daemon still reads its own.
+    config = tmp_path / "other.toml"
     config.write_text(f'[api]\nsocket = "{served}"\n')
 
     assert await reload_command("--config", str(config)) == 0
 
     out, err = capsys.readouterr()
-    assert (
-        out == f"{config}: reloaded (1 kept, 1 added: b, 0 changed, 2 removed: c, d)\n"
+    assert out == (
+        "/etc/tocsin/tocsin.toml: reloaded"
+        " (1 kept, 1 added: b, 0 changed, 2 removed: c, d)\n"
     )
     assert err == ""
 

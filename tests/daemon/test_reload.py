@@ -143,9 +143,12 @@ async def test_a_reload_applies_the_rules_and_resolves_the_removed_ones(setup):
 
     outcome = await reloader.reload("api")
 
-    assert outcome == ReloadOutcome(kept=("a",), added=("c",), removed=("b",))
+    assert outcome == ReloadOutcome(
+        kept=("a",), added=("c",), removed=("b",), config=str(path)
+    )
     assert outcome.as_dict() == {
         "status": "reloaded",
+        "config": str(path),
         "kept": ["a"],
         "added": ["c"],
         "changed": [],

@@ -135,7 +135,9 @@ def _reload(path: str, socket_path: str | None) -> int:
     if status == 200 and answer.get("status") == "reloaded":
         fates = ("kept", "added", "changed", "removed")
         summary = ", ".join(_fate(answer, fate) for fate in fates)
-        print(f"{path}: reloaded ({summary})")
+        # The daemon reads the file it was started with, whatever --config
+        # named: say which one now runs.
+        print(f"{answer.get('config') or path}: reloaded ({summary})")
         return 0
     error = answer.get("error") or f"unexpected answer (HTTP {status})"
     print(f"tocsin: reload refused: {error}", file=sys.stderr)

@@ -36,6 +36,8 @@ class ReloadOutcome(NamedTuple):
     added: tuple[str, ...] = ()
     changed: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    #: The file the daemon read: the one it was started with.
+    config: str = ""
 
     @property
     def is_reloaded(self) -> bool:
@@ -48,6 +50,7 @@ class ReloadOutcome(NamedTuple):
             return {"status": "error", "error": self.error}
         return {
             "status": "reloaded",
+            "config": self.config,
             "kept": list(self.kept),
             "added": list(self.added),
             "changed": list(self.changed),
@@ -186,6 +189,7 @@ class Reloader:
             added=tuple(result.added),
             changed=tuple(result.changed),
             removed=tuple(result.removed),
+            config=path,
         )
         log.info(
             "config reloaded",
@@ -196,7 +200,7 @@ class Reloader:
                     **{
                         name: {"count": len(names), "names": list(names)}
                         for name, names in outcome._asdict().items()
-                        if name != "error"
+                        if name not in ("error", "config")
                     },
                     "resolving": len(result.decisions),
                 },
