@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 from tocsin.clock import ManualClock
+from tocsin.daemon import app
 from tocsin.daemon.app import ShutdownBudget
 
 
@@ -21,3 +24,13 @@ def test_the_shutdown_budget_bounds_every_step_together():
 
     clock.advance(7.0)
     assert budget.remaining() == 0.0
+
+
+def test_what_the_rules_left_out_is_reported_once_per_period(caplog):
+    before = {"late_samples": 2, "future_samples": 0, "non_finite_samples": 1}
+    totals = {**before, "late_samples": 5, "refused_series": 0, "held_fires": 9}
+    with caplog.at_level(logging.WARNING, logger="tocsin.daemon.app"):
+        assert app._report_dropped(totals, before) is totals
+        app._report_dropped(totals, totals)
+    (record,) = caplog.records
+    assert record.detail == {"late_samples": 3}

@@ -8,6 +8,7 @@ import errno
 import os
 import socket
 import sqlite3
+import time
 from datetime import datetime
 
 import orjson
@@ -334,6 +335,26 @@ async def test_ndjson_samples_fire_rules_and_non_finite_values_are_refused(
     # Only the drift alert went out: NaN and Infinity never reached the rule.
     assert len(hook.requests) == 1
     assert b"NaN" not in hook.requests[0].body
+
+
+async def test_samples_too_late_for_their_window_are_counted_in_the_rules_totals(
+    daemon, tmp_path
+):
+    reader, writer = await asyncio.open_unix_connection(str(tmp_path / "ingest.sock"))
+    # Within ingest.max_sample_age, but a minute behind a 2s window.
+    stamp = int(time.time()) - 60
+    writer.write(
+        b'{"metric":"model.drift.psi","value":0.1,"timestamp":%d,'
+        b'"tags":{"env":"test","model":"ranker"}}\n' % stamp
+    )
+    await writer.drain()
+    writer.close()
+    await daemon.stop()
+
+    [ingested] = daemon.find("ingest totals", listener="unix_stream")
+    assert ingested["detail"]["samples"] == 1
+    [totals] = daemon.find("rules totals")
+    assert totals["detail"]["late_samples"] == 1
 
 
 async def test_a_bad_line_loses_nothing_else_in_its_datagram(

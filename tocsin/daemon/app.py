@@ -466,11 +466,16 @@ class Daemon:
         for name, stats in self.stats.items():
             totals = {**stats.as_dict(), **dropped.get(name, {})}
             log.info("ingest totals", extra={"listener": name, "detail": totals})
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            totals = {**engine.stats.as_dict(), "series": engine.series_count}
+            log.info("rules totals", extra={"detail": totals})
 
     async def _tick(self, engine, pipeline: AlertPipeline, store) -> None:
         """Evaluate every series on a clock, and close old resolved alerts."""
         interval = float(self.config.daemon.tick)
-        next_close = 0.0
+        next_close = next_report = 0.0
+        reported = engine.stats.as_dict()
         while True:
             await asyncio.sleep(interval)
             now = self.clock.time()
@@ -479,6 +484,9 @@ class Daemon:
             decisions = engine.tick(now)
             if decisions:
                 pipeline.submit(decisions)
+            if now >= next_report:
+                next_report = now + _CLOSE_EVERY
+                reported = _report_dropped(engine.stats.as_dict(), reported)
             if now >= next_close:
                 next_close = now + _CLOSE_EVERY
                 try:
@@ -512,6 +520,24 @@ class Daemon:
     async def _close_database(self, database) -> None:
         await database.close()
         log.info("state database closed")
+
+
+#: Counters of the rules engine that mean samples or series were left out.
+_DROPPED = ("late_samples", "future_samples", "non_finite_samples", "refused_series")
+
+
+def _report_dropped(totals: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """Log what the rules engine left out since ``before``; return ``totals``.
+
+    Called once a minute, so the warning is rate-limited by construction.
+    """
+    dropped = {name: totals[name] - before.get(name, 0) for name in _DROPPED}
+    dropped = {name: count for name, count in dropped.items() if count > 0}
+    if dropped:
+        # WARNING: samples were left out of the rules: late or early stamps,
+        # bad values, or series beyond a limit.
+        log.warning("the rules left samples out", extra={"detail": dropped})
+    return totals
 
 
 async def _cancel(task: asyncio.Task) -> None:
