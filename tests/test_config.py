@@ -105,10 +105,15 @@ SITE = (
             '[[rules]]\nname = "r"\nmetric = "m"\n',
             "bad.toml: rules[0].threshold: missing required key",
         ),
-        (RULE + 'op = "=>"\n', "bad.toml: rules[0].op: Invalid enum value '=>'"),
+        (
+            RULE + 'op = "=>"\n',
+            "bad.toml: rules[0].op: Invalid enum value '=>'; expected one of '!=',"
+            " '<', '<=', '==', '>', '>=', 'inside', 'outside'",
+        ),
         (
             RULE + 'severity = "urgent"\n',
-            "bad.toml: rules[0].severity: Invalid enum value 'urgent'",
+            "bad.toml: rules[0].severity: Invalid enum value 'urgent'; expected one"
+            " of 'critical', 'high', 'info', 'low', 'medium', 'warning'",
         ),
         (
             RULE + 'channels = ["pager"]\n',

@@ -208,7 +208,8 @@ def refusal(text: str) -> str:
         ),
         (
             PLAIN + 'compare = { kind = "drift", bins = 5 }\n',
-            "rules[0].compare.kind: Invalid enum value 'drift'",
+            "rules[0].compare.kind: Invalid enum value 'drift'; expected one of"
+            " 'baseline', 'change', 'percent'",
         ),
         # Tumbling bins align to UTC; only they take a delay.
         (
@@ -240,10 +241,6 @@ def refusal(text: str) -> str:
         (
             PLAIN + 'no_data = { action = "alert" }\n',
             "rules[0].no_data.after: missing required key",
-        ),
-        (
-            PLAIN + 'no_data = { after = "5m", action = "page" }\n',
-            "rules[0].no_data.action: Invalid enum value 'page'",
         ),
         (
             PLAIN + "flapping = { low = 0.5, high = 0.5 }\n",
@@ -497,3 +494,27 @@ def test_two_levels_load_exactly_when_critical_is_at_least_as_strict(
         assert error.key == "rules[0].critical.threshold"
     else:
         assert stricter
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            PLAIN + 'no_data = { after = "1m", action = "page" }\n',
+            "rules[0].no_data.action: Invalid enum value 'page'; expected one of"
+            " 'alert', 'ignore', 'keep_last', 'resolve'",
+        ),
+        (
+            TWO_CONDITIONS + '{ metric = "b", aggregation = "p42", threshold = 2 }]\n',
+            "rules[0].conditions[1].aggregation: Invalid enum value 'p42'; expected"
+            " one of 'avg', 'count', 'delta', 'last', 'max', 'min', 'p50', 'p90',"
+            " 'p95', 'p99', 'rate', 'stddev', 'sum'",
+        ),
+        (
+            RULE + 'threshold = "high"\n',
+            "rules[0].threshold: Expected `float`, got `str`",
+        ),
+    ],
+)
+def test_a_value_of_the_wrong_kind_says_what_the_key_takes(text, expected):
+    assert refusal(text) == f"bad.toml: {expected}"

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import msgspec
+import msgspec.inspect
 
 from tocsin.datadog_names import NAME_LIMIT, metric_name
 from tocsin.errors import ConfigError
@@ -109,12 +110,50 @@ def _split_msgspec_error(error: msgspec.MSGSPEC_ERRORS) -> tuple[str, str | None
             field = toml_key(found["field"])
             path = f"{path}.{field}" if path else field
             message = replacement
+    if path and message.startswith("Invalid enum value"):
+        allowed = _allowed_values(path)
+        if allowed:
+            message = f"{message}; expected one of {', '.join(allowed)}"
+    message = message.replace(" | null`", "`")
     if path and path.endswith("].type") and message.startswith("Invalid value"):
         known = ", ".join(sorted(CHANNEL_TYPES))
         message = (
             f"unknown channel type ({message[len('Invalid value ') :]}); known: {known}"
         )
     return message, path
+
+
+_STEP = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[\d+\]")
+
+
+def _allowed_values(path: str) -> list[str]:
+    """Return the values the schema allows at ``path`` (``rules[0].op``), if
+    the key there takes one of a fixed set of strings."""
+    info = msgspec.inspect.type_info(Config)
+    for step in _STEP.finditer(path):
+        info = _unwrap(info)
+        if step[1] is None:
+            info = getattr(info, "item_type", None)
+        elif isinstance(info, msgspec.inspect.StructType):
+            fields = {field.encode_name: field.type for field in info.fields}
+            info = fields.get(step[1])
+        else:
+            return []
+        if info is None:
+            return []
+    info = _unwrap(info)
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return [repr(value) for value in info.values]
+    return []
+
+
+def _unwrap(info):
+    """Return the one type of an optional (``T | None``) besides ``None``."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        types = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+        if len(types) == 1:
+            return types[0]
+    return info
 
 
 def parse(text: str | bytes, source: str = "<memory>") -> Config:
