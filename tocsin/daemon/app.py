@@ -178,6 +178,7 @@ class Daemon:
                     "listeners": [
                         f"{item.name} {item.address}" for item in self._listeners
                     ]
+                    + ([f"api {self.config.api_socket_path}"] if self._api else [])
                 },
             )
             await self.should_exit.wait()
