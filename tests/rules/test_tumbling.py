@@ -60,8 +60,9 @@ def test_a_daily_bin_runs_from_utc_midnight_to_midnight():
     add(engine, 0.9, MIDNIGHT - 1.0)
     add(engine, 0.1, MIDNIGHT)
     add(engine, 0.1, MIDNIGHT + 1.0)
-    engine.evaluate_dirty(MIDNIGHT + 1.0)
-    (fire,) = engine.tick(MIDNIGHT + 2.0)
+    # The first evaluation past midnight seals the day, tick or not.
+    (fire,) = engine.evaluate_dirty(MIDNIGHT + 1.0)
+    assert engine.tick(MIDNIGHT + 2.0) == []
     assert (fire.value, fire.samples, fire.at) == (0.9, 1, MIDNIGHT)
     (resolve,) = engine.tick(MIDNIGHT + DAY)
     assert (resolve.action, resolve.value, resolve.samples) == (
@@ -135,8 +136,7 @@ def test_each_bin_measures_its_own_samples(aggregation, expected):
         add(engine, float(value), MIDNIGHT + value)
     # A second hour of other values must not mix into the first.
     add(engine, 1000.0, MIDNIGHT + HOUR + 1.0)
-    engine.evaluate_dirty(MIDNIGHT + HOUR + 1.0)
-    (fire,) = engine.tick(MIDNIGHT + HOUR + 2.0)
+    (fire,) = engine.evaluate_dirty(MIDNIGHT + HOUR + 1.0)
     assert fire.value == pytest.approx(expected, rel=0.01)
 
 

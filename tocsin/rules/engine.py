@@ -101,6 +101,7 @@ class RuleEngine:
             for metric in metrics or (rule.config.metric,):
                 by_metric.setdefault(metric, []).append(rule)
         self._rules = runtimes
+        self._tumbling = tuple(rule for rule in runtimes if rule.tumbling)
         self._by_name = by_name
         self._by_metric = {metric: tuple(found) for metric, found in by_metric.items()}
 
@@ -153,22 +154,39 @@ class RuleEngine:
         return found
 
     def evaluate_dirty(self, now: float) -> list[Decision]:
-        """Evaluate the series that got samples since the last evaluation."""
-        now = self._timeline.advance(now)
-        self._timeline.release(now)
-        if not self._changed and not self._census.decisions:
-            return []
-        return self._evaluate_changed(now)
+        """Evaluate the series that got samples since the last evaluation.
 
-    def _evaluate_changed(self, now: float) -> list[Decision]:
+        Bins of tumbling rules that the clock has passed are sealed here too,
+        as a tick would (forgetting those rules' idle series).
+        """
+        now = self._timeline.advance(now)
+        decisions = self._seal(now)
+        self._timeline.release(now)
+        if self._changed or self._census.decisions:
+            self._evaluate_changed(now, decisions)
+        return decisions
+
+    def _seal(self, now: float) -> list[Decision]:
+        """Seal every bin of a tumbling rule that ``now`` has passed.
+
+        Done as soon as the clock moves, before the samples it reached are
+        handed over: a tumbling series holds only the bins the clock has not
+        sealed, and a sample for a sealed bin is late, whether or not a tick
+        has come since.
+        """
         decisions: list[Decision] = []
+        for rule in self._tumbling:
+            if rule.has_bins_to_seal(now):
+                self.stats.forgotten_series += rule.tick(now, decisions)
+        return decisions
+
+    def _evaluate_changed(self, now: float, decisions: list[Decision]) -> None:
         if self._census.decisions:
             decisions.extend(self._census.decisions)
             self._census.decisions.clear()
         for series in self._changed:
             series.evaluate(now, decisions)
         self._changed.clear()
-        return decisions
 
     def tick(self, now: float) -> list[Decision]:
         """Evaluate every live series at ``now`` and forget idle ones.
@@ -180,8 +198,9 @@ class RuleEngine:
         forgotten.
         """
         now = self._timeline.advance(now)
+        decisions = self._seal(now)
         self._timeline.release(now)
-        decisions = self._evaluate_changed(now)
+        self._evaluate_changed(now, decisions)
         for rule in self._rules:
             self.stats.forgotten_series += rule.tick(now, decisions)
         census = self._census

@@ -224,6 +224,11 @@ class RuleRuntime:
                 return None
         return floor((now - self.delay) / self.width) - 1
 
+    def has_bins_to_seal(self, now: float) -> bool:
+        """Return whether ``now`` seals a bin of a tumbling rule that its
+        last :meth:`tick` did not."""
+        return self.sealed_bin(now) != self._ticked
+
     def new_bin(self, at: int) -> Window:
         """Return an empty one-bin window for bin ``at`` of a tumbling rule."""
         window = Window(

@@ -156,14 +156,21 @@ class TumblingSeries(AlertMachine):
             return
 
         slots = self._open
-        # Bins no open slot can hold were empty; only the history needs them.
-        skipped = target - sealed - len(slots)
-        if skipped > 0:
-            if self._history is not None:
-                self._history.skip(skipped)
-            sealed += skipped
+        # The newest bin to seal that holds samples; every later one is empty.
+        last = max(
+            [w.head for w in slots if w is not None and sealed < w.head <= target],
+            default=sealed,
+        )
         width = rule.width
         while sealed < target:
+            skipped = target - sealed - len(slots)
+            if sealed > last and skipped > 0:
+                # A long run of empty bins (the engine stalled) is cut to its
+                # last few, once the first of them has been judged: only the
+                # history needs each of the others.
+                if self._history is not None:
+                    self._history.skip(skipped)
+                sealed += skipped
             sealed += 1
             slot = sealed % len(slots)
             window = slots[slot]
