@@ -141,6 +141,9 @@ class RuleRuntime:
         )
         #: The lowest level's test, which any level's breach implies.
         self.entry = self.levels.holds[0]
+        #: The top level, and the test an alert at it must pass to stay.
+        self.top = self.levels.top
+        self.keep = self.levels.stays[-1]
         self.series: dict[tuple[str, ...], object] = {}
         #: The engine's queue of series that got samples since the last
         #: evaluation (shared by every rule).

@@ -16,7 +16,7 @@ from math import floor
 from typing import TYPE_CHECKING
 
 from tocsin.rules.decisions import Decision
-from tocsin.rules.states import INACTIVE, STATE_SLOTS, STEPPED, AlertMachine
+from tocsin.rules.states import FIRING, INACTIVE, STATE_SLOTS, STEPPED, AlertMachine
 from tocsin.rules.windows import BINS, UNPLACED, Window
 
 if TYPE_CHECKING:
@@ -223,14 +223,24 @@ class RuleSeries(Window, AlertMachine):
         if at > self._head:
             self.advance(at)
         count = self._count + self._head_count
-        # Nearly every evaluation: a quiet series that does not breach. The
-        # lowest level's test is necessary for any level to hold.
-        if (
-            self._state == INACTIVE
-            and rule.plain
-            and (count < rule.min_samples or not rule.entry(self))
-        ):
-            return
+        if rule.plain:
+            # Nearly every evaluation takes one of two quick ways out: a
+            # quiet series that does not breach (the lowest level's test is
+            # necessary for any level), or one firing at the top level that
+            # has not recovered from it, which nothing can move.
+            state = self._state
+            if state == INACTIVE:
+                if count < rule.min_samples or not rule.entry(self):
+                    return
+            elif (
+                state == FIRING
+                and self._level == rule.top
+                and self._cleared is None
+                and self._restored is None
+                and count >= rule.min_samples
+                and rule.keep(self)
+            ):
+                return
         stepped = bool(self._flags & STEPPED)
         self._flags &= ~STEPPED
         if fresh and rule.silence_after is not None:
