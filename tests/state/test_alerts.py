@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tocsin.clock import ManualClock
 from tocsin.errors import StateError
 from tocsin.state.alerts import AlertStore
 from tocsin.state.db import Database
@@ -44,18 +43,6 @@ async def counts(db: Database) -> dict[str, int]:
         row = await db.fetchone(f"SELECT COUNT(*) FROM {table}")
         result[table] = row[0]
     return result
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(T0)
-
-
-@pytest.fixture
-async def db(tmp_path, clock):
-    database = await Database.open(tmp_path / "state" / "tocsin.db", clock=clock)
-    yield database
-    await database.close()
 
 
 @pytest.fixture

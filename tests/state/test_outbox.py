@@ -6,24 +6,11 @@ import msgspec
 import pytest
 
 from tests.state.test_alerts import T0, make_spec
-from tocsin.clock import ManualClock
 from tocsin.state.alerts import AlertStore
 from tocsin.state.db import Database
 from tocsin.state.migrations import MIGRATIONS
 from tocsin.state.models import Alert
 from tocsin.state.outbox import DeliveryAttempt, Outbox
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(T0)
-
-
-@pytest.fixture
-async def db(tmp_path, clock):
-    database = await Database.open(tmp_path / "tocsin.db", clock=clock)
-    yield database
-    await database.close()
 
 
 @pytest.fixture

@@ -4,27 +4,13 @@ kept in its outbox row across later moves, retries and the schema upgrade."""
 from __future__ import annotations
 
 import msgspec
-import pytest
 
 from tests.state.test_alerts import T0, make_spec
 from tocsin.channels.payload import alert_payload
-from tocsin.clock import ManualClock
 from tocsin.state.alerts import AlertStore
 from tocsin.state.db import Database
 from tocsin.state.migrations import MIGRATIONS
 from tocsin.state.outbox import Outbox
-
-
-@pytest.fixture
-def clock():
-    return ManualClock(T0)
-
-
-@pytest.fixture
-async def db(tmp_path, clock):
-    database = await Database.open(tmp_path / "tocsin.db", clock=clock)
-    yield database
-    await database.close()
 
 
 def level(payload: dict) -> tuple:
