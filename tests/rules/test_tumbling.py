@@ -47,7 +47,9 @@ def test_an_hourly_bin_is_a_utc_hour_judged_once_at_its_end():
         2,
         MIDNIGHT + HOUR,
     )
-    assert fire.reason.startswith("avg(model.drift.psi) per 1h bin = 0.6 > 0.5")
+    assert fire.reason == (
+        "avg(model.drift.psi) per 1h bin 2025-06-16 00:00–01:00 UTC = 0.6 > 0.5"
+    )
     # Judged once: later ticks in the next bin change nothing.
     assert engine.tick(MIDNIGHT + HOUR + 60.0) == []
     assert series_of(engine).state == "firing"
@@ -171,3 +173,19 @@ def test_a_bin_short_of_min_samples_never_fires():
     (resolve,) = engine.tick(MIDNIGHT + 3 * HOUR)
     assert resolve.action == "resolve"
     assert "fewer than the 3 needed" in resolve.reason
+
+
+@pytest.mark.parametrize(
+    ("window", "start", "named"),
+    [
+        (HOUR, MIDNIGHT - HOUR, "per 1h bin 2025-06-15 23:00–00:00 UTC"),
+        (6 * HOUR, MIDNIGHT + 6 * HOUR, "per 6h bin 2025-06-16 06:00–12:00 UTC"),
+        (DAY, MIDNIGHT, "per 1d bin 2025-06-16"),
+        (2 * DAY, MIDNIGHT - DAY, "per 2d bin 2025-06-15–2025-06-16"),
+    ],
+)
+def test_a_tumbling_reason_names_its_bin_in_utc(window, start, named):
+    engine = started(hourly(window=Duration(window)), at=start)
+    add(engine, 0.9, start + 1.0)
+    (fire,) = engine.tick(start + window)
+    assert fire.reason == f"avg(model.drift.psi) {named} = 0.9 > 0.5"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime, time, timedelta
 from math import floor
 
 from tocsin.config import RuleConfig
@@ -379,19 +380,42 @@ class RuleRuntime:
             return reading
         return reading.value
 
-    def explain(self, value: float | None, level: int, pending: float = 0.0) -> str:
+    def what(self, series) -> str:
+        """Return what the rule measured for ``series``: its subject, and for
+        a tumbling rule the bin, e.g. ``avg(x) per 1h bin 2026-12-04 07:00–08:00
+        UTC``."""
+        if not self.tumbling:
+            return self.subject
+        start = datetime.fromtimestamp(series.head * self.width, UTC)
+        end = start + timedelta(seconds=self.width)
+        if self.width % 86400 == 0:
+            span = (
+                f"{start:%Y-%m-%d}"
+                if self.width == 86400
+                else (f"{start:%Y-%m-%d}–{end - timedelta(days=1):%Y-%m-%d}")
+            )
+        elif start.date() == end.date() or end.time() == time(0):
+            span = f"{start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC"
+        else:
+            span = f"{start:%Y-%m-%d %H:%M}–{end:%Y-%m-%d %H:%M} UTC"
+        return self.subject.replace(" bin", f" bin {span}", 1)
+
+    def explain(
+        self, value: float | None, level: int, pending: float = 0.0, what: str = ""
+    ) -> str:
         """Say why ``value`` breaches ``level`` (and has for ``pending``)."""
+        what = what or self.subject
         if value is None:
-            return f"{self.subject}: no value"
+            return f"{what}: no value"
         bound = self.levels.bounds[level - 1]
-        return fire_reason(self.subject, value, self.config.op, bound, pending)
+        return fire_reason(what, value, self.config.op, bound, pending)
 
     def fire(self, series, now, reading, level, reason=None) -> Decision:
         """Record a fire of ``series`` at ``level`` and return its decision."""
         self.limits.record(series.key, now)
         value = self.value_of(reading)
         if reason is None:
-            reason = self.explain(value, level, self.pending)
+            reason = self.explain(value, level, self.pending, self.what(series))
             if self.min_samples > 1:
                 # The guard matters to whoever reads the alert: the value
                 # stands on this many samples, and fewer would not fire.
@@ -407,7 +431,7 @@ class RuleRuntime:
         levels = self.levels
         verb = "raised" if new > old else "lowered"
         reason = (
-            f"{self.explain(value, new)}: severity {verb} from"
+            f"{self.explain(value, new, what=self.what(series))}: severity {verb} from"
             f" {levels.name(old)} to {levels.name(new)}"
         )
         if note:
@@ -429,7 +453,7 @@ class RuleRuntime:
     def explain_clear(self, series, value, kept_for: float) -> str:
         """Say why a firing series no longer breaches."""
         return resolve_reason(
-            self.subject,
+            self.what(series),
             value,
             self.config.op,
             self.levels.recoveries[0],
