@@ -254,3 +254,22 @@ def test_only_a_baseline_history_keeps_a_baseline():
 
     assert history_of(Relative("change", 3), values).baseline is None
     assert history_of(Relative("baseline", 3), values).baseline is not None
+
+
+@pytest.mark.parametrize("level", [1e6, 1e9, -1e12])
+def test_a_long_baseline_stays_exact_after_the_level_moves_far(level):
+    # Half the history at 0, then a new level with a small spread: the old
+    # steps leave the running moments, which must not keep their rounding.
+    size = EXACT_BASELINE * 2
+    history = History(size, baseline=True)
+    noise = [(-1.0) ** i * (i % 5) * 1e-3 * abs(level) ** 0.5 for i in range(size * 3)]
+    pushed: list[float] = []
+    for step, wiggle in enumerate(noise):
+        value = 0.0 if step < size + size // 2 else level + wiggle
+        history.push(value)
+        pushed.append(value)
+        present = pushed[-size:]
+        mean, deviation, _ = history.baseline
+        assert mean == pytest.approx(statistics.mean(present), rel=1e-12)
+        expected = statistics.pstdev(present)
+        assert deviation == pytest.approx(expected, rel=1e-6, abs=1e-9), step

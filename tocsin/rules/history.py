@@ -22,6 +22,10 @@ KINDS = ("change", "percent", "baseline")
 #: near their mean, rebuilt exactly every ``size`` pushes: O(1) amortized per
 #: step, however long the history.
 EXACT_BASELINE = 64
+#: How far (2**20) the running variance may fall below the largest mean square
+#: since the last rebuild before its rounding could show in a z-score's
+#: sixth digit.
+_PRECISION = 2.0**20
 
 
 class History:
@@ -47,6 +51,7 @@ class History:
         "_count",
         "_sum",
         "_squares",
+        "_peak",
         "_pushes",
     )
 
@@ -69,6 +74,9 @@ class History:
         self._count = 0
         self._sum = 0.0
         self._squares = 0.0
+        # The largest sum of squares since the rebuild: the running sums are
+        # off by a few ulps of it, whatever has left them since.
+        self._peak = 0.0
         self._pushes = 0
 
     @property
@@ -107,7 +115,7 @@ class History:
         if not self._count and value == value:
             # A reference equal to the values keeps a flat history exact.
             self._shift = value
-            self._sum = self._squares = 0.0
+            self._sum = self._squares = self._peak = 0.0
         shift = self._shift
         if dropped == dropped:
             deviation = dropped - shift
@@ -119,6 +127,7 @@ class History:
             self._count += 1
             self._sum += deviation
             self._squares += deviation * deviation
+            self._peak = max(self._peak, self._squares)
         self._pushes += 1
         if self._pushes >= self.size or not isfinite(self._squares):
             self._rebuild()
@@ -129,6 +138,12 @@ class History:
             return
         mean = self._sum / count
         variance = self._squares / count - mean * mean
+        if variance * _PRECISION < self._peak / count:
+            # The deviations that made the sums large have left (the level
+            # moved far from the reference, or an outlier aged out): what
+            # remains is below their rounding, so only an exact pass knows it.
+            self._rebuild()
+            return
         self._baseline = (shift + mean, sqrt(max(variance, 0.0)), count)
 
     def _rebuild(self) -> None:
@@ -142,6 +157,7 @@ class History:
         deviations = [value - self._shift for value in present]
         self._sum = fsum(deviations)
         self._squares = fsum([deviation * deviation for deviation in deviations])
+        self._peak = self._squares
         if not isfinite(self._squares):
             # Values too large to square: every push rebuilds (exactly).
             self._pushes = self.size
