@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from tests.rules.engine_cases import METRIC, T0, rule, series_of
+from tocsin.config import Duration
 from tocsin.rules.decisions import SERIES_LIMIT_RULE
 from tocsin.rules.engine import RuleEngine
 from tocsin.rules.runtime import LIMIT_QUIET
@@ -93,3 +94,15 @@ def test_a_restored_limit_alert_of_a_removed_rule_resolves_at_once():
     labels = {"rule": "gone"}
     engine.restore(SERIES_LIMIT_RULE, "rule=gone", labels, since=T0, fired_at=T0)
     assert limit_alerts(engine.evaluate_dirty(T0 + 1)) == [("resolve", "rule=gone")]
+
+
+def test_a_tumbling_rules_limit_alert_resolves_once_quiet_not_at_its_next_bin():
+    # A daily rule seals a bin once a day; its quiet limit alert must not wait
+    # for that.
+    engine = RuleEngine([rule(max_series=5, tumbling=True, window=Duration(86400.0))])
+    labels = {"rule": "drift"}
+    engine.restore(SERIES_LIMIT_RULE, "rule=drift", labels, since=T0, fired_at=T0)
+    assert limit_alerts(engine.tick(T0 + 10)) == []
+    assert limit_alerts(engine.tick(T0 + LIMIT_QUIET + 1)) == [
+        ("resolve", "rule=drift")
+    ]

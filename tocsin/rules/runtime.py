@@ -508,6 +508,9 @@ class RuleRuntime:
         if at == self._ticked and not silence:
             for series in list(self.watch):
                 series.evaluate(now, decisions)
+            # A tumbling rule's bin may last a day: its limit alert's quiet
+            # time runs by the clock, not by bins.
+            self._quiet_limit_alert(now, decisions)
             return 0
 
         if silence:
