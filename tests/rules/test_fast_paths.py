@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tests.rules.engine_cases import METRIC, MIDNIGHT, rule
 from tocsin.config import Duration
 from tocsin.rules.engine import RuleEngine
-from tocsin.schema import LevelConfig
+from tocsin.schema import LevelConfig, NoDataConfig
 
 ORDERED = (">", ">=", "<", "<=")
 AGGREGATIONS = (
@@ -79,6 +79,8 @@ def configs(draw):
         keep_firing_for=Duration(draw(st.sampled_from([0.0, 10.0, 45.0]))),
         for_=Duration(draw(st.sampled_from([0.0, 5.0, 20.0]))),
         cooldown=Duration(draw(st.sampled_from([0.0, 30.0]))),
+        # A no-data policy of "ignore" leaves the rule plain.
+        no_data=draw(st.sampled_from([None, NoDataConfig(Duration(10.0), "ignore")])),
         **draw(levels(op)),
     )
 
@@ -97,21 +99,22 @@ STEPS = st.lists(
 )
 
 
-def run(config, steps, restored: str | None, plain: bool) -> list:
+def run(config, steps, restored: tuple | None, plain: bool) -> list:
     engine = RuleEngine([config])
     runtime = engine.rule(config.name)
     if not plain:
         runtime.plain = False
-    assert runtime.plain == plain or not plain
     now = MIDNIGHT
     if restored is not None:
+        model, level = restored
+        names = runtime.levels.names
         engine.restore(
             config.name,
-            f"model={restored}",
-            {"model": restored},
+            f"model={model}",
+            {"model": model},
             since=now - 100.0,
             fired_at=now - 100.0,
-            severity=runtime.levels.names[0],
+            severity=names[min(level, len(names) - 1)],
         )
     decisions = [engine.tick(now)]
     for kind, value, behind, model, gap in steps:
@@ -128,7 +131,11 @@ def run(config, steps, restored: str | None, plain: bool) -> list:
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(configs(), STEPS, st.sampled_from([None, "a", "c"]))
+@given(
+    configs(),
+    STEPS,
+    st.one_of(st.none(), st.tuples(st.sampled_from(["a", "c"]), st.integers(0, 1))),
+)
 def test_quick_ways_out_decide_as_the_state_machine(config, steps, restored):
     assert RuleEngine([config]).rule(config.name).plain
     assert run(config, steps, restored, True) == run(config, steps, restored, False)
