@@ -13,24 +13,13 @@ from hypothesis import strategies as st
 
 from tests.rules.engine_cases import METRIC, MIDNIGHT, rule
 from tocsin.config import Duration
+from tocsin.rules import windows
 from tocsin.rules.engine import RuleEngine
 from tocsin.schema import LevelConfig, NoDataConfig
 
 ORDERED = (">", ">=", "<", "<=")
-AGGREGATIONS = (
-    "avg",
-    "min",
-    "max",
-    "sum",
-    "count",
-    "last",
-    "stddev",
-    "delta",
-    "rate",
-    "p50",
-    "p90",
-    "p99",
-)
+#: Every aggregation a rule may name.
+AGGREGATIONS = tuple(windows.AGGREGATIONS)
 #: A coarse grid, so values often sit exactly on a threshold.
 VALUES = st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0])
 
