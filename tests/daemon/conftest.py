@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import NamedTuple
 
 import pytest
+import uvloop
 
 from tocsin.clock import ManualClock
 from tocsin.daemon.ingest import IngestStats
 
 #: The wall-clock time of every test's ManualClock.
 NOW = 1_750_000_000.0
+#: The event loops every listener scenario runs on.
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(params=list(LOOPS))
+def run(request):
+    """Run a scenario coroutine function on a fresh loop of each kind."""
+
+    def run(scenario):
+        with asyncio.Runner(loop_factory=LOOPS[request.param]) as runner:
+            return runner.run(scenario())
+
+    return run
 
 
 class Sample(NamedTuple):
