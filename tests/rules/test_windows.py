@@ -300,20 +300,8 @@ def test_a_quantile_condition_settled_by_min_and_max_skips_the_sketch():
 # Every aggregation of every series, through the engine's clock and its
 # holding area for early samples, against a reference that keeps every sample.
 
-MEASURED = (
-    "avg",
-    "min",
-    "max",
-    "sum",
-    "count",
-    "last",
-    "stddev",
-    "delta",
-    "rate",
-    "p50",
-    "p90",
-    "p99",
-)
+#: Every aggregation but p95, whose sketch p90 and p99 already exercise.
+MEASURED = tuple(name for name in AGGREGATIONS if name != "p95")
 WIDTH = 300.0 / BINS
 T0 = START
 

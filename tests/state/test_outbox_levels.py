@@ -18,6 +18,20 @@ def level(payload: dict) -> tuple:
     return (alert["severity"], alert["threshold"], alert["range"], alert["value"])
 
 
+async def to_critical(store: AlertStore, **fields):
+    """Move the open alert of drift/model=a to critical, as the pipeline would."""
+    move = {
+        "severity": "critical",
+        "at": T0 + 1,
+        "value": 0.7,
+        "threshold": 0.5,
+        "reason": "worse",
+        "channels": ["ops"],
+        **fields,
+    }
+    return await store.change_severity("drift", "model=a", **move)
+
+
 async def test_a_retried_warning_is_sent_as_warning_after_the_alert_turned_critical(
     db, clock
 ):
@@ -32,16 +46,7 @@ async def test_a_retried_warning_is_sent_as_warning_after_the_alert_turned_criti
         error="x",
         duration_ms=1.0,
     )
-    await store.change_severity(
-        "drift",
-        "model=a",
-        severity="critical",
-        at=T0 + 1,
-        value=0.7,
-        threshold=0.5,
-        reason="severity raised from warning to critical",
-        channels=["ops"],
-    )
+    await to_critical(store, reason="severity raised from warning to critical")
     await store.resolve(
         "drift", "model=a", at=T0 + 2, value=0.1, reason="ok", channels=["ops"]
     )
@@ -68,17 +73,7 @@ async def test_a_notification_keeps_the_range_of_its_level(db, clock):
     store, outbox = AlertStore(db, clock), Outbox(db, clock)
     spec = make_spec(severity="warning", op="outside", threshold=None, range=[1, 2])
     await store.fire(spec, ["ops"])
-    await store.change_severity(
-        "drift",
-        "model=a",
-        severity="critical",
-        at=T0 + 1,
-        value=7.0,
-        threshold=None,
-        reason="worse",
-        channels=["ops"],
-        range=[0.5, 3.0],
-    )
+    await to_critical(store, value=7.0, threshold=None, range=[0.5, 3.0])
 
     [warning] = await outbox.due("ops", T0, limit=10)
     assert level(alert_payload(warning)) == ("warning", None, [1.0, 2.0], 0.31)
@@ -91,17 +86,7 @@ async def test_a_notification_keeps_the_texts_rendered_for_its_level(db, clock):
     store, outbox = AlertStore(db, clock), Outbox(db, clock)
     spec = make_spec(severity="warning", summary="warning: drift on a")
     await store.fire(spec, ["ops"])
-    await store.change_severity(
-        "drift",
-        "model=a",
-        severity="critical",
-        at=T0 + 1,
-        value=0.7,
-        threshold=0.5,
-        reason="worse",
-        channels=["ops"],
-        texts=("critical: drift on a", "now critical"),
-    )
+    await to_critical(store, texts=("critical: drift on a", "now critical"))
 
     [warning] = await outbox.due("ops", T0, limit=10)
     assert (warning.alert.spec.summary, warning.alert.spec.description) == (
@@ -159,16 +144,7 @@ async def test_rows_of_schema_3_keep_the_level_they_were_queued_with(tmp_path, c
             " ORDER BY id"
         ) == [("warning", 0.2, "[]"), ("high", None, "[1,2]")]
         # A move after the upgrade does not change what the old row says.
-        await AlertStore(db, clock).change_severity(
-            "drift",
-            "model=a",
-            severity="critical",
-            at=T0 + 1,
-            value=0.7,
-            threshold=0.5,
-            reason="worse",
-            channels=[],
-        )
+        await to_critical(AlertStore(db, clock), channels=[])
         due = await Outbox(db, clock).due("ops", T0, limit=10)
         assert [level(alert_payload(n)) for n in due] == [
             ("warning", 0.2, None, 0.31),
