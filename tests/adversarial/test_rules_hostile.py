@@ -118,11 +118,9 @@ def test_a_restored_tumbling_alert_waits_for_the_first_whole_bin():
 # -- long histories ------------------------------------------------------------
 
 
-def test_a_long_baseline_catches_up_a_gap_in_one_pass(monkeypatch):
-    # A baseline of 10,000 steps recomputes its mean and deviation over the
-    # whole history; doing it once per missed step stalls the event loop for
-    # seconds per series after a gap.
-    computed = []
+def count_baselines(monkeypatch) -> list[int]:
+    """Return a list that grows by the history's size at each exact baseline."""
+    computed: list[int] = []
     real = history._mean_and_deviation
 
     def counting(values):
@@ -130,6 +128,14 @@ def test_a_long_baseline_catches_up_a_gap_in_one_pass(monkeypatch):
         return real(values)
 
     monkeypatch.setattr(history, "_mean_and_deviation", counting)
+    return computed
+
+
+def test_a_long_baseline_catches_up_a_gap_in_one_pass(monkeypatch):
+    # A baseline of 10,000 steps recomputes its mean and deviation over the
+    # whole history; doing it once per missed step stalls the event loop for
+    # seconds per series after a gap.
+    computed = count_baselines(monkeypatch)
     baseline = CompareConfig(kind="baseline", bins=10_000)
     engine = RuleEngine([rule(compare=baseline, window=Duration(12.0))])
     series_of(engine).add(0.3, T0)
@@ -141,14 +147,7 @@ def test_a_long_baseline_catches_up_a_gap_in_one_pass(monkeypatch):
 
 
 def test_a_long_tumbling_baseline_catches_up_a_gap_in_one_pass(monkeypatch):
-    computed = []
-    real = history._mean_and_deviation
-
-    def counting(values):
-        computed.append(len(values))
-        return real(values)
-
-    monkeypatch.setattr(history, "_mean_and_deviation", counting)
+    computed = count_baselines(monkeypatch)
     baseline = CompareConfig(kind="baseline", bins=10_000)
     engine = RuleEngine([rule(compare=baseline, tumbling=True, window=Duration(60.0))])
     engine.tick(MIDNIGHT)
@@ -201,14 +200,7 @@ async def test_every_api_answer_is_a_json_object(served, method, url, status):
 
 
 def test_a_steady_long_baseline_does_not_rescan_its_history_each_step(monkeypatch):
-    computed = []
-    real = history._mean_and_deviation
-
-    def counting(values):
-        computed.append(len(values))
-        return real(values)
-
-    monkeypatch.setattr(history, "_mean_and_deviation", counting)
+    computed = count_baselines(monkeypatch)
     past = history.History(10_000, baseline=True)
     for step in range(100):
         past.push(float(step))
