@@ -401,10 +401,10 @@ class RuleRuntime:
         return self.subject.replace(" bin", f" bin {span}", 1)
 
     def explain(
-        self, value: float | None, level: int, pending: float = 0.0, what: str = ""
+        self, what: str, value: float | None, level: int, pending: float = 0.0
     ) -> str:
-        """Say why ``value`` breaches ``level`` (and has for ``pending``)."""
-        what = what or self.subject
+        """Say why ``value`` of ``what`` breaches ``level`` (and has for
+        ``pending``)."""
         if value is None:
             return f"{what}: no value"
         bound = self.levels.bounds[level - 1]
@@ -415,7 +415,7 @@ class RuleRuntime:
         self.limits.record(series.key, now)
         value = self.value_of(reading)
         if reason is None:
-            reason = self.explain(value, level, self.pending, self.what(series))
+            reason = self.explain(self.what(series), value, level, self.pending)
             if self.min_samples > 1:
                 # The guard matters to whoever reads the alert: the value
                 # stands on this many samples, and fewer would not fire.
@@ -431,7 +431,7 @@ class RuleRuntime:
         levels = self.levels
         verb = "raised" if new > old else "lowered"
         reason = (
-            f"{self.explain(value, new, what=self.what(series))}: severity {verb} from"
+            f"{self.explain(self.what(series), value, new)}: severity {verb} from"
             f" {levels.name(old)} to {levels.name(new)}"
         )
         if note:
