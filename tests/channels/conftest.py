@@ -1,4 +1,6 @@
-"""Fixtures of the Datadog export tests: a stand-in intake and an exporter."""
+"""Fixtures of the channel tests: a clock and an HTTP session; for delivery, a
+state database and a webhook stand-in; for the Datadog export, a stand-in
+intake and an exporter."""
 
 from __future__ import annotations
 
@@ -8,9 +10,13 @@ import aiohttp
 import pytest
 
 from tests.standins.datadog import DatadogStandIn, RecordingSleep
+from tests.standins.webhook import WebhookStandin
 from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer
 from tocsin.clock import ManualClock
 from tocsin.config import DatadogExportConfig, Duration
+from tocsin.state.alerts import AlertStore
+from tocsin.state.db import Database
+from tocsin.state.outbox import Outbox
 
 KEY = "dd-secret-key-9f8e7d6c5b4a"
 NOW = 1_750_000_000
@@ -32,6 +38,29 @@ async def standin(clock):
 async def session():
     async with aiohttp.ClientSession() as client:
         yield client
+
+
+@pytest.fixture
+async def db(tmp_path, clock):
+    database = await Database.open(tmp_path / "tocsin.db", clock=clock)
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def store(db, clock):
+    return AlertStore(db, clock)
+
+
+@pytest.fixture
+def outbox(db, clock):
+    return Outbox(db, clock)
+
+
+@pytest.fixture
+async def hook():
+    async with WebhookStandin() as standin:
+        yield standin
 
 
 @pytest.fixture
