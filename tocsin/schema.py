@@ -111,8 +111,11 @@ class IngestConfig(_Strict):
 
 
 class AlertsConfig(_Strict):
-    #: A resolved alert is closed after this long.
+    #: A resolved alert is closed after this long; ``0`` closes by hand only.
     close_after: Duration = Duration(3600.0)
+    #: A resolved alert whose series breaches again within this long reopens
+    #: (``resolved`` to ``triggered``) as the same alert; ``0`` never reopens.
+    reopen_window: Duration = Duration(0.0)
     #: Channels of Tocsin's own alerts (a rule or all rules at their series
     #: limit); with none, they are recorded and logged only.
     internal_channels: list[Name] = []
@@ -315,7 +318,16 @@ class RuleConfig(_Strict, kw_only=True):
     #: Flap detection; without it, an alert never counts as flapping.
     flapping: FlappingConfig | None = None
     severity: Severity = "medium"
+    #: Where its alerts go; set, they skip the routing tree's channels (the
+    #: first matching route still sets grouping and timings).
     channels: list[Name] = []
+    #: ``auto`` resolves an alert when its condition clears; ``manual`` keeps
+    #: it open, noting the clearing, until someone resolves it.
+    resolve: Literal["auto", "manual"] = "auto"
+    #: Overrides ``alerts.reopen_window`` for this rule.
+    reopen_window: Duration | None = None
+    #: Name of an ``escalations`` policy; overrides the route's.
+    escalation: Name | None = None
     #: After an alert of a series fires, a new one for that series waits this long.
     cooldown: Duration = Duration(0.0)
     #: At most this many alerts per rule per day; 0 means no cap.
@@ -354,7 +366,7 @@ class RuleConfig(_Strict, kw_only=True):
 
 
 class ApiConfig(_Strict):
-    """The control API: reload and health checks over a Unix stream socket."""
+    """The HTTP API: on a Unix stream socket, and optionally on TCP."""
 
     #: Serve the API; off, only SIGHUP reloads the config.
     enabled: bool = True
@@ -362,6 +374,148 @@ class ApiConfig(_Strict):
     #: Created with mode 0660: the API changes what Tocsin alerts on, so only
     #: the service's user and group may use it.
     socket: str = ""
+    #: Also serve the API on TCP, ``host:port``; empty (the default) does not.
+    #: Every TCP request needs ``Authorization: Bearer <token>``.
+    tcp: str = ""
+    #: Environment variable holding the bearer token of the TCP listener.
+    token_env: str = ""
+    #: File holding the bearer token; a relative name is looked up in
+    #: ``$CREDENTIALS_DIRECTORY`` first (a systemd credential).
+    token_file: str = ""
+
+
+#: A label matcher as Alertmanager writes it: ``team="ml"``, ``env!="dev"``,
+#: ``model=~"fraud-.*"`` or ``severity!~"info|low"``.
+Matcher = str
+
+
+class TimeRangeConfig(_Strict):
+    """Times of day, ``HH:MM``; the start is included, the end is not."""
+
+    start: str
+    #: ``24:00`` is the end of the day.
+    end: str
+
+
+class MuteWindowConfig(_Strict):
+    """A recurring time range, like Alertmanager's ``time_intervals``.
+
+    Each field is a list: any of its entries may match (OR); every field that
+    is set must match (AND); an empty field matches everything.
+    """
+
+    name: Name
+    #: IANA time zone the fields are read in; UTC when unset, whatever the
+    #: host's zone.
+    location: str = "UTC"
+    times: list[TimeRangeConfig] = []
+    #: ``monday`` or an inclusive range ``monday:friday``.
+    weekdays: list[str] = []
+    #: ``1``, ``1:15``; negative days count from the end of the month (``-1``).
+    days_of_month: list[str] = []
+    #: ``january``, ``1``, ``january:march``.
+    months: list[str] = []
+    #: ``2026`` or ``2026:2027``.
+    years: list[str] = []
+
+
+class RouteConfig(_Strict):
+    """One node of the routing tree.
+
+    Keys left unset are inherited from the parent route; the root's defaults
+    send each alert on its own and at once (see :class:`RoutingConfig`).
+    """
+
+    #: Stable identity of the route; groups survive a reload under it. Empty:
+    #: the route's position and matchers.
+    name: str = ""
+    #: Every matcher must hold (AND). The root takes none.
+    matchers: list[Matcher] = []
+    channels: list[Name] | msgspec.UnsetType = msgspec.UNSET
+    #: Labels whose values key a group; ``["..."]`` keys on every label (one
+    #: group per alert), ``[]`` puts every alert of the route in one group.
+    group_by: list[str] | msgspec.UnsetType = msgspec.UNSET
+    group_wait: Duration | msgspec.UnsetType = msgspec.UNSET
+    #: ``0`` sends each change of a group as soon as it happens.
+    group_interval: Duration | msgspec.UnsetType = msgspec.UNSET
+    repeat_interval: Duration | msgspec.UnsetType = msgspec.UNSET
+    #: Keep looking for matching siblings after this route matched.
+    continue_: bool = msgspec.field(name="continue", default=False)
+    #: Names of ``mute_windows`` during which this route sends nothing.
+    mute_windows: list[Name] = []
+    #: Names of ``mute_windows`` outside which this route sends nothing.
+    active_windows: list[Name] = []
+    #: Send the resolve of an alert that resolved while silenced, muted or
+    #: inhibited, when its trigger had reached the channel.
+    send_resolved_silenced: bool | msgspec.UnsetType = msgspec.UNSET
+    #: Send this route's groups as digests, every this long (aligned to the
+    #: UTC clock); ``0`` sends them as they change.
+    digest: Duration | msgspec.UnsetType = msgspec.UNSET
+    #: Name of an ``escalations`` policy for the alerts this route takes.
+    escalation: Name | msgspec.UnsetType = msgspec.UNSET
+    routes: list[RouteConfig] = []
+
+
+class EscalationStepConfig(_Strict):
+    #: How long after the previous step (after the alert fired, for the
+    #: first) this step is reached, unless the alert was acknowledged or
+    #: resolved first.
+    wait: Duration = Duration(0.0)
+    #: Channels this step notifies of the alert; none only marks the alert
+    #: escalated.
+    channels: list[Name] = []
+
+
+class EscalationConfig(_Strict):
+    """An escalation policy: ordered steps. Reaching any step after the
+    first moves the alert to ``escalated``."""
+
+    name: Name
+    steps: list[EscalationStepConfig]
+
+
+class InhibitConfig(_Strict):
+    """While an alert matching ``source`` is open, alerts matching ``target``
+    with the same values of the ``equal`` labels are not notified."""
+
+    source: list[Matcher]
+    target: list[Matcher]
+    equal: list[str] = []
+
+
+class DedupConfig(_Strict):
+    """Caps on notifications that say the same thing, per channel.
+
+    Two notifications are the same when their alerts have the same values of
+    ``keys``; with no keys, deduplication is off.
+    """
+
+    keys: list[str] = []
+    #: The window of ``max_per_window``.
+    window: Duration = Duration(600.0)
+    #: Most notifications per key and channel within ``window``; ``0`` has no
+    #: cap. Notifications beyond it are dropped, counted and logged.
+    max_per_window: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: A trigger for a key already triggered on the channel within this long
+    #: is not sent; ``0`` suppresses nothing.
+    suppress_for: Duration = Duration(0.0)
+
+
+class RoutingConfig(RouteConfig):
+    """The root of the routing tree, with Tocsin's defaults.
+
+    By default each alert is its own group, sent at once and on every change,
+    and repeated every four hours while it fires. Alertmanager's defaults are
+    ``group_by = []``, 30s, 5m and 4h: set them here to batch as it does.
+    """
+
+    channels: list[Name] = []
+    group_by: list[str] = msgspec.field(default_factory=lambda: ["..."])
+    group_wait: Duration = Duration(0.0)
+    group_interval: Duration = Duration(0.0)
+    repeat_interval: Duration = Duration(4 * 3600.0)
+    send_resolved_silenced: bool = True
+    digest: Duration = Duration(0.0)
 
 
 class ConfigWarning(NamedTuple):
@@ -380,6 +534,11 @@ class Config(_Strict):
     api: ApiConfig = ApiConfig()
     channels: list[ChannelConfig] = []
     rules: list[RuleConfig] = []
+    routing: RoutingConfig = RoutingConfig()
+    mute_windows: list[MuteWindowConfig] = []
+    inhibit: list[InhibitConfig] = []
+    escalations: list[EscalationConfig] = []
+    dedup: DedupConfig = DedupConfig()
 
     @property
     def database_path(self) -> Path:

@@ -6,7 +6,16 @@ from typing import Literal
 
 import msgspec
 
-AlertState = Literal["triggered", "resolved", "closed"]
+AlertState = Literal[
+    "triggered", "acknowledged", "investigating", "escalated", "resolved", "closed"
+]
+#: The states of an alert that still needs someone (or its rule) to end it.
+OPEN_STATES: tuple[AlertState, ...] = (
+    "triggered",
+    "acknowledged",
+    "investigating",
+    "escalated",
+)
 NotificationEvent = Literal["trigger", "resolve"]
 
 
@@ -91,3 +100,35 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     #: Whether the channel knows of the alert: always for a trigger; for a
     #: resolve, only if the trigger was delivered to the same channel.
     announced: bool = True
+    #: The group the message is about (see :mod:`tocsin.channels.notifier`);
+    #: empty for a message about one alert outside any group.
+    group_key: str = ""
+    #: The group's labels: the values of the route's ``group_by``.
+    group_labels: dict[str, str] = {}
+    #: Why the message is sent (``first notification``, ``new alerts``,
+    #: ``repeat interval elapsed``, ``escalation step 2``...).
+    reason: str = ""
+    #: Every alert the message is about, as each was when it was queued,
+    #: firing ones first; ``alert`` is the first of them. Empty means
+    #: ``[alert]``.
+    alerts: list[Alert] = []
+
+
+class Silence(msgspec.Struct, frozen=True, kw_only=True):
+    """A time-boxed mute of the alerts its matchers select."""
+
+    id: str
+    #: Alertmanager-style matchers (``team="ml"``); every one must hold.
+    matchers: list[str]
+    starts_at: float
+    ends_at: float
+    created_by: str
+    comment: str
+    created_at: float
+    updated_at: float
+
+    def state(self, now: float) -> str:
+        """Return ``pending``, ``active`` or ``expired`` at ``now``."""
+        if now >= self.ends_at:
+            return "expired"
+        return "active" if now >= self.starts_at else "pending"
