@@ -20,6 +20,7 @@ import os
 import re
 import socket
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -87,6 +88,8 @@ __all__ = [
 ]
 
 
+T = TypeVar("T")
+
 #: Names of Tocsin's own rules start with this; configured rules may not.
 RESERVED_RULE_PREFIX = "tocsin."
 
@@ -95,7 +98,9 @@ _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
 _MISSING_FIELD = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 
 
-def _split_msgspec_error(error: msgspec.MSGSPEC_ERRORS) -> tuple[str, str | None]:
+def _split_msgspec_error(
+    error: msgspec.MSGSPEC_ERRORS, root: type = Config
+) -> tuple[str, str | None]:
     """Turn msgspec's ``message - at `$.a[0].b``` into ``(message, "a[0].b")``."""
     match = _MSGSPEC_PATH.match(str(error))
     assert match is not None
@@ -111,7 +116,7 @@ def _split_msgspec_error(error: msgspec.MSGSPEC_ERRORS) -> tuple[str, str | None
             path = f"{path}.{field}" if path else field
             message = replacement
     if path and message.startswith("Invalid enum value"):
-        allowed = _allowed_values(path)
+        allowed = _allowed_values(path, root)
         if allowed:
             message = f"{message}; expected one of {', '.join(allowed)}"
     message = message.replace(" | null`", "`")
@@ -126,10 +131,10 @@ def _split_msgspec_error(error: msgspec.MSGSPEC_ERRORS) -> tuple[str, str | None
 _STEP = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[\d+\]")
 
 
-def _allowed_values(path: str) -> list[str]:
-    """Return the values the schema allows at ``path`` (``rules[0].op``), if
-    the key there takes one of a fixed set of strings."""
-    info = msgspec.inspect.type_info(Config)
+def _allowed_values(path: str, root: type = Config) -> list[str]:
+    """Return the values the schema allows at ``path`` (``rules[0].op``) of
+    ``root``, if the key there takes one of a fixed set of strings."""
+    info = msgspec.inspect.type_info(root)
     for step in _STEP.finditer(path):
         info = _unwrap(info)
         if step[1] is None:
@@ -175,6 +180,29 @@ def parse(text: str | bytes, source: str = "<memory>") -> Config:
         raise ConfigError(source, "not valid TOML: nested too deeply") from None
     _check(config, source)
     return config
+
+
+def convert(obj: object, kind: type[T], source: str, key: str = "") -> T:
+    """Decode a JSON-like value (a rule or a channel an API call sends) into
+    the schema's ``kind``, with the same errors as a file's.
+
+    :param key: where ``obj`` sits, prefixed to the key path of an error.
+    :raises ConfigError: if ``obj`` does not match the schema.
+    """
+    try:
+        return msgspec.convert(obj, type=kind, dec_hook=decode_hook)
+    except msgspec.ValidationError as error:
+        message, path = _split_msgspec_error(error, kind)
+        where = ".".join(part for part in (key, path) if part) or None
+        raise ConfigError(source, message, where) from None
+
+
+def check(config: Config, source: str) -> None:
+    """Run every check between sections on an assembled config.
+
+    :raises ConfigError: naming ``source`` and the key, if one fails.
+    """
+    _check(config, source)
 
 
 def load(path: str | os.PathLike[str]) -> Config:
