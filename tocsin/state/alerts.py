@@ -389,8 +389,7 @@ class AlertStore:
         A string of digits is an id: uids are 32 hex digits, and never all
         digits in practice.
         """
-        async with self._db.transaction() as tx:
-            return await _by_ref(tx, ref)
+        return await _by_ref(self._db, ref)
 
     async def history(self, alert_id: int) -> list[Transition]:
         """Return the transitions of an alert, oldest first."""
@@ -459,13 +458,13 @@ async def _open_alert(tx: Transaction, rule: str, series: str) -> Alert | None:
     return None if row is None else alert_from_row(row)
 
 
-async def _by_ref(tx: Transaction, ref: int | str) -> Alert | None:
+async def _by_ref(source: Database | Transaction, ref: int | str) -> Alert | None:
     if isinstance(ref, int) or ref.isdigit():
         sql = f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?"
-        row = await tx.fetchone(sql, (int(ref),))
+        row = await source.fetchone(sql, (int(ref),))
     else:
         sql = f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE uid = ?"
-        row = await tx.fetchone(sql, (ref,))
+        row = await source.fetchone(sql, (ref,))
     return None if row is None else alert_from_row(row)
 
 
