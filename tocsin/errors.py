@@ -65,3 +65,72 @@ class DeliveryError(TocsinError):
         self.status = status
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class LifecycleError(TocsinError):
+    """Raised when an alert is asked to move to a state it cannot reach from
+    the one it is in (acknowledging a resolved alert, closing an open one).
+
+    :param alert_id: the alert's id.
+    :param state: the state the alert is in.
+    :param to_state: the state it was asked to move to.
+    :param allowed: the states it could move to, in a fixed order.
+    """
+
+    def __init__(
+        self, alert_id: int, state: str, to_state: str, allowed: tuple[str, ...]
+    ) -> None:
+        self.alert_id = alert_id
+        self.state = state
+        self.to_state = to_state
+        self.allowed = allowed
+        if to_state == state:
+            message = f"alert {alert_id} is already {state}"
+        elif allowed:
+            message = (
+                f"alert {alert_id} is {state}: it can move to "
+                f"{_either(allowed)}, not {to_state}"
+            )
+        else:
+            message = f"alert {alert_id} is {state}: it cannot move to {to_state}"
+        super().__init__(message)
+
+
+class UnknownAlertError(TocsinError):
+    """Raised when no alert has the id or uid asked for.
+
+    :param ref: the id or uid as given.
+    """
+
+    def __init__(self, ref: int | str) -> None:
+        self.ref = ref
+        super().__init__(f"no alert {ref}")
+
+
+class UnknownSilenceError(TocsinError):
+    """Raised when no silence has the id asked for.
+
+    :param silence_id: the id as given.
+    """
+
+    def __init__(self, silence_id: str) -> None:
+        self.silence_id = silence_id
+        super().__init__(f"no silence {silence_id}")
+
+
+class SilenceExpiredError(TocsinError):
+    """Raised when a silence that has already ended is asked to expire.
+
+    :param silence_id: the silence's id.
+    """
+
+    def __init__(self, silence_id: str) -> None:
+        self.silence_id = silence_id
+        super().__init__(f"silence {silence_id} has already expired")
+
+
+def _either(states: tuple[str, ...]) -> str:
+    """Join ``("a", "b", "c")`` as ``a, b or c``."""
+    if len(states) == 1:
+        return states[0]
+    return f"{', '.join(states[:-1])} or {states[-1]}"

@@ -39,6 +39,19 @@ class Duration(float):
             raise ValueError(f"duration {text!r} is longer than 3650d")
         return cls(seconds)
 
+    @classmethod
+    def format(cls, seconds: float) -> str:
+        """Write ``seconds`` as the file would (``30s``, ``5m``, ``1h``).
+
+        The largest unit that divides the duration exactly wins; anything
+        else is written in seconds.
+        """
+        for unit, size in sorted(cls._UNITS.items(), key=lambda item: -item[1]):
+            count = seconds / size
+            if count >= 1 and abs(count - round(count)) < 1e-9:
+                return f"{round(count)}{unit}"
+        return "0s" if seconds == 0 else f"{seconds:g}s"
+
 
 def decode_hook(kind: type, obj: object) -> object:
     if kind is Duration:

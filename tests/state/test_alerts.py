@@ -192,7 +192,7 @@ async def test_a_resolved_series_fires_as_a_new_alert(store):
     assert second is not None
     assert second.uid != first.uid
     assert [a.id for a in await store.list_alerts()] == [second.id, first.id]
-    assert [a.id for a in await store.list_alerts(state="resolved")] == [first.id]
+    assert [a.id for a in await store.list_alerts(states=["resolved"])] == [first.id]
     assert [a.id for a in await store.list_alerts(limit=1)] == [second.id]
 
 

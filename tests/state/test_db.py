@@ -12,7 +12,14 @@ from tocsin.errors import StateError
 from tocsin.state.db import Database
 from tocsin.state.migrations import MIGRATIONS, statements
 
-TABLES = {"alerts", "transitions", "outbox", "delivery_attempts"}
+TABLES = {
+    "alerts",
+    "transitions",
+    "outbox",
+    "delivery_attempts",
+    "silences",
+    "escalation_steps",
+}
 
 
 def _tables(path) -> set[str]:

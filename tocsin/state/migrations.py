@@ -190,8 +190,125 @@ UPDATE outbox SET
                          FROM alerts AS a WHERE a.id = outbox.alert_id);
 """
 
+# Alerts gain a lifecycle: someone acknowledges an alert, investigates it, or
+# the escalation timer escalates it, and an alert keeps being open in each of
+# those states. Widening the states takes a rebuild of the alerts table, which
+# keeps every row and index; the outbox is rebuilt too, so that a notification
+# can say the state its alert was in (an escalation's message says
+# ``escalated``).
+#
+# A resolved alert may reopen as the same row, so the latest alert of a series
+# is now looked up by (rule, series): alerts_series serves that.
+#
+# Silences and the scheduled steps of escalation policies live here as well:
+# an acknowledgement must cancel the pending steps in its own transaction, so
+# that a crash right after it never lets a step page someone.
+_V5 = """
+CREATE TABLE alerts_v5 (
+    id INTEGER PRIMARY KEY,
+    uid TEXT NOT NULL UNIQUE,
+    rule TEXT NOT NULL,
+    series TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('triggered', 'acknowledged',
+        'investigating', 'escalated', 'resolved', 'closed')),
+    spec TEXT NOT NULL,
+    value REAL,
+    fired_at REAL NOT NULL,
+    resolved_at REAL,
+    closed_at REAL,
+    updated_at REAL NOT NULL
+);
+INSERT INTO alerts_v5 (id, uid, rule, series, state, spec, value, fired_at,
+    resolved_at, closed_at, updated_at)
+SELECT id, uid, rule, series, state, spec, value, fired_at,
+    resolved_at, closed_at, updated_at
+FROM alerts;
+DROP TABLE alerts;
+ALTER TABLE alerts_v5 RENAME TO alerts;
+CREATE UNIQUE INDEX alerts_open_series ON alerts (rule, series)
+    WHERE state NOT IN ('resolved', 'closed');
+CREATE INDEX alerts_rule_fired ON alerts (rule, fired_at);
+CREATE INDEX alerts_resolved ON alerts (resolved_at) WHERE state = 'resolved';
+CREATE INDEX alerts_series ON alerts (rule, series, id);
+
+CREATE TABLE outbox_v5 (
+    id INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL REFERENCES alerts (id),
+    transition_id INTEGER NOT NULL REFERENCES transitions (id),
+    channel TEXT NOT NULL CHECK (channel <> ''),
+    event TEXT NOT NULL CHECK (event IN ('trigger', 'resolve')),
+    key TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'delivered', 'dead', 'skipped')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    last_status INTEGER,
+    created_at REAL NOT NULL,
+    delivered_at REAL,
+    alert_state TEXT NOT NULL CHECK (alert_state IN ('triggered', 'acknowledged',
+        'investigating', 'escalated', 'resolved', 'closed')),
+    alert_value REAL,
+    alert_resolved_at REAL,
+    skipped_at REAL,
+    skip_reason TEXT,
+    alert_severity TEXT,
+    alert_threshold REAL,
+    alert_range TEXT,
+    alert_summary TEXT,
+    alert_description TEXT
+);
+INSERT INTO outbox_v5 (id, alert_id, transition_id, channel, event, key, state,
+    attempts, next_attempt_at, last_error, last_status, created_at, delivered_at,
+    alert_state, alert_value, alert_resolved_at, skipped_at, skip_reason,
+    alert_severity, alert_threshold, alert_range, alert_summary, alert_description)
+SELECT id, alert_id, transition_id, channel, event, key, state,
+    attempts, next_attempt_at, last_error, last_status, created_at, delivered_at,
+    alert_state, alert_value, alert_resolved_at, skipped_at, skip_reason,
+    alert_severity, alert_threshold, alert_range, alert_summary, alert_description
+FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_v5 RENAME TO outbox;
+CREATE INDEX outbox_due ON outbox (channel, next_attempt_at, id)
+    WHERE state = 'pending';
+CREATE INDEX outbox_alert ON outbox (alert_id, channel, id);
+
+CREATE TABLE silences (
+    -- A uuid4 in hex: an id people copy from a list into a command.
+    id TEXT PRIMARY KEY,
+    -- The matchers as a JSON array of strings (team="ml"); all must hold.
+    matchers TEXT NOT NULL,
+    starts_at REAL NOT NULL,
+    -- Equal to starts_at only for a silence expired before it started.
+    ends_at REAL NOT NULL CHECK (ends_at >= starts_at),
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX silences_ends ON silences (ends_at);
+
+CREATE TABLE escalation_steps (
+    id INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL REFERENCES alerts (id),
+    policy TEXT NOT NULL,
+    -- 0 for the policy's first step.
+    step INTEGER NOT NULL CHECK (step >= 0),
+    due_at REAL NOT NULL,
+    -- The channels to notify, as a JSON array of names.
+    channels TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'reached', 'cancelled')),
+    reached_at REAL,
+    cancelled_at REAL,
+    UNIQUE (alert_id, step)
+);
+CREATE INDEX escalation_steps_due ON escalation_steps (due_at, id)
+    WHERE state = 'pending';
+"""
+
 #: Every migration, oldest first; the schema version is the list's length.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 
 
 def statements(script: str) -> list[str]:

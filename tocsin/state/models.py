@@ -132,3 +132,24 @@ class Silence(msgspec.Struct, frozen=True, kw_only=True):
         if now >= self.ends_at:
             return "expired"
         return "active" if now >= self.starts_at else "pending"
+
+
+EscalationStepState = Literal["pending", "reached", "cancelled"]
+
+
+class EscalationStep(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of an alert's escalation, as scheduled when the alert fired."""
+
+    id: int
+    alert_id: int
+    #: The name of the escalation policy the step comes from.
+    policy: str
+    #: 0 for the policy's first step.
+    step: int
+    #: When the step is reached unless the alert was acknowledged first.
+    due_at: float
+    #: The channels notified when the step is reached.
+    channels: list[str]
+    state: EscalationStepState
+    reached_at: float | None = None
+    cancelled_at: float | None = None
