@@ -12,7 +12,16 @@ from tocsin.errors import StateError
 from tocsin.state.db import Database
 from tocsin.state.migrations import MIGRATIONS, statements
 
-TABLES = {"alerts", "transitions", "outbox", "delivery_attempts"}
+TABLES = {
+    "alerts",
+    "transitions",
+    "outbox",
+    "delivery_attempts",
+    "notify_groups",
+    "notification_log",
+    "dedup_log",
+    "notify_sequence",
+}
 
 
 def _tables(path) -> set[str]:
