@@ -219,7 +219,8 @@ CREATE TABLE notify_groups (
     labels TEXT NOT NULL,
     created_at REAL NOT NULL,
     anchor REAL,
-    seq INTEGER NOT NULL DEFAULT 0
+    seq INTEGER NOT NULL DEFAULT 0,
+    flushed_at REAL
 );
 
 CREATE TABLE notification_log (
