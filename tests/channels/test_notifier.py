@@ -329,6 +329,7 @@ async def test_a_resolve_while_silenced_follows_the_route(
     alert = await h.fire(0)
     await h.at(0)
     policy.holds.append((alert.id, "silenced", 100, 10_000))
+    h.notifier.suppressions_changed()
     await h.at(100)
     await h.resolve(200)
     await h.at(200)

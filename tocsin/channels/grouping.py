@@ -119,7 +119,13 @@ def decide(
             return SEVERITY_CHANGED
         return NEW_ALERTS
     if not firing:
-        return ALL_RESOLVED if entry.firing else None
+        if entry.firing:
+            return ALL_RESOLVED
+        # The last firing alerts may have left the set while held back; their
+        # resolves (when the route sends those) still end the group.
+        if send_resolved and not frozenset(resolved) <= entry.resolved:
+            return ALL_RESOLVED
+        return None
     if send_resolved and not frozenset(resolved) <= entry.resolved:
         return ALERTS_RESOLVED
     if 0 < repeat_interval <= now - entry.sent_at:
