@@ -225,7 +225,6 @@ async def test_a_channel_without_resolves_gets_none_and_forgets(db, clock):
     ]
     # Reopened, it is news to both again.
     h.clock.set(T0 + 20)
-    await db.fetchall("SELECT 1")
     reopened = msgspec.structs.replace(alert, state="triggered", resolved_at=None)
     h.notifier.changed(reopened)
     await h.at(20)
