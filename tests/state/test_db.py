@@ -19,6 +19,10 @@ TABLES = {
     "delivery_attempts",
     "silences",
     "escalation_steps",
+    "notify_groups",
+    "notification_log",
+    "dedup_log",
+    "notify_sequence",
 }
 
 

@@ -18,7 +18,11 @@ crash, or a shutdown while the database still refused the write or cut the send
 short) is sent again after the next start, with the same idempotency key, so
 the destination can drop the repeat.
 
-A resolve goes only to a channel that received the alert's trigger. One whose
+Notifications of one alert (or, for a grouped message, of one group) reach a
+channel in the order they were queued; the outbox hands them out so.
+
+A resolve goes only to a channel that received the alert's trigger (for a
+grouped message, a trigger of its group). One whose
 trigger was dead-lettered there (or never queued there, for a channel added to
 the rule later) is skipped and recorded as such: the destination never heard
 of the alert and has nothing to resolve, which is also why Alertmanager sends
@@ -429,7 +433,9 @@ def _state_pause(refusals: int) -> float:
 
 
 def _context(channel: str, notification: Notification, **more: object) -> dict:
+    grouped = {"group": notification.group_key} if notification.group_key else {}
     return {
+        **grouped,
         "channel": channel,
         "alert": notification.alert.uid,
         "rule": notification.alert.spec.rule,

@@ -34,13 +34,19 @@ class LogChannel:
         alert = notification.alert
         spec = alert.spec
         status = _STATUS[notification.event]
+        # A grouped message says why it was sent; one about a single
+        # transition, why that transition happened.
+        reason = notification.reason or notification.transition.reason
+        count = len(notification.alerts) or 1
+        alerts = f"{count} alert" if count == 1 else f"{count} alerts"
+        told = f"{reason}; {alerts}" if notification.group_key else reason
         log.log(
             self.level,
             "alert %s: %s %s (%s)",
             status,
             spec.rule,
             spec.series or "-",
-            notification.transition.reason,
+            told,
             extra={
                 "event": notification.event,
                 "channel": self.name,
@@ -50,7 +56,9 @@ class LogChannel:
                 "transition": notification.transition.id,
                 "notification": notification.key,
                 "status": status,
-                "reason": notification.transition.reason,
+                "reason": reason,
+                "group": notification.group_key or None,
+                "alerts": count,
                 "detail": {
                     "severity": spec.severity,
                     "labels": spec.labels,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from tocsin.state.models import Notification
+from tocsin.state.models import OPEN_STATES, Alert, Notification
 
 #: Version of the payload's shape, sent as ``version``.
 PAYLOAD_VERSION = "1"
@@ -59,10 +59,42 @@ def finite(value: float | None) -> float | None:
 
 
 def alert_payload(notification: Notification) -> dict:
-    """Describe one notification as the webhook JSON object."""
-    alert = notification.alert
-    spec = alert.spec
+    """Describe one notification as the webhook JSON object.
+
+    ``alert`` and ``transition`` are the first alert's; a grouped message
+    also lists every alert in ``alerts``, each with its own ``status``, with
+    the group, the reason and the counts of firing and resolved alerts.
+    """
+    alerts = notification.alerts or [notification.alert]
+    bodies = [_alert_body(alert) for alert in alerts]
     transition = notification.transition
+    firing = sum(1 for body in bodies if body["status"] == "firing")
+
+    return {
+        "version": PAYLOAD_VERSION,
+        "idempotency_key": notification.key,
+        "event": notification.event,
+        "status": _STATUS[notification.event],
+        "alert": _alert_body(notification.alert, status=False),
+        "transition": {
+            "from": transition.from_state,
+            "to": transition.to_state,
+            "at": iso_utc(transition.at),
+            "actor": transition.actor,
+            "reason": transition.reason,
+        },
+        "reason": notification.reason or transition.reason,
+        "group_key": notification.group_key or None,
+        "group_labels": notification.group_labels,
+        "alerts": bodies,
+        "firing": firing,
+        "resolved": len(bodies) - firing,
+    }
+
+
+def _alert_body(alert: Alert, *, status: bool = True) -> dict:
+    """Describe one alert; with its ``status`` (``firing`` while it is open)."""
+    spec = alert.spec
     body = {
         "id": alert.id,
         "uid": alert.uid,
@@ -92,21 +124,10 @@ def alert_payload(notification: Notification) -> dict:
         "recommended_actions": spec.recommended_actions,
         "metadata": spec.metadata,
     }
+    if status:
+        body["status"] = "firing" if alert.state in OPEN_STATES else "resolved"
 
-    return {
-        "version": PAYLOAD_VERSION,
-        "idempotency_key": notification.key,
-        "event": notification.event,
-        "status": _STATUS[notification.event],
-        "alert": body,
-        "transition": {
-            "from": transition.from_state,
-            "to": transition.to_state,
-            "at": iso_utc(transition.at),
-            "actor": transition.actor,
-            "reason": transition.reason,
-        },
-    }
+    return body
 
 
 def encode(payload: dict) -> bytes:

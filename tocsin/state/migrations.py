@@ -307,8 +307,69 @@ CREATE INDEX escalation_steps_due ON escalation_steps (due_at, id)
     WHERE state = 'pending';
 """
 
+# Notifications now go out per aggregation group (see
+# tocsin.channels.notifier): one message about several alerts, sent when its
+# group's timers say so and the notification log says something changed. An
+# outbox row of such a message names its group and why it was sent, and keeps
+# every alert it is about as JSON (the alert_* columns keep describing the
+# first of them, so alert_state is 'triggered' for any open state). Rows of
+# one group and channel go out in order, as rows of one alert do.
+#
+# The groups survive a restart: their timers (an anchor time, ticks at
+# anchor + k * group_interval) and the flush counter; the notification log
+# says, per group and channel, what was last sent (firing alerts with their
+# severity, resolved ones), which alerts the channel knows of, which were held
+# back by a silence, mute window or inhibition, and when. dedup_log keeps the
+# messages the [dedup] caps count. notify_sequence numbers every flush, so an
+# idempotency key is never reused by a group that was emptied and came back.
+_V6 = """
+ALTER TABLE outbox ADD COLUMN group_key TEXT;
+ALTER TABLE outbox ADD COLUMN group_labels TEXT;
+ALTER TABLE outbox ADD COLUMN reason TEXT;
+ALTER TABLE outbox ADD COLUMN alerts TEXT;
+CREATE INDEX outbox_group ON outbox (group_key, channel, id)
+    WHERE group_key IS NOT NULL;
+
+CREATE TABLE notify_groups (
+    group_key TEXT PRIMARY KEY,
+    route_id TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    anchor REAL,
+    seq INTEGER NOT NULL DEFAULT 0,
+    flushed_at REAL
+);
+
+CREATE TABLE notification_log (
+    group_key TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    firing TEXT NOT NULL,
+    resolved TEXT NOT NULL,
+    announced TEXT NOT NULL,
+    withheld TEXT NOT NULL,
+    sent_at REAL,
+    PRIMARY KEY (group_key, channel)
+);
+
+CREATE TABLE dedup_log (
+    id INTEGER PRIMARY KEY,
+    channel TEXT NOT NULL,
+    key TEXT NOT NULL,
+    event TEXT NOT NULL CHECK (event IN ('trigger', 'resolve')),
+    sent_at REAL NOT NULL
+);
+CREATE INDEX dedup_log_sent ON dedup_log (sent_at);
+
+CREATE TABLE notify_sequence (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last INTEGER NOT NULL
+);
+INSERT INTO notify_sequence (id, last) VALUES (1, 0);
+"""
+
 #: Every migration, oldest first; the schema version is the list's length.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+#: Every migration, oldest first; the schema version is the list's length.
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 
 def statements(script: str) -> list[str]:

@@ -9,7 +9,9 @@ never attempted and has none.
 
 Notifications of one alert reach one channel in order: a row is not due while an
 older row of the same alert and channel is still pending, so a resolve never
-overtakes the trigger it follows.
+overtakes the trigger it follows. A grouped row (one message about the alerts
+of an aggregation group, see :func:`queue_group`) waits for the older rows of
+its group and channel instead.
 
 A notification describes the alert as it was at its transition, kept in the
 row when it was written, not as it is now: a trigger retried after its alert
@@ -20,6 +22,8 @@ the same idempotency key.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import msgspec
@@ -27,25 +31,37 @@ import msgspec.structs
 
 from tocsin.clock import Clock
 from tocsin.state.alerts import alert_from_row, transition_from_row
-from tocsin.state.db import Database
-from tocsin.state.models import Alert, Notification
+from tocsin.state.db import Database, Transaction
+from tocsin.state.models import OPEN_STATES, Alert, Notification, NotificationEvent
 
 Outcome = Literal["delivered", "retry", "dead"]
 
 _decode_range = msgspec.json.Decoder(list[float]).decode
+_encode_json = msgspec.json.Encoder().encode
+_decode_alerts = msgspec.json.Decoder(list[Alert]).decode
+_decode_labels = msgspec.json.Decoder(dict[str, str]).decode
 
-# The ordering rule above, as SQL: no older pending row for this alert/channel.
+# The ordering rule above, as SQL: no older pending row for this alert and
+# channel, or for this group and channel when the row is a grouped one.
 _FIRST_IN_LINE = (
-    "NOT EXISTS (SELECT 1 FROM outbox AS o2 WHERE o2.alert_id = o.alert_id"
-    " AND o2.channel = o.channel AND o2.state = 'pending' AND o2.id < o.id)"
+    "NOT EXISTS (SELECT 1 FROM outbox AS o2 WHERE o2.channel = o.channel"
+    " AND o2.state = 'pending' AND o2.id < o.id AND CASE"
+    " WHEN o.group_key IS NULL THEN o2.alert_id = o.alert_id"
+    " ELSE o2.group_key = o.group_key END)"
 )
 # Whether the channel knows of the alert: a trigger announces it, and a resolve
 # follows an announcement only if the trigger reached this channel. When a
-# resolve is due its trigger is no longer pending (the rule above).
+# resolve is due its trigger is no longer pending (the rule above). A grouped
+# resolve follows a delivered trigger of the same group: the notifier only puts
+# alerts it announced to the channel in it, and this check adds that the
+# announcement did arrive.
 _ANNOUNCED = (
-    "o.event = 'trigger' OR EXISTS (SELECT 1 FROM outbox AS o3"
-    " WHERE o3.alert_id = o.alert_id AND o3.channel = o.channel"
-    " AND o3.event = 'trigger' AND o3.state = 'delivered')"
+    "o.event = 'trigger' OR (o.group_key IS NULL AND EXISTS (SELECT 1"
+    " FROM outbox AS o3 WHERE o3.alert_id = o.alert_id AND o3.channel = o.channel"
+    " AND o3.event = 'trigger' AND o3.state = 'delivered')) OR"
+    " (o.group_key IS NOT NULL AND EXISTS (SELECT 1 FROM outbox AS o4"
+    " WHERE o4.group_key = o.group_key AND o4.channel = o.channel"
+    " AND o4.event = 'trigger' AND o4.state = 'delivered' AND o4.id < o.id))"
 )
 # The alert's identity and spec from its row, its state, value and level from
 # the outbox row (the level replaces the spec's, see _at_transition); closing
@@ -55,7 +71,8 @@ SELECT o.id, o.key, o.channel, o.event, o.attempts, o.created_at,
        a.id, a.uid, o.alert_state, a.spec, o.alert_value, o.alert_resolved_at, NULL,
        t.id, t.alert_id, t.from_state, t.to_state, t.at, t.actor, t.reason, t.comment,
        ({_ANNOUNCED}), o.alert_severity, o.alert_threshold, o.alert_range,
-       o.alert_summary, o.alert_description
+       o.alert_summary, o.alert_description,
+       o.group_key, o.group_labels, o.reason, o.alerts
 FROM outbox AS o
 JOIN alerts AS a ON a.id = o.alert_id
 JOIN transitions AS t ON t.id = o.transition_id
@@ -123,16 +140,97 @@ def _at_transition(alert: Alert, level: tuple) -> Alert:
 
 def _notification(row: tuple) -> Notification:
     id_, key, channel, event, attempts, created_at = row[:6]
+    group_key, labels, reason, alerts_json = row[27:31]
+    alerts = _decode_alerts(alerts_json) if alerts_json else []
+    # A grouped row kept every alert whole, its state included (the alert_*
+    # columns only tell triggered from resolved).
+    alert = (
+        alerts[0] if alerts else _at_transition(alert_from_row(row[6:13]), row[22:27])
+    )
     return Notification(
         id=id_,
         key=key,
         channel=channel,
         event=event,
-        alert=_at_transition(alert_from_row(row[6:13]), row[22:27]),
+        alert=alert,
         transition=transition_from_row(row[13:21]),
         attempts=attempts,
         created_at=created_at,
         announced=bool(row[21]),
+        group_key=group_key or "",
+        group_labels=_decode_labels(labels) if labels else {},
+        reason=reason or "",
+        alerts=alerts,
+    )
+
+
+def group_notification_key(group_key: str, flush: int, channel: str) -> str:
+    """Return the idempotency key of one grouped message to one channel.
+
+    :param flush: the number of the group's flush (unique across groups, see
+        :meth:`tocsin.state.groups.GroupStore.flush`), so a group that was
+        emptied and came back never reuses a key.
+    """
+    digest = hashlib.sha1(group_key.encode(), usedforsecurity=False).hexdigest()
+    return f"tocsin-g-{digest[:16]}-{flush}-{channel}"
+
+
+async def queue_group(
+    tx: Transaction,
+    *,
+    group_key: str,
+    group_labels: Mapping[str, str],
+    reason: str,
+    channel: str,
+    event: NotificationEvent,
+    alerts: Sequence[Alert],
+    flush: int,
+    now: float,
+) -> int:
+    """Write one grouped message to one channel, due at once; return its id.
+
+    The row's ``alert_id`` and ``transition_id`` are the first alert's and
+    that alert's latest transition; ``alerts`` is kept whole, as it is now, so
+    every attempt sends the same message.
+
+    :param alerts: the alerts of the message, firing ones first; not empty.
+    :param flush: the flush number that makes the idempotency key unique.
+    :raises ValueError: if ``alerts`` is empty.
+    """
+    if not alerts:
+        raise ValueError("a grouped message needs at least one alert")
+    first = alerts[0]
+    row = await tx.fetchone(
+        "SELECT MAX(id) FROM transitions WHERE alert_id = ?", (first.id,)
+    )
+    spec = first.spec
+    return await tx.insert(
+        "INSERT INTO outbox (alert_id, transition_id, channel, event, key,"
+        " next_attempt_at, created_at, alert_state, alert_value, alert_resolved_at,"
+        " alert_severity, alert_threshold, alert_range, alert_summary,"
+        " alert_description, group_key, group_labels, reason, alerts)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            first.id,
+            row[0],
+            channel,
+            event,
+            group_notification_key(group_key, flush, channel),
+            now,
+            now,
+            "triggered" if first.state in OPEN_STATES else "resolved",
+            first.value,
+            first.resolved_at,
+            spec.severity,
+            spec.threshold,
+            _encode_json(spec.range).decode(),
+            spec.summary,
+            spec.description,
+            group_key,
+            _encode_json(dict(group_labels)).decode(),
+            reason,
+            _encode_json(list(alerts)).decode(),
+        ),
     )
 
 
