@@ -65,3 +65,43 @@ class DeliveryError(TocsinError):
         self.status = status
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class LifecycleError(TocsinError):
+    """Raised when an alert is asked to move to a state its lifecycle forbids.
+
+    The message names the alert, its state and the moves it allows: ``alert 12
+    is triggered: it can move to acknowledged or escalated, not investigating``.
+    """
+
+
+class UnknownAlertError(TocsinError):
+    """Raised when no alert has the id or uid a caller gave."""
+
+
+class UnknownSilenceError(TocsinError):
+    """Raised when no silence has the id a caller gave."""
+
+
+class NotFoundError(TocsinError):
+    """Raised when a rule, an integration or a setting asked for does not exist."""
+
+
+class ConflictError(TocsinError):
+    """Raised when a change contradicts what exists: a name already taken, or a
+    rule of the config file deleted through the API."""
+
+
+class InvalidValueError(TocsinError):
+    """Raised when a request is well formed but one of its values cannot be used.
+
+    A bad matcher, an unknown state, a channel type Tocsin cannot deliver to.
+
+    :param key: the path of the value at fault in the request (``matchers[1]``),
+        if there is one.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        self.key = key
+        self.detail = message
+        super().__init__(f"{key}: {message}" if key else message)

@@ -12,7 +12,15 @@ from tocsin.errors import StateError
 from tocsin.state.db import Database
 from tocsin.state.migrations import MIGRATIONS, statements
 
-TABLES = {"alerts", "transitions", "outbox", "delivery_attempts"}
+TABLES = {
+    "alerts",
+    "transitions",
+    "outbox",
+    "delivery_attempts",
+    "api_rules",
+    "api_integrations",
+    "api_settings",
+}
 
 
 def _tables(path) -> set[str]:

@@ -190,8 +190,35 @@ UPDATE outbox SET
                          FROM alerts AS a WHERE a.id = outbox.alert_id);
 """
 
+# Rules, integrations and settings added through the API live in the database,
+# so they survive a restart like the alerts they produce. Each is kept as the
+# JSON the API accepted (an integration's secrets included: the database file
+# is the service's own, like its config), and checked again when loaded.
+_CATALOG = """
+CREATE TABLE api_rules (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    created_by TEXT NOT NULL
+);
+
+CREATE TABLE api_integrations (
+    name TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    created_by TEXT NOT NULL
+);
+
+CREATE TABLE api_settings (
+    kind TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
 #: Every migration, oldest first; the schema version is the list's length.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _CATALOG)
 
 
 def statements(script: str) -> list[str]:
