@@ -9,7 +9,10 @@ import aiohttp
 import pytest
 
 from tests.daemon.fake_backend import NOW, TOKEN
+from tocsin import logs
+from tocsin.daemon import api, api_values
 from tocsin.daemon.api_values import MASK
+from tocsin.schema import ApiConfig, WebhookChannelConfig
 
 HOOK = "https://hooks.example/T000/B000/very-secret"
 
@@ -511,3 +514,65 @@ async def test_a_fault_in_the_backend_is_500_without_detail(served_api, caplog):
     )
     [record] = [r for r in caplog.records if r.message == "API request failed"]
     assert record.exc_info is not None
+
+
+async def test_an_integrations_secrets_are_kept_out_of_every_log(served_api):
+    body = {"type": "webhook", "name": "w", "url": HOOK + "/2", "timeout": "0"}
+
+    status, _ = await call(served_api, "POST", "/api/v1/integrations", body)
+
+    # Refused, yet its URL is a secret from now on.
+    assert status == 422
+    assert logs.redact(f"posting to {HOOK}/2") == "posting to [redacted]"
+
+
+@pytest.mark.parametrize(
+    ("channel", "shown"),
+    [
+        (
+            WebhookChannelConfig(name="a", url=HOOK, headers={"X-Key": "k"}),
+            {"url": MASK, "url_env": "", "url_file": "", "headers": {"X-Key": MASK}},
+        ),
+        (
+            WebhookChannelConfig(name="b", url_env="HOOK_URL"),
+            {"url": "", "url_env": "HOOK_URL", "url_file": "", "headers": {}},
+        ),
+        (
+            WebhookChannelConfig(name="c", url_file="/run/hook"),
+            {"url": "", "url_env": "", "url_file": "/run/hook", "headers": {}},
+        ),
+    ],
+)
+def test_masking_hides_values_not_where_they_come_from(channel, shown):
+    answer = api_values.masked(channel)
+
+    assert {key: answer[key] for key in shown} == shown
+
+
+@pytest.mark.parametrize("source", ["env", "file"])
+def test_the_tcp_token_is_read_and_registered(tmp_path, monkeypatch, source):
+    secret = f"token-from-{source}"
+    if source == "env":
+        monkeypatch.setenv("TOCSIN_TEST_TOKEN", secret)
+        config = ApiConfig(tcp="127.0.0.1:0", token_env="TOCSIN_TEST_TOKEN")
+    else:
+        (tmp_path / "token").write_text(secret + "\n")
+        config = ApiConfig(tcp="127.0.0.1:0", token_file=str(tmp_path / "token"))
+
+    assert api.read_token(config, "tocsin.toml") == secret
+    assert logs.redact(secret) == "[redacted]"
+
+
+async def test_tcp_is_not_served_without_a_token(tmp_path):
+    control = api.ControlApi(lambda source: None, lambda: True)
+    tcp = api.bind_tcp("127.0.0.1:0")
+
+    binding = api.bind(str(tmp_path / "api.sock"))
+
+    try:
+        with pytest.raises(ValueError, match="the TCP API needs a token"):
+            await control.start(binding, tcp)
+    finally:
+        binding.close()
+
+    assert tcp.fileno() == -1

@@ -30,6 +30,7 @@ from tocsin.daemon.backend import (
     RuleEntry,
 )
 from tocsin.errors import ConfigError, InvalidValueError
+from tocsin.logs import register_secret
 from tocsin.rule_checks import check_rule
 from tocsin.schema import MAX_DURATION, ChannelConfig, Duration, RuleConfig
 from tocsin.state.models import Alert, Silence
@@ -199,12 +200,30 @@ def check_new_channel(obj: object) -> ChannelConfig:
             "channel.type",
         )
     channel = decode(obj, ChannelConfig, "channel")
+    # Before any check that could quote it: from here on, no log line shows
+    # the channel's secrets, whatever happens to them.
+    for secret in _secrets(builtins(channel)):
+        register_secret(secret)
     try:
         config.check_channel(channel, "api", "channel")
     except ConfigError as error:
         raise InvalidValueError(error.detail, error.key) from None
 
     return channel
+
+
+def _secrets(shown: dict[str, Any]) -> list[str]:
+    """Return the values of ``shown`` (a channel as JSON) that are secrets."""
+    found = [
+        value
+        for key, value in shown.items()
+        if _SECRET_KEY.search(key) and isinstance(value, str) and value
+    ]
+    headers = shown.get("headers")
+    if isinstance(headers, dict):
+        found += [value for value in headers.values() if isinstance(value, str)]
+
+    return found
 
 
 def masked(channel: ChannelConfig) -> dict[str, Any]:
