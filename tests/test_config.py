@@ -365,6 +365,22 @@ SITE = (
             "bad.toml: export.datadog.metric_prefix: must be shorter than 200"
             " characters, Datadog's limit for a whole metric name",
         ),
+        (
+            '[api]\ntcp = "127.0.0.1:9094"\n',
+            "bad.toml: api: with tcp set, set exactly one of token_env and token_file",
+        ),
+        (
+            '[api]\ntcp = "127.0.0.1:9094"\ntoken_env = "T"\ntoken_file = "t"\n',
+            "bad.toml: api: with tcp set, set exactly one of token_env and token_file",
+        ),
+        (
+            '[api]\ntcp = "9094"\ntoken_env = "T"\n',
+            "bad.toml: api.tcp: expected host:port, got '9094'",
+        ),
+        (
+            '[api]\ntcp = "localhost:70000"\ntoken_env = "T"\n',
+            "bad.toml: api.tcp: no such port: 70000",
+        ),
     ],
 )
 def test_a_bad_config_is_one_line_naming_file_and_key(text, expected):
@@ -419,6 +435,13 @@ def test_a_udp_host_that_does_not_resolve_is_a_config_error():
     prefix = "bad.toml: ingest.udp: cannot resolve host 'nosuchhost.invalid': "
     assert str(raised.value).startswith(prefix)
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("token", ['token_env = "TOCSIN_TOKEN"', 'token_file = "t"'])
+def test_a_tcp_api_with_one_token_source_loads(token):
+    text = f'[api]\ntcp = "127.0.0.1:9094"\n{token}\n'
+
+    assert config.parse(text, "good.toml").api.tcp == "127.0.0.1:9094"
 
 
 @pytest.mark.parametrize("udp", ["localhost:8125", "[::1]:8125", ":8125", ""])

@@ -35,6 +35,7 @@ from tocsin.schema import (
     DEFAULT_API_KEY_ENV,
     Aggregation,
     AlertsConfig,
+    ApiConfig,
     ChannelConfig,
     CompareConfig,
     Comparison,
@@ -229,28 +230,7 @@ def _check(config: Config, source: str) -> None:
                 f"channels[{index}].name",
             )
         seen.add(channel.name)
-        _check_retries(channel, source, f"channels[{index}]")
-        if isinstance(channel, WebhookChannelConfig):
-            given = [k for k in ("url", "url_env", "url_file") if getattr(channel, k)]
-            if len(given) != 1:
-                raise ConfigError(
-                    source,
-                    "set exactly one of url, url_env and url_file",
-                    f"channels[{index}]",
-                )
-            if channel.timeout <= 0:
-                raise ConfigError(
-                    source, "must be longer than 0s", f"channels[{index}].timeout"
-                )
-            if channel.url and not channel.url.startswith(("http://", "https://")):
-                raise ConfigError(
-                    source,
-                    "must start with http:// or https://",
-                    f"channels[{index}].url",
-                )
-            for name, value in channel.headers.items():
-                where = f"channels[{index}].headers.{toml_key(name)}"
-                _check_header(name, value, source, where)
+        check_channel(channel, source, f"channels[{index}]")
 
     names: set[str] = set()
     for index, rule in enumerate(config.rules):
@@ -296,6 +276,8 @@ def _check(config: Config, source: str) -> None:
                 raise ConfigError(
                     source, f"must not be the path of ingest.{key}", "api.socket"
                 )
+    if config.api.tcp:
+        _check_api_tcp(config.api, source)
     if ingest.idle_timeout <= 0:
         raise ConfigError(source, "must be longer than 0s", "ingest.idle_timeout")
     udp = ingest.udp
@@ -325,6 +307,44 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(source, "must be longer than 0s", "export.datadog.timeout")
     if config.daemon.tick < 0.01:
         raise ConfigError(source, "must be at least 10ms", "daemon.tick")
+
+
+def check_channel(channel: ChannelConfig, source: str, where: str) -> None:
+    """Check one channel; ``where`` is its key path, like ``channels[0]``.
+
+    Checks between channels (unique names) are the caller's.
+
+    :raises ConfigError: naming ``source`` and the key at fault, if the
+        channel cannot work as given.
+    """
+    _check_retries(channel, source, where)
+    if not isinstance(channel, WebhookChannelConfig):
+        return
+    given = [k for k in ("url", "url_env", "url_file") if getattr(channel, k)]
+    if len(given) != 1:
+        raise ConfigError(source, "set exactly one of url, url_env and url_file", where)
+    if channel.timeout <= 0:
+        raise ConfigError(source, "must be longer than 0s", f"{where}.timeout")
+    if channel.url and not channel.url.startswith(("http://", "https://")):
+        raise ConfigError(source, "must start with http:// or https://", f"{where}.url")
+    for name, value in channel.headers.items():
+        _check_header(name, value, source, f"{where}.headers.{toml_key(name)}")
+
+
+def _check_api_tcp(api: ApiConfig, source: str) -> None:
+    host, colon, port = api.tcp.rpartition(":")
+    if not colon or not host or not (port.isascii() and port.isdigit()):
+        raise ConfigError(source, f"expected host:port, got {api.tcp!r}", "api.tcp")
+    if int(port) > 65535:
+        raise ConfigError(source, f"no such port: {port}", "api.tcp")
+    # A TCP listener without a token would let anyone who reaches the port
+    # change what Tocsin alerts on.
+    if bool(api.token_env) == bool(api.token_file):
+        raise ConfigError(
+            source,
+            "with tcp set, set exactly one of token_env and token_file",
+            "api",
+        )
 
 
 #: One label of a host name: letters, digits and hyphens, no hyphen at either end.

@@ -134,3 +134,27 @@ def _either(states: tuple[str, ...]) -> str:
     if len(states) == 1:
         return states[0]
     return f"{', '.join(states[:-1])} or {states[-1]}"
+
+
+class NotFoundError(TocsinError):
+    """Raised when a rule, an integration or a setting asked for does not exist."""
+
+
+class ConflictError(TocsinError):
+    """Raised when a change contradicts what exists: a name already taken, or a
+    rule of the config file deleted through the API."""
+
+
+class InvalidValueError(TocsinError):
+    """Raised when a request is well formed but one of its values cannot be used.
+
+    A bad matcher, an unknown state, a channel type Tocsin cannot deliver to.
+
+    :param key: the path of the value at fault in the request (``matchers[1]``),
+        if there is one.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        self.key = key
+        self.detail = message
+        super().__init__(f"{key}: {message}" if key else message)

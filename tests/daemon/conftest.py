@@ -8,6 +8,7 @@ from typing import NamedTuple
 import pytest
 import uvloop
 
+from tests.daemon.fake_backend import Served
 from tocsin.clock import ManualClock
 from tocsin.daemon.ingest import IngestStats
 
@@ -82,3 +83,12 @@ def stats() -> IngestStats:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(NOW)
+
+
+@pytest.fixture
+async def served_api(tmp_path):
+    """The API over a fake backend, on a temp Unix socket and a free TCP port."""
+    served = Served(tmp_path)
+    await served.start()
+    yield served
+    await served.stop()

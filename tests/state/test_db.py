@@ -23,6 +23,9 @@ TABLES = {
     "notification_log",
     "dedup_log",
     "notify_sequence",
+    "api_rules",
+    "api_integrations",
+    "api_settings",
 }
 
 

@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 
 from tocsin import __version__, config, logs
+from tocsin.daemon import cli_api
 from tocsin.errors import ConfigError
 from tocsin.schema import ApiConfig, DaemonConfig
 from tocsin.secrets import read_secrets
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     reload.add_argument(
         "--socket", help="the API socket, instead of the one the config names"
     )
+    cli_api.add_parsers(commands)
     return parser
 
 
@@ -208,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(arguments.file, skip_secrets=arguments.skip_secrets)
     if arguments.command == "reload":
         return _reload(arguments.config, arguments.socket)
+    if arguments.command in cli_api.COMMANDS:
+        return cli_api.main(arguments, _api_socket)
     return _run(arguments.config)
 
 

@@ -367,9 +367,35 @@ CREATE TABLE notify_sequence (
 INSERT INTO notify_sequence (id, last) VALUES (1, 0);
 """
 
+# Rules, integrations and settings added through the API live in the database,
+# so they survive a restart like the alerts they produce. Each is kept as the
+# JSON the API accepted (an integration's secrets included: the database file
+# is the service's own, like its config), and checked again when loaded.
+_V7 = """
+CREATE TABLE api_rules (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    created_by TEXT NOT NULL
+);
+
+CREATE TABLE api_integrations (
+    name TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    created_by TEXT NOT NULL
+);
+
+CREATE TABLE api_settings (
+    kind TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
 #: Every migration, oldest first; the schema version is the list's length.
-#: Every migration, oldest first; the schema version is the list's length.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 
 
 def statements(script: str) -> list[str]:
