@@ -164,12 +164,7 @@ def _check_route(
     source: str,
 ) -> None:
     """Check one route and, depth first, the routes below it."""
-    if "/" in route.name:
-        raise ConfigError(
-            source,
-            "a route name cannot hold '/', which separates the ids of unnamed routes",
-            f"{where}.name",
-        )
+    _check_route_name(route.name, where, source)
     _check_matchers(route.matchers, source, f"{where}.matchers")
     channels = route.channels if route.channels is not msgspec.UNSET else []
     _check_references(channels, names.channels, "channel", f"{where}.channels", source)
@@ -194,6 +189,7 @@ def _check_route(
         )
     for index, child in enumerate(route.routes):
         child_where = f"{where}.routes[{index}]"
+        _check_route_name(child.name, child_where, source)
         child_id = child.name or f"{route_id}/{index}"
         if child_id in ids:
             raise ConfigError(
@@ -203,6 +199,15 @@ def _check_route(
             )
         ids[child_id] = child_where
         _check_route(child, child_id, child_where, ids, names, source)
+
+
+def _check_route_name(name: str, where: str, source: str) -> None:
+    if "/" in name:
+        raise ConfigError(
+            source,
+            "a route name cannot hold '/', which separates the ids of unnamed routes",
+            f"{where}.name",
+        )
 
 
 def _check_matchers(matchers: Iterable[str], source: str, where: str) -> None:

@@ -241,7 +241,10 @@ class RoutingTree:
 
 
 def _describe(node: _Node) -> dict:
-    described = msgspec.to_builtins(node.settings)
+    described = {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in msgspec.structs.asdict(node.settings).items()
+    }
     described["matchers"] = list(node.written)
     described["continue"] = node.continue_
     described["routes"] = [_describe(child) for child in node.children]
