@@ -219,3 +219,14 @@ def test_a_rules_channels_replace_those_of_its_first_route_only(channels, expect
 
     assert [route.channels for route in changed] == expected
     assert changed[0].group_by == reached[1].group_by
+
+
+def test_match_and_explain_apply_a_rules_channels_alike():
+    labels = {"rule": "r", "severity": "critical"}
+    chosen = tree(CONTINUE)
+
+    matched = chosen.match(labels, rule_channels=["slack"])
+    explained = chosen.explain(labels, rule_channels=["slack"])
+
+    assert [route.channels for route in matched] == [("slack",), ("pager",)]
+    assert [found.route for found in explained] == matched

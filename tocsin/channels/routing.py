@@ -188,25 +188,36 @@ class RoutingTree:
             self._by_id[route_id] = node
             self._build(node, config.routes)
 
-    def match(self, labels: Mapping[str, str]) -> list[RouteSettings]:
+    def match(
+        self, labels: Mapping[str, str], *, rule_channels: Sequence[str] = ()
+    ) -> list[RouteSettings]:
         """Return the routes that take an alert with ``labels``, in tree order.
 
         :param labels: the alert's routing labels (see :func:`routing_labels`).
+        :param rule_channels: the channels of the alert's rule, which replace
+            those of the first route (see :func:`with_rule_channels`).
         :return: at least one route: the root when nothing below it matches.
         """
-        return [node.settings for node in self._walk(self._root, labels)]
+        reached = [node.settings for node in self._walk(self._root, labels)]
 
-    def explain(self, labels: Mapping[str, str]) -> list[RouteMatch]:
+        return with_rule_channels(reached, rule_channels)
+
+    def explain(
+        self, labels: Mapping[str, str], *, rule_channels: Sequence[str] = ()
+    ) -> list[RouteMatch]:
         """Return what :meth:`match` returns, with each route's path from the
         root, its matchers and the alert's group labels on it."""
+        nodes = self._walk(self._root, labels)
+        settings = with_rule_channels([node.settings for node in nodes], rule_channels)
+
         return [
             RouteMatch(
-                route=node.settings,
+                route=route,
                 path=node.path,
                 matchers=node.written,
-                group_labels=group_labels(node.settings, labels),
+                group_labels=group_labels(route, labels),
             )
-            for node in self._walk(self._root, labels)
+            for node, route in zip(nodes, settings, strict=True)
         ]
 
     def route(self, route_id: str) -> RouteSettings | None:
