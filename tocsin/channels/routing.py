@@ -100,6 +100,7 @@ class RouteMatch(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def id(self) -> str:
+        """The id of the route reached."""
         return self.route.id
 
 
