@@ -4,8 +4,9 @@ Decoding and checking are separate steps. :func:`load` reads and decodes the
 file with msgspec (unknown keys, wrong types and bad durations fail there, with
 the key path msgspec reports, an entry of a table such as ``match`` named by its
 key) and then runs the checks a schema cannot express
-(unique names, references between sections, and the rule checks of
-:mod:`tocsin.rule_checks`). Either step raises
+(unique names, references between sections, the rule checks of
+:mod:`tocsin.rule_checks` and the routing checks of
+:mod:`tocsin.routing_checks`). Either step raises
 :class:`~tocsin.errors.ConfigError` with one line naming the file and the key,
 and nothing that runs is touched.
 
@@ -29,6 +30,7 @@ import msgspec.inspect
 from tocsin.datadog_names import NAME_LIMIT, metric_name
 from tocsin.errors import ConfigError
 from tocsin.keypaths import name_entries, toml_key
+from tocsin.routing_checks import check_routing
 from tocsin.rule_checks import check_rule
 from tocsin.schema import (
     CHANNEL_TYPES,
@@ -261,6 +263,7 @@ def _check(config: Config, source: str) -> None:
                 f"no channel named {channel!r}",
                 f"alerts.internal_channels[{position}]",
             )
+    check_routing(config, source)
 
     ingest = config.ingest
     if ingest.unix_dgram and ingest.unix_dgram == ingest.unix_stream:

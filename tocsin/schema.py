@@ -575,11 +575,17 @@ class Config(_Strict):
 
         A rule without channels is legitimate, to keep a record only, and so
         is a composite rule of one condition, so each is a warning and not an
-        error. Warnings come rule by rule, in the file's order.
+        error; a rule without channels of its own is only warned of when no
+        route has any either. Warnings come rule by rule, in the file's
+        order, then route by route (see :mod:`tocsin.routing_checks`).
         """
+        # Imported here: the checks import this module's types.
+        from tocsin.routing_checks import routed_channels, routing_warnings
+
         found: list[ConfigWarning] = []
+        routed = routed_channels(self.routing)
         for index, rule in enumerate(self.rules):
-            if not rule.channels:
+            if not rule.channels and not routed:
                 found.append(
                     ConfigWarning(
                         f"rules[{index}].channels",
@@ -595,6 +601,7 @@ class Config(_Strict):
                         " threshold says the same and can have levels and compare",
                     )
                 )
+        found.extend(routing_warnings(self.routing))
 
         return found
 

@@ -10,11 +10,14 @@ import tomllib
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import orjson
 
 from tocsin import __version__, config, logs
+from tocsin.channels.routing import RouteMatch, RoutingTree
 from tocsin.daemon import cli_api
 from tocsin.errors import ConfigError
+from tocsin.rules.conditions import format_duration
 from tocsin.schema import ApiConfig, DaemonConfig
 from tocsin.secrets import read_secrets
 
@@ -22,7 +25,8 @@ log = logging.getLogger("tocsin")
 
 #: Exit status for a configuration that does not load.
 EXIT_CONFIG = 2
-#: Exit status of ``reload`` when the daemon refused the file or failed.
+#: Exit status of ``reload`` when the daemon refused the file or failed, and of
+#: ``routes test`` when the labels reach no channel.
 EXIT_REFUSED = 1
 #: Exit status of ``reload`` when the daemon's API cannot be reached.
 EXIT_UNREACHABLE = 2
@@ -64,6 +68,23 @@ def _parser() -> argparse.ArgumentParser:
         "--socket", help="the API socket, instead of the one the config names"
     )
     cli_api.add_parsers(commands)
+    routes = commands.add_parser("routes", help="inspect the routing tree")
+    routes_commands = routes.add_subparsers(dest="routes_command", required=True)
+    routes_test = routes_commands.add_parser(
+        "test",
+        help="show where an alert with these labels would be sent",
+        description="Show which routes and channels an alert with the given "
+        "labels reaches, with its group and timings. Nothing is sent and no "
+        "secret is read. Exits 1 when the labels reach no channel.",
+    )
+    routes_test.add_argument("--config", "-c", required=True, help="tocsin.toml")
+    routes_test.add_argument(
+        "--rule",
+        help="the alert's rule: adds its name, labels and severity, and its own "
+        "channels replace those of the first route",
+    )
+    routes_test.add_argument("--json", action="store_true", help="print JSON")
+    routes_test.add_argument("labels", nargs="*", metavar="label=value")
     return parser
 
 
@@ -200,6 +221,106 @@ def _fate(answer: dict, fate: str) -> str:
     return f"{len(names)} {fate}{listed}"
 
 
+def _routes_test(
+    path: str, pairs: list[str], rule_name: str | None, as_json: bool
+) -> int:
+    """Print where an alert with the labels ``pairs`` would be sent."""
+    try:
+        loaded = config.load(path)
+    except ConfigError as error:
+        print(f"tocsin: config error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        labels, rule_channels = _alert_labels(loaded, pairs, rule_name)
+    except ValueError as error:
+        print(f"tocsin: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    tree = RoutingTree(loaded.routing)
+    matches = tree.explain(labels, rule_channels=rule_channels)
+    channels = list(dict.fromkeys(c for m in matches for c in m.route.channels))
+
+    if as_json:
+        routes = [
+            {
+                **msgspec.structs.asdict(match.route),
+                "path": list(match.path),
+                "matchers": list(match.matchers),
+                "group_labels": match.group_labels,
+            }
+            for match in matches
+        ]
+        answer = {"labels": labels, "routes": routes, "channels": channels}
+        print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(f"labels: {_labels(labels)}")
+        for match in matches:
+            print(_describe_match(match))
+    if not channels:
+        print("tocsin: these labels reach no channel", file=sys.stderr)
+        return EXIT_REFUSED
+
+    return 0
+
+
+def _alert_labels(
+    loaded: config.Config, pairs: list[str], rule_name: str | None
+) -> tuple[dict[str, str], list[str]]:
+    """Return the routing labels of ``routes test`` and the rule's channels.
+
+    :raises ValueError: if a pair is not ``label=value`` or the rule is unknown.
+    """
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name:
+            raise ValueError(f"expected label=value, got {pair!r}")
+        labels[name] = value
+    if rule_name is None:
+        return labels, []
+    rule = next((r for r in loaded.rules if r.name == rule_name), None)
+    if rule is None:
+        raise ValueError(f"no rule named {rule_name!r} in the config")
+    # As the alert would carry them: the rule's labels, its name and its
+    # lowest level, unless the command line says otherwise.
+    severity = rule.levels[0][0]
+    own = {**rule.labels, "rule": rule.name, "severity": severity}
+
+    return {**own, **labels}, rule.channels
+
+
+def _describe_match(match: RouteMatch) -> str:
+    """Write one reached route for a person: several indented lines."""
+    route = match.route
+    timings = ", ".join(
+        f"{key} {format_duration(getattr(route, key))}"
+        for key in ("group_wait", "group_interval", "repeat_interval")
+    )
+    lines = [
+        f"route {route.id} (path: {' > '.join(match.path)})",
+        f"  channels: {', '.join(route.channels) or '(none)'}",
+        f"  group: {{{_labels(match.group_labels)}}}"
+        f" (group_by: {', '.join(route.group_by) or '(none)'})",
+        f"  timings: {timings}",
+    ]
+    if route.digest:
+        lines.append(f"  digest: every {format_duration(route.digest)}")
+    for key in ("mute_windows", "active_windows"):
+        windows = getattr(route, key)
+        if windows:
+            lines.append(f"  {key.replace('_', ' ')}: {', '.join(windows)}")
+    if route.escalation:
+        lines.append(f"  escalation: {route.escalation}")
+
+    return "\n".join(lines)
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return ", ".join(
+        f"{name}={orjson.dumps(value).decode()}"
+        for name, value in sorted(labels.items())
+    )
+
+
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
@@ -212,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         return _reload(arguments.config, arguments.socket)
     if arguments.command in cli_api.COMMANDS:
         return cli_api.main(arguments, _api_socket)
+    if arguments.command == "routes":
+        return _routes_test(
+            arguments.config, arguments.labels, arguments.rule, arguments.json
+        )
     return _run(arguments.config)
 
 
