@@ -81,7 +81,7 @@ async def test_an_unknown_alert_raises_404(client):
     with pytest.raises(TocsinAPIError) as raised:
         await run(client.get_alert, 42)
 
-    assert (raised.value.status, raised.value.message) == (404, "no alert '42'")
+    assert (raised.value.status, raised.value.message) == (404, "no alert 42")
 
 
 async def test_a_rule_is_created_listed_and_deleted(client):

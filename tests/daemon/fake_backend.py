@@ -119,7 +119,7 @@ class FakeBackend:
         for alert in self.alerts.values():
             if ref in (str(alert.id), alert.uid):
                 return alert
-        raise UnknownAlertError(f"no alert {ref!r}")
+        raise UnknownAlertError(ref)
 
     def _detail(self, alert: Alert) -> AlertDetail:
         steps = [
@@ -146,11 +146,8 @@ class FakeBackend:
     async def move_alert(self, ref, to_state, *, actor, comment):
         alert = self._find(ref)
         if to_state not in MOVES[alert.state]:
-            allowed = " or ".join(MOVES[alert.state]) or "nothing"
-            raise LifecycleError(
-                f"alert {alert.id} is {alert.state}: it can move to {allowed},"
-                f" not {to_state}"
-            )
+            allowed = tuple(MOVES[alert.state])
+            raise LifecycleError(alert.id, alert.state, to_state, allowed)
         self.moves.append((ref, to_state, actor, comment))
         moved = msgspec.structs.replace(alert, state=to_state)
         self.alerts[alert.id] = moved
@@ -167,7 +164,7 @@ class FakeBackend:
         try:
             return self.silences[silence_id]
         except KeyError:
-            raise UnknownSilenceError(f"no silence {silence_id!r}") from None
+            raise UnknownSilenceError(silence_id) from None
 
     async def add_silence(self, *, matchers, starts_at, ends_at, created_by, comment):
         for index, matcher in enumerate(matchers):

@@ -105,7 +105,7 @@ async def test_an_alert_is_shown_with_its_history_and_escalation(served_api, ref
 async def test_an_unknown_alert_is_404(served_api):
     assert await call(served_api, "GET", "/api/v1/alerts/99") == (
         404,
-        {"status": "error", "error": "no alert '99'"},
+        {"status": "error", "error": "no alert 99"},
     )
 
 
@@ -157,7 +157,7 @@ async def test_the_actor_of_a_move(served_api, body, tcp, actor):
             " not investigating",
         ),
         ("/api/v1/alerts/1/snooze", None, 404, "unknown action 'snooze'; known:"),
-        ("/api/v1/alerts/7/resolve", None, 404, "no alert '7'"),
+        ("/api/v1/alerts/7/resolve", None, 404, "no alert 7"),
         ("/api/v1/alerts/1/acknowledge", {"note": "x"}, 422, "note: unknown key"),
         (
             "/api/v1/alerts/1/acknowledge",
@@ -253,8 +253,8 @@ async def test_a_silence_is_listed_shown_and_expired(served_api):
 @pytest.mark.parametrize(
     ("method", "url", "status", "error"),
     [
-        ("GET", "/api/v1/silences/nope", 404, "no silence 'nope'"),
-        ("DELETE", "/api/v1/silences/nope", 404, "no silence 'nope'"),
+        ("GET", "/api/v1/silences/nope", 404, "no silence nope"),
+        ("DELETE", "/api/v1/silences/nope", 404, "no silence nope"),
         ("GET", "/api/v1/silences?state=old", 422, "state: unknown state 'old'"),
         ("DELETE", "/api/v1/rules/latency", 409, "rule 'latency' comes from the"),
         ("DELETE", "/api/v1/rules/nope", 404, "no rule named 'nope'"),

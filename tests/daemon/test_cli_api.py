@@ -109,7 +109,7 @@ async def test_moves(served_api, capsys, argv, printed, state):
             "tocsin: refused: alert 1 is triggered: it can move to acknowledged"
             " or escalated, not investigating\n",
         ),
-        (["close", "9"], "tocsin: refused: no alert '9'\n"),
+        (["close", "9"], "tocsin: refused: no alert 9\n"),
         (
             ["silence", "add", "team=ml", "--duration", "1h"],
             "tocsin: refused: matchers[0]: not a matcher: 'team=ml'\n",
@@ -119,7 +119,7 @@ async def test_moves(served_api, capsys, argv, printed, state):
             "tocsin: refused: ends_at: expected an ISO 8601 time like"
             " 2026-01-31T12:00:00Z\n",
         ),
-        (["silence", "expire", "s9"], "tocsin: refused: no silence 's9'\n"),
+        (["silence", "expire", "s9"], "tocsin: refused: no silence s9\n"),
     ],
 )
 async def test_refusals_exit_1_with_the_daemons_message(served_api, capsys, argv, err):

@@ -129,9 +129,12 @@ async def test_the_new_states_pass_and_others_do_not(migrated, column):
 
 
 async def test_migrated_alerts_move_and_their_notifications_are_delivered(
-    migrated, clock
+    migrated, clock, tmp_path
 ):
     db, _ = migrated
+    # Up to the current schema, which delivery reads.
+    await db.close()
+    db = await Database.open(tmp_path / "tocsin.db", clock=clock)
     store = AlertStore(db, clock)
 
     acked = await store.move("uid1", "acknowledged", actor="api:alice")
@@ -141,3 +144,4 @@ async def test_migrated_alerts_move_and_their_notifications_are_delivered(
     assert (acked.state, closed.state) == ("acknowledged", "closed")
     assert [n.key for n in due] == ["key-1", "key-2", "key-3"]
     assert due[0].alert.spec.severity == "warning"
+    await db.close()
