@@ -604,22 +604,3 @@ class Config(_Strict):
         found.extend(routing_warnings(self.routing))
 
         return found
-
-
-class GroupingSettings(_Strict):
-    """Grouping set through the API; each key given replaces the routing
-    root's."""
-
-    group_by: list[str] | msgspec.UnsetType = msgspec.UNSET
-    group_wait: Duration | msgspec.UnsetType = msgspec.UNSET
-    group_interval: Duration | msgspec.UnsetType = msgspec.UNSET
-    repeat_interval: Duration | msgspec.UnsetType = msgspec.UNSET
-
-
-class DigestSettings(_Strict):
-    """A digest set through the API: the alerts ``matchers`` select go to
-    ``channels`` together, every ``interval``, instead of one by one."""
-
-    interval: Duration
-    matchers: list[Matcher] = []
-    channels: list[Name] = []

@@ -156,7 +156,7 @@ async def test_a_refused_write_is_retried_not_dropped(store, clock):
         def __init__(self):
             self.failures = 2
 
-        async def fire(self, spec, channels):
+        async def fire(self, spec, channels, **options):
             if self.failures:
                 self.failures -= 1
                 raise StateError("database is locked")

@@ -112,6 +112,22 @@ class Dispatcher:
         )
         log.info("delivery started", extra={"channels": list(self._channels)})
 
+    def add_channel(self, name: str, channel: Channel) -> None:
+        """Start delivering to a channel added while Tocsin runs.
+
+        :raises ValueError: if a channel of that name is delivered to already.
+        """
+        if name in self._channels:
+            raise ValueError(f"channel {name!r} exists")
+        self._channels[name] = channel
+        self._wakeups[name] = asyncio.Event()
+        self._in_flight[name] = {}
+        self._unrecorded[name] = deque()
+        self._wakeups[name].set()
+        task = asyncio.create_task(self._work(channel), name=f"delivery-{name}")
+        self._tasks.append(task)
+        log.info("delivery started", extra={"channels": [name]})
+
     def wake(self, channels: Iterable[str] | None = None) -> None:
         """Tell workers that new notifications were written; they look at once.
 

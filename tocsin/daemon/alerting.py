@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from tocsin.clock import Clock
@@ -164,6 +164,8 @@ class AlertPipeline:
     :param on_written: called after a transition queued notifications.
     :param internal_channels: where Tocsin's own alerts go (see
         :func:`series_limit_rule`).
+    :param on_changed: awaited with each alert a decision changed.
+    :param reopen_window: ``alerts.reopen_window``, in seconds.
     """
 
     def __init__(
@@ -175,8 +177,16 @@ class AlertPipeline:
         clock: Clock,
         *,
         internal_channels: Sequence[str] = (),
+        on_changed: Callable[[Alert], Awaitable[None]] | None = None,
+        reopen_window: float = 0.0,
     ) -> None:
         self.rules = rules
+        #: Told of every alert a decision changed; with it, the notifier
+        #: decides who hears of the change, and transitions queue nothing
+        #: themselves. Without it, each goes straight to its rule's channels.
+        self.on_changed = on_changed
+        #: ``alerts.reopen_window``; a rule's own wins.
+        self.reopen_window = reopen_window
         self.channels = channels
         self.internal_rule = series_limit_rule(internal_channels)
         self.store = store
@@ -292,16 +302,46 @@ class AlertPipeline:
         else:
             await self._note(decision)
 
+    def _direct(self, channels: Sequence[str]) -> Sequence[str]:
+        """Return the channels a transition queues to by itself: none when
+        the notifier decides."""
+        return () if self.on_changed is not None else channels
+
+    async def _changed(self, alert: Alert) -> None:
+        if self.on_changed is not None:
+            await self.on_changed(alert)
+        self.on_written()
+
     async def _fire(self, rule: RuleConfig, decision: Decision) -> None:
-        alert = await self.store.fire(alert_spec(rule, decision), rule.channels)
+        window = (
+            self.reopen_window if rule.reopen_window is None else rule.reopen_window
+        )
+        alert = await self.store.fire(
+            alert_spec(rule, decision),
+            self._direct(rule.channels),
+            reopen_window=float(window),
+        )
         if alert is None:
             log.debug("series already has an open alert", extra=_context(decision))
             return
         self.fired += 1
         log.info("alert fired", extra={**_context(decision), "alert": alert.uid})
-        self.on_written()
+        await self._changed(alert)
 
     async def _resolve(self, rule: RuleConfig, decision: Decision) -> None:
+        if rule.resolve == "manual":
+            # The rule leaves ending its alerts to people: the clearing is
+            # recorded in the alert's history, and the alert stays open.
+            reason = f"condition cleared; resolve by hand: {decision.reason}"
+            alert = await self.store.note(
+                rule.name, decision.series, at=decision.at, reason=reason
+            )
+            if alert is not None:
+                log.info(
+                    "alert condition cleared; it stays open until resolved by hand",
+                    extra={**_context(decision), "alert": alert.uid},
+                )
+            return
         channels = [
             name for name in rule.channels if _takes_resolves(self.channels, name)
         ]
@@ -311,14 +351,14 @@ class AlertPipeline:
             at=decision.at,
             value=decision.value,
             reason=decision.reason,
-            channels=channels,
+            channels=self._direct(channels),
         )
         if alert is None:
             log.debug("no open alert to resolve", extra=_context(decision))
             return
         self.resolved += 1
         log.info("alert resolved", extra={**_context(decision), "alert": alert.uid})
-        self.on_written()
+        await self._changed(alert)
 
     async def _resolve_removed(self, decision: Decision) -> None:
         alert = await self.store.open_alert(decision.rule, decision.series)
@@ -331,7 +371,8 @@ class AlertPipeline:
             at=decision.at,
             value=decision.value,
             reason=decision.reason,
-            channels=self.channels,
+            # The notifier sends the resolve where the trigger went.
+            channels={} if self.on_changed is not None else self.channels,
         )
         if resolved is None:
             return
@@ -340,7 +381,7 @@ class AlertPipeline:
             "resolved an alert of a removed rule",
             extra={**_context(decision), "alert": alert.uid},
         )
-        self.on_written()
+        await self._changed(resolved)
 
     async def _change_severity(self, rule: RuleConfig, decision: Decision) -> None:
         severity, threshold, range_ = _level(rule, decision)
@@ -355,7 +396,7 @@ class AlertPipeline:
             value=decision.value,
             threshold=threshold,
             reason=decision.reason,
-            channels=rule.channels,
+            channels=self._direct(rule.channels),
             range=range_,
             texts=(spec.summary, spec.description),
         )
@@ -366,7 +407,7 @@ class AlertPipeline:
             "alert severity changed",
             extra={**_context(decision), "alert": alert.uid, "severity": severity},
         )
-        self.on_written()
+        await self._changed(alert)
 
     async def _note(self, decision: Decision) -> None:
         alert = await self.store.note(

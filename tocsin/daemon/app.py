@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 from contextlib import AsyncExitStack
+from types import SimpleNamespace
 
 import aiohttp
 
@@ -15,21 +17,29 @@ from tocsin import __version__
 from tocsin.channels.base import build_channels
 from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer
 from tocsin.channels.delivery import Dispatcher
+from tocsin.channels.escalation import Escalator
+from tocsin.channels.notifier import Notifier
+from tocsin.channels.policy import NoisePolicy
 from tocsin.clock import Clock, SystemClock
 from tocsin.config import Config
 from tocsin.daemon import api, listeners
-from tocsin.daemon.alerting import AlertPipeline, restore
+from tocsin.daemon.alerting import AlertPipeline, restore, series_limit_rule
 from tocsin.daemon.dogstatsd import BoundedCache, DogStatsDParser
+from tocsin.daemon.effective import Additions, effective
 from tocsin.daemon.ingest import IngestRouter, IngestStats
 from tocsin.daemon.ndjson import NdjsonDecoder
 from tocsin.daemon.reload import Reloader, ReloadOutcome
+from tocsin.daemon.services import Services, decode_additions, escalation_of
 from tocsin.errors import ConfigError, ListenerError, StateError
 from tocsin.logs import RateLimiter
 from tocsin.rules.engine import RuleEngine
 from tocsin.secrets import Secrets, read_secrets
 from tocsin.state.alerts import AlertStore
+from tocsin.state.catalog import Catalog
 from tocsin.state.db import Database
+from tocsin.state.escalations import EscalationStore
 from tocsin.state.outbox import Outbox
+from tocsin.state.silences import SilenceStore
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +105,14 @@ class Daemon:
         # Functions that each forget the series handles a parser cached.
         self._cache_clearers: list = []
         self._reload_tasks: set[asyncio.Task] = set()
+        #: The running parts the API reaches: stores, notifier, escalator...
+        self.parts = SimpleNamespace()
+        #: What the API added at run time (see :mod:`tocsin.daemon.effective`).
+        self.additions = Additions()
+        #: The config that runs: the file's with the additions.
+        self.running = config
+        self._token: str | None = None
+        self._channel_configs: dict = {}
 
     @property
     def is_ready(self) -> bool:
@@ -227,6 +245,8 @@ class Daemon:
         # Secrets first: a webhook URL that cannot be read is a config error,
         # found before anything is created on disk.
         secrets = self.secrets or read_secrets(config, self.config_path)
+        if config.api.enabled and config.api.tcp:
+            self._token = api.read_token(config.api, self.config_path)
 
         # Sockets next, bound but not yet read: a port in use stops start-up
         # before any state exists. They are listened on last, once samples
@@ -235,6 +255,7 @@ class Daemon:
 
         session = aiohttp.ClientSession()
         stack.push_async_callback(session.close)
+        self._session = session
         channels = build_channels(config.channels, session, secrets.webhook_urls)
         export_key = secrets.datadog_api_key
 
@@ -244,13 +265,23 @@ class Daemon:
         store = AlertStore(database, clock)
         outbox = Outbox(database, clock)
         log.info("state database open", extra={"path": str(config.database_path)})
+        parts = self.parts
+        parts.store, parts.outbox = store, outbox
+        parts.silences = SilenceStore(database, clock)
+        parts.escalations = EscalationStore(database, clock)
+        parts.catalog = Catalog(database, clock)
 
-        engine = RuleEngine(config.rules, max_series=config.daemon.max_series)
-        rules = {rule.name: rule for rule in config.rules}
-        channel_configs = {channel.name: channel for channel in config.channels}
-        restored = await restore(
-            store, engine, rules, clock.time(), channels=channel_configs
-        )
+        # What the API added at run time, laid over the file.
+        self.additions = await self._load_additions(parts.catalog)
+        running = self.running = self._compose(config)
+        for channel in self.additions.channels:
+            channels[channel.name] = self.build_channel(channel)
+
+        engine = RuleEngine(running.rules, max_series=config.daemon.max_series)
+        rules = {rule.name: rule for rule in running.rules}
+        self._channel_configs = {channel.name: channel for channel in running.channels}
+        # The notifier sends the resolves of alerts retired here.
+        restored = await restore(store, engine, rules, clock.time())
         if restored:
             log.info("restored open alerts", extra={"count": restored})
 
@@ -258,6 +289,10 @@ class Daemon:
         dispatcher = Dispatcher(outbox, channels, clock)
         dispatcher.start()
         stack.push_async_callback(self._stop_delivery, dispatcher, channels)
+        parts.dispatcher = dispatcher
+
+        # The notifier and the escalator stop before delivery does.
+        await self._start_notifications(stack, database, running)
 
         # Started before the pipeline so that it stops after it: at shutdown
         # the decisions are written first, while the whole budget remains.
@@ -265,11 +300,13 @@ class Daemon:
 
         pipeline = AlertPipeline(
             rules,
-            channel_configs,
+            self._channel_configs,
             store,
             dispatcher.wake,
             clock,
-            internal_channels=config.alerts.internal_channels,
+            internal_channels=running.alerts.internal_channels,
+            on_changed=self._alert_changed,
+            reopen_window=float(running.alerts.reopen_window),
         )
         pipeline_task = asyncio.create_task(pipeline.run(), name="alert-pipeline")
         stack.push_async_callback(self._stop_pipeline, pipeline, pipeline_task)
@@ -283,8 +320,8 @@ class Daemon:
         self._listeners = await self._open_listeners(router, bindings)
         stack.push_async_callback(self._close_listeners)
 
-        self.engine = engine
-        self.pipeline = pipeline
+        self.engine = parts.engine = engine
+        self.pipeline = parts.pipeline = pipeline
         self.dispatcher = dispatcher
         self._reloader = Reloader(
             self.config_path,
@@ -293,6 +330,8 @@ class Daemon:
             pipeline=pipeline,
             clock=clock,
             clear_caches=self._cache_clearers,
+            compose=self._compose,
+            on_applied=self._applied,
         )
 
         # The API last, so that it stops first: no reload starts once the
@@ -302,9 +341,131 @@ class Daemon:
             self._api = api.ControlApi(
                 self.reload,
                 lambda: self.is_ready,
+                backend=Services(self),
+                token=self._token,
+                clock=clock,
                 stop_timeout=min(api.STOP_TIMEOUT, self.budget.seconds / 10),
             )
-            await self._api.start(bindings["api"])
+            await self._api.start(bindings["api"], bindings.get("api_tcp"))
+
+    async def _load_additions(self, catalog: Catalog) -> Additions:
+        """Read what the API added in earlier runs; an entry that no longer
+        checks is logged and left out, never fatal."""
+        stored = (
+            await catalog.rules(),
+            await catalog.integrations(),
+            await catalog.settings(),
+        )
+        additions, problems = decode_additions(stored)
+        for what, error in problems:
+            log.error(
+                "left out a runtime addition", extra={"detail": what, "error": error}
+            )
+        try:
+            effective(self.config, additions, "state database")
+        except ConfigError as error:
+            # The file changed under them (a name now taken, a channel gone):
+            # the file wins, and the additions wait until they fit again.
+            log.error(
+                "runtime additions do not fit the config file; left out",
+                extra={"error": str(error)},
+            )
+            return Additions()
+
+        return additions
+
+    def _compose(self, file_config: Config) -> Config:
+        return effective(file_config, self.additions, self.config_path)
+
+    def build_channel(self, channel):
+        """Build one channel added through the API.
+
+        :raises ConfigError: if its secret cannot be read.
+        """
+        single = Config(channels=[channel], export=self.config.export)
+        urls = read_secrets(single, "api").webhook_urls
+        return build_channels([channel], self._session, urls)[channel.name]
+
+    def additions_rule(self, name: str):
+        """Return the rule called ``name`` that the API added, or ``None``."""
+        return next((r for r in self.additions.rules if r.name == name), None)
+
+    async def apply_additions(self, additions: Additions, source: str) -> None:
+        """Run ``additions`` from now on, in place, like a reload."""
+        self.additions = additions
+        for channel in additions.channels:
+            self._channel_configs.setdefault(channel.name, channel)
+        await self._reloader.apply_composed(source)
+
+    async def silences_changed(self) -> None:
+        """Apply the stored silences at once (one was added or expired)."""
+        parts = self.parts
+        unexpired = await parts.silences.all_unexpired(self.clock.time())
+        parts.policy.set_silences(unexpired)
+        parts.notifier.suppressions_changed()
+
+    async def _alert_changed(self, alert) -> None:
+        parts = self.parts
+        parts.notifier.changed(alert)
+        if alert.state == "triggered":
+            await parts.escalator.ensure(alert, self._escalation_of(alert))
+
+    async def _start_notifications(self, stack, database, running: Config) -> None:
+        parts = self.parts
+        clock = self.clock
+        silences = await parts.silences.all_unexpired(clock.time())
+        policy = self._policy(running, silences)
+        configs = self._channel_configs
+
+        def takes_resolves(name: str) -> bool:
+            channel = configs.get(name)
+            return channel is not None and channel.send_resolved
+
+        notifier = Notifier(
+            database,
+            parts.store,
+            policy,
+            clock,
+            dedup=running.dedup,
+            on_queued=parts.dispatcher.wake,
+            takes_resolves=takes_resolves,
+        )
+        await notifier.start()
+        escalator = Escalator(parts.escalations, clock, parts.dispatcher.wake)
+        parts.notifier, parts.escalator, parts.policy = notifier, escalator, policy
+        tasks = [
+            asyncio.create_task(notifier.run(), name="notifier"),
+            asyncio.create_task(escalator.run(), name="escalator"),
+        ]
+
+        async def stop() -> None:
+            notifier.stop()
+            escalator.stop()
+            for task in tasks:
+                await _cancel(task)
+
+        stack.push_async_callback(stop)
+        # Alerts that fired before a restart keep (or get) their steps.
+        for alert in await parts.store.open_alerts():
+            if alert.state == "triggered":
+                await escalator.ensure(alert, self._escalation_of(alert))
+
+    def _policy(self, running: Config, silences) -> NoisePolicy:
+        rules = {rule.name: rule for rule in running.rules}
+        internal = series_limit_rule(running.alerts.internal_channels)
+        rules[internal.name] = internal
+        policy = NoisePolicy.from_config(running, rules=rules, silences=silences)
+        self._escalation_of = escalation_of(running, policy)
+
+        return policy
+
+    def _applied(self, running: Config) -> None:
+        """Route, silence and group by ``running`` from now on (a reload)."""
+        self.running = running
+        parts = self.parts
+        policy = self._policy(running, [s for s, _ in parts.policy._silences])
+        parts.policy = policy
+        parts.notifier.reconfigure(policy, running.dedup)
 
     async def _stop_reloads(self) -> None:
         if self._api is not None:
@@ -366,6 +527,8 @@ class Daemon:
         }
         if self.config.api.enabled:
             wanted["api"] = self.config.api_socket_path
+            if self.config.api.tcp:
+                wanted["api_tcp"] = self.config.api.tcp
         bindings = {}
         for name, address in wanted.items():
             if not address:
@@ -374,6 +537,11 @@ class Daemon:
                 if name == "api":
                     ingest_paths = (ingest.unix_dgram, ingest.unix_stream)
                     binding = api.bind(address, taken=ingest_paths)
+                elif name == "api_tcp":
+                    binding = api.bind_tcp(address)
+                    stack.callback(binding.close)
+                    bindings[name] = binding
+                    continue
                 else:
                     binding = listeners.bind(name, address)
             except (OSError, ValueError) as error:
@@ -482,6 +650,8 @@ class Daemon:
             now = self.clock.time()
             # Read on every turn: a reload may change it.
             close_after = float(self.config.alerts.close_after)
+            # 0 closes by hand only.
+            next_close = math.inf if close_after == 0 else next_close
             decisions = engine.tick(now)
             if decisions:
                 pipeline.submit(decisions)

@@ -15,13 +15,9 @@ import msgspec
 
 from tocsin import config as config_file
 from tocsin.config import ChannelConfig, Config, RuleConfig
+from tocsin.daemon.backend import DigestSettings, GroupingSettings
 from tocsin.errors import ConfigError
-from tocsin.schema import (
-    DedupConfig,
-    DigestSettings,
-    GroupingSettings,
-    RouteConfig,
-)
+from tocsin.schema import DedupConfig, RouteConfig
 
 #: Name of the routes that carry digests set through the API.
 DIGEST_ROUTE = "api-digest"
@@ -55,12 +51,12 @@ def effective(file: Config, additions: Additions, source: str = "api") -> Config
             if (value := getattr(additions.grouping, name)) is not msgspec.UNSET
         }
         routing = msgspec.structs.replace(routing, **given)
-    if additions.digest is not None:
+    if additions.digest is not None and additions.digest.interval > 0:
         digest = additions.digest
         route = RouteConfig(
             name=DIGEST_ROUTE,
             matchers=list(digest.matchers),
-            channels=list(digest.channels),
+            channels=list(digest.channels) or msgspec.UNSET,
             group_by=[],
             digest=digest.interval,
         )

@@ -24,7 +24,16 @@ from tocsin.errors import ConfigError
 log = logging.getLogger(__name__)
 
 #: Sections a reload applies; ``channels`` is compared on its own.
-_RELOADED = ("rules", "alerts", "channels")
+_RELOADED = (
+    "rules",
+    "alerts",
+    "channels",
+    "routing",
+    "mute_windows",
+    "inhibit",
+    "escalations",
+    "dedup",
+)
 
 
 class ReloadOutcome(NamedTuple):
@@ -93,6 +102,9 @@ class Reloader:
     :param clear_caches: called after the rules changed, each forgetting the
         series handles an ingest parser cached: a cached handle still feeds
         the rule series it was resolved to.
+    :param compose: turns the file's config into the one that runs (what the
+        API added, laid over it); raises :class:`ConfigError` if it cannot.
+    :param on_applied: told of the config that runs after each reload.
     """
 
     def __init__(
@@ -104,7 +116,11 @@ class Reloader:
         pipeline,
         clock: Clock,
         clear_caches: Iterable[Callable[[], None]] = (),
+        compose: Callable[[Config], Config] | None = None,
+        on_applied: Callable[[Config], None] | None = None,
     ) -> None:
+        self.compose = compose or (lambda config: config)
+        self.on_applied = on_applied
         self.config_path = config_path
         self.config = config
         self.engine = engine
@@ -135,6 +151,7 @@ class Reloader:
                 raise ConfigError(
                     path, "channels changed; restart tocsin to apply them", "channels"
                 )
+            running_config = self.compose(new)
         except ConfigError as error:
             # An error, not a warning: the file on disk is not what runs.
             log.error(
@@ -163,25 +180,15 @@ class Reloader:
                 extra={"path": path, "detail": section},
             )
 
-        # The engine first: it decides what becomes of the alerts of changed
-        # and removed rules. The pipeline then writes those decisions with the
-        # new rules, and the parsers resolve every series again.
-        result = self.engine.reload(
-            new.rules, self.clock.time(), max_series=new.daemon.max_series
-        )
-        self.pipeline.set_rules(
-            {rule.name: rule for rule in new.rules},
-            internal_channels=new.alerts.internal_channels,
-        )
-        if result.decisions:
-            self.pipeline.submit(result.decisions)
-        for clear in self.clear_caches:
-            clear()
+        result = self._apply(running_config)
         daemon = msgspec.structs.replace(
             running.daemon, max_series=new.daemon.max_series
         )
         self.config = msgspec.structs.replace(
-            running, rules=new.rules, alerts=new.alerts, daemon=daemon
+            running,
+            daemon=daemon,
+            **{section: getattr(new, section) for section in _RELOADED[:2]},
+            **{section: getattr(new, section) for section in _RELOADED[3:]},
         )
 
         outcome = ReloadOutcome(
@@ -195,7 +202,7 @@ class Reloader:
             "config reloaded",
             extra={
                 "reason": source,
-                "rules": len(new.rules),
+                "rules": len(running_config.rules),
                 "detail": {
                     **{
                         name: {"count": len(names), "names": list(names)}
@@ -207,3 +214,50 @@ class Reloader:
             },
         )
         return outcome
+
+    async def apply_composed(self, source: str) -> None:
+        """Apply the running file's config again, composed anew: what the API
+        added or removed runs from now on.
+
+        :raises ConfigError: if the composed config does not check; nothing
+            changes then.
+        """
+        async with self._lock:
+            running_config = self.compose(self.config)
+            result = self._apply(running_config)
+            log.info(
+                "runtime additions applied",
+                extra={
+                    "reason": source,
+                    "rules": len(running_config.rules),
+                    "detail": {
+                        "added": list(result.added),
+                        "changed": list(result.changed),
+                        "removed": list(result.removed),
+                    },
+                },
+            )
+
+    def _apply(self, running_config: Config):
+        # The engine first: it decides what becomes of the alerts of changed
+        # and removed rules. The pipeline then writes those decisions with the
+        # new rules, and the parsers resolve every series again.
+        result = self.engine.reload(
+            running_config.rules,
+            self.clock.time(),
+            max_series=running_config.daemon.max_series,
+        )
+        self.pipeline.set_rules(
+            {rule.name: rule for rule in running_config.rules},
+            internal_channels=running_config.alerts.internal_channels,
+        )
+        if hasattr(self.pipeline, "reopen_window"):
+            self.pipeline.reopen_window = float(running_config.alerts.reopen_window)
+        if result.decisions:
+            self.pipeline.submit(result.decisions)
+        for clear in self.clear_caches:
+            clear()
+        if self.on_applied is not None:
+            self.on_applied(running_config)
+
+        return result
