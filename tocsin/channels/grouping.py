@@ -263,6 +263,10 @@ class Group:
         #: Whether something changed since the last flush, and since when.
         self.is_dirty = True
         self.changed_at = created_at
+        #: Set when a silence, mute window or inhibition ended: the group is
+        #: looked at then, not at its next tick, so that what the suppression
+        #: held back goes out promptly.
+        self.urgent_at: float | None = None
         #: When this process last flushed the group.
         self.flushed_at: float | None = None
         #: Whether the group's row is stored (it is from the first flush on).
@@ -276,9 +280,18 @@ class Group:
             self.is_dirty = True
             self.changed_at = now
 
+    def hurry(self, now: float) -> None:
+        """Look at the group at ``now`` whatever its timers say: a suppression
+        changed. The dedup decision still sends only what is news."""
+        self.touch(now)
+        if self.anchor is not None:
+            self.urgent_at = now
+
     def due_at(self) -> float | None:
         """Return when the group is next flushed, or ``None`` for never."""
         route = self.route
+        if self.urgent_at is not None:
+            return self.urgent_at
         if self.anchor is None:
             due = self.created_at + route.group_wait
         elif route.group_interval > 0:

@@ -176,7 +176,9 @@ class Notifier:
         """Look at every group again soon: a silence was added or expired."""
         now = self._clock.time()
         for group in self._groups.values():
-            group.touch(now)
+            # TODO: only groups with an alert whose suppression changed need
+            # this; the others' pending news goes out before its tick.
+            group.hurry(now)
         self._wakeup.set()
 
     async def flush_due(self, now: float) -> int:
@@ -191,7 +193,7 @@ class Notifier:
         if self._next_change is not None and now >= self._next_change:
             # A silence or mute window started or ended: any group may differ.
             for group in self._groups.values():
-                group.touch(now)
+                group.hurry(now)
         self._next_change = self._policy.next_change(now)
 
         queued = 0
@@ -451,6 +453,7 @@ class Notifier:
         group.seq = group.seq if number is None else number
         group.log = log_after
         group.is_dirty = False
+        group.urgent_at = None
         group.flushed_at = now
         for alert_id in leaving:
             del group.alerts[alert_id]
