@@ -61,7 +61,9 @@ def register_secret(value: str | None) -> None:
 
 def redact(text: str) -> str:
     """Return ``text`` with every registered secret replaced."""
-    for secret in _secrets:
+    # Longest first: a secret that extends another (a URL with a longer path)
+    # must go whole, not leave its tail behind the shorter one's mask.
+    for secret in sorted(_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "[redacted]")
     return text
