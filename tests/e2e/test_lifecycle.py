@@ -149,3 +149,54 @@ async def test_a_group_is_sent_once_acknowledged_and_survives_kill_9(
     assert series == ["model=a", "model=b", "model=c"]
     assert second_message["reason"] == "new alerts"
     assert len(hook.requests) == 2
+
+
+ESCALATING = """
+[daemon]
+state_dir = "{dir}/state"
+tick = "100ms"
+shutdown_timeout = "5s"
+
+[ingest]
+udp = ""
+unix_dgram = "{dir}/dsd.sock"
+
+[[channels]]
+name = "page"
+type = "webhook"
+url_env = "{hook_env}"
+
+[[escalations]]
+name = "oncall"
+steps = [{{ wait = "0s" }}, {{ wait = "1h", channels = ["page"] }}]
+
+[[rules]]
+name = "errors"
+metric = "model.errors"
+aggregation = "max"
+window = "1h"
+threshold = 1
+escalation = "oncall"
+"""
+
+
+async def test_escalating_by_hand_notifies_the_next_step_at_once(tmp_path, hook):
+    text = ESCALATING.format(dir=tmp_path, hook_env=HOOK_ENV)
+    daemon = DaemonProcess(tmp_path, text, {HOOK_ENV: hook.url + "/page"})
+    await daemon.start()
+    try:
+        sender(tmp_path).gauge("model.errors", 5)
+        [fired] = await daemon.wait_for_log("alert fired", rule="errors")
+
+        code, _, err = await tocsin(daemon, "escalate", fired["alert"])
+        assert code == 0, err
+
+        # The step an hour away is reached now, not in an hour.
+        [paged] = await hook.wait_for(1)
+        assert paged.path.endswith("/page")
+        assert paged.json["alert"]["state"] == "escalated"
+        code, out, _ = await tocsin(daemon, "show", fired["alert"], "--json")
+        steps = orjson.loads(out)["escalation"]
+        assert [step["state"] for step in steps] == ["reached", "reached"]
+    finally:
+        await daemon.close()

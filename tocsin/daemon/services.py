@@ -10,7 +10,6 @@ settings added at run time in the catalog, laid over the file's configuration
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,8 +38,9 @@ from tocsin.errors import (
     InvalidValueError,
     NotFoundError,
     UnknownAlertError,
+    UnknownSilenceError,
 )
-from tocsin.schema import DedupConfig, EscalationConfig
+from tocsin.schema import EscalationConfig
 from tocsin.state.models import Alert
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class Services:
 
     def __init__(self, daemon) -> None:
         self._daemon = daemon
-        self.started_at = time.time()
+        self.started_at = daemon.clock.time()
 
     @property
     def _parts(self):
@@ -89,8 +89,28 @@ class Services:
             extra={"alert": alert.uid, "rule": alert.spec.rule, "reason": actor},
         )
         parts.notifier.changed(alert)
+        if to_state == "escalated":
+            await self._reach_next_step(alert)
 
         return await self._detail(alert)
+
+    async def _reach_next_step(self, alert: Alert) -> None:
+        """Notify the next pending step of an alert escalated by hand, now."""
+        parts = self._parts
+        pending = [
+            step
+            for step in await parts.escalations.steps(alert.id)
+            if step.state == "pending" and step.step > 0
+        ]
+        if not pending:
+            # TODO: an alert acknowledged before it was escalated by hand has
+            # its steps cancelled; only its routes hear of it then.
+            return
+        reached = await parts.escalations.reach(
+            pending[0].id, at=self._daemon.clock.time()
+        )
+        if reached is not None and reached.channels:
+            parts.dispatcher.wake(reached.channels)
 
     async def _detail(self, alert: Alert) -> AlertDetail:
         parts = self._parts
@@ -116,8 +136,6 @@ class Services:
     async def get_silence(self, silence_id):
         silence = await self._parts.silences.get(silence_id)
         if silence is None:
-            from tocsin.errors import UnknownSilenceError
-
             raise UnknownSilenceError(silence_id)
         return silence
 
@@ -325,12 +343,12 @@ class Services:
 
     async def status(self) -> Status:
         parts = self._parts
+        now = self._daemon.clock.time()
         by_state = Counter(
             alert.state for alert in await parts.store.list_alerts(limit=1_000_000)
         )
         silences = Counter(
-            silence.state(time.time())
-            for silence in await parts.silences.all_unexpired(time.time())
+            silence.state(now) for silence in await parts.silences.all_unexpired(now)
         )
         rules = Counter(entry.source for entry in await self.list_rules())
         channels = Counter(entry.source for entry in await self.list_integrations())
@@ -403,7 +421,3 @@ def escalation_of(
         return policies.get(name) if name else None
 
     return find
-
-
-def dedup_of(config: Config) -> DedupConfig:
-    return config.dedup
