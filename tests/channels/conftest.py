@@ -4,7 +4,9 @@ intake and an exporter."""
 
 from __future__ import annotations
 
+import os
 import random
+import time
 
 import aiohttp
 import pytest
@@ -89,3 +91,17 @@ def values(series: list[dict]) -> dict[str, tuple[int, float]]:
 
 def one_gauge() -> list[dict]:
     return [{"metric": "g", "type": 3, "points": [{"timestamp": NOW, "value": 2.0}]}]
+
+
+@pytest.fixture
+def seoul_host():
+    """Run the test with the process's local zone at UTC+9, then restore it."""
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Seoul"
+    time.tzset()
+    yield
+    if saved is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = saved
+    time.tzset()

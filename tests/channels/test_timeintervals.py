@@ -1,6 +1,5 @@
 """Mute windows: which instants they contain, in their zone, and when that changes."""
 
-import os
 import time
 from datetime import UTC, datetime
 
@@ -28,20 +27,6 @@ def iso(instant: float | None) -> str | None:
     if instant is None:
         return None
     return datetime.fromtimestamp(instant, UTC).isoformat()
-
-
-@pytest.fixture
-def seoul_host():
-    """Run the test with the process's local zone at UTC+9, then restore it."""
-    saved = os.environ.get("TZ")
-    os.environ["TZ"] = "Asia/Seoul"
-    time.tzset()
-    yield
-    if saved is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = saved
-    time.tzset()
 
 
 def test_the_hosts_zone_never_matters(seoul_host):
