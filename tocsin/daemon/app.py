@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import signal
 from contextlib import AsyncExitStack
@@ -407,6 +406,10 @@ class Daemon:
     async def _alert_changed(self, alert) -> None:
         parts = self.parts
         parts.notifier.changed(alert)
+        if alert.state in ("resolved", "closed") and self.running.inhibit:
+            # It may have inhibited alerts of other groups: they are looked at
+            # now, so what it held back goes out promptly.
+            parts.notifier.suppressions_changed()
         if alert.state == "triggered":
             await parts.escalator.ensure(alert, self._escalation_of(alert))
 
@@ -650,15 +653,15 @@ class Daemon:
             now = self.clock.time()
             # Read on every turn: a reload may change it.
             close_after = float(self.config.alerts.close_after)
-            # 0 closes by hand only.
-            next_close = math.inf if close_after == 0 else next_close
+
             decisions = engine.tick(now)
             if decisions:
                 pipeline.submit(decisions)
             if now >= next_report:
                 next_report = now + _CLOSE_EVERY
                 reported = _report_dropped(engine.stats.as_dict(), reported)
-            if now >= next_close:
+            # 0 closes by hand only.
+            if close_after > 0 and now >= next_close:
                 next_close = now + _CLOSE_EVERY
                 try:
                     closed = await store.close_resolved(now - close_after)

@@ -40,13 +40,24 @@ from tocsin.errors import (
     UnknownAlertError,
     UnknownSilenceError,
 )
-from tocsin.schema import EscalationConfig
+from tocsin.schema import Duration, EscalationConfig
 from tocsin.state.models import Alert
 
 log = logging.getLogger(__name__)
 
 _SOURCE = "api"
-_encode = msgspec.to_builtins
+
+
+def _duration(value: object) -> str:
+    if isinstance(value, Duration):
+        return Duration.format(value)
+    raise NotImplementedError(type(value))
+
+
+def _encode(value: object) -> Any:
+    """Return a config value as JSON-ready builtins, durations written as the
+    file writes them, so the catalog decodes it as it decodes a file."""
+    return msgspec.to_builtins(value, enc_hook=_duration)
 
 
 class Services:
@@ -252,7 +263,10 @@ class Services:
         except ConfigError as error:
             raise InvalidValueError(error.detail, error.key) from None
         await self._parts.catalog.add_integration(
-            channel.name, channel.type, _encode(channel), created_by
+            channel.name,
+            type(channel).__struct_config__.tag,
+            _encode(channel),
+            created_by,
         )
         self._parts.dispatcher.add_channel(channel.name, built)
         await self._daemon.apply_additions(changed, "api")
