@@ -16,19 +16,17 @@ from tocsin import __version__
 from tocsin.channels.base import build_channels
 from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer
 from tocsin.channels.delivery import Dispatcher
-from tocsin.channels.escalation import Escalator
-from tocsin.channels.notifier import Notifier
-from tocsin.channels.policy import NoisePolicy
 from tocsin.clock import Clock, SystemClock
 from tocsin.config import Config
 from tocsin.daemon import api, listeners
-from tocsin.daemon.alerting import AlertPipeline, restore, series_limit_rule
+from tocsin.daemon.alerting import AlertPipeline, restore
 from tocsin.daemon.dogstatsd import BoundedCache, DogStatsDParser
-from tocsin.daemon.effective import Additions, effective
+from tocsin.daemon.effective import Additions
 from tocsin.daemon.ingest import IngestRouter, IngestStats
 from tocsin.daemon.ndjson import NdjsonDecoder
+from tocsin.daemon.notifications import NotificationParts
 from tocsin.daemon.reload import Reloader, ReloadOutcome
-from tocsin.daemon.services import Services, decode_additions, escalation_of
+from tocsin.daemon.services import Services
 from tocsin.errors import ConfigError, ListenerError, StateError
 from tocsin.logs import RateLimiter
 from tocsin.rules.engine import RuleEngine
@@ -70,7 +68,7 @@ class ShutdownBudget:
         return max(0.0, self._ends - self._clock.monotonic()) * share
 
 
-class Daemon:
+class Daemon(NotificationParts):
     """One Tocsin process.
 
     :param config: the checked configuration.
@@ -346,129 +344,6 @@ class Daemon:
                 stop_timeout=min(api.STOP_TIMEOUT, self.budget.seconds / 10),
             )
             await self._api.start(bindings["api"], bindings.get("api_tcp"))
-
-    async def _load_additions(self, catalog: Catalog) -> Additions:
-        """Read what the API added in earlier runs; an entry that no longer
-        checks is logged and left out, never fatal."""
-        stored = (
-            await catalog.rules(),
-            await catalog.integrations(),
-            await catalog.settings(),
-        )
-        additions, problems = decode_additions(stored)
-        for what, error in problems:
-            log.error(
-                "left out a runtime addition", extra={"detail": what, "error": error}
-            )
-        try:
-            effective(self.config, additions, "state database")
-        except ConfigError as error:
-            # The file changed under them (a name now taken, a channel gone):
-            # the file wins, and the additions wait until they fit again.
-            log.error(
-                "runtime additions do not fit the config file; left out",
-                extra={"error": str(error)},
-            )
-            return Additions()
-
-        return additions
-
-    def _compose(self, file_config: Config) -> Config:
-        return effective(file_config, self.additions, self.config_path)
-
-    def build_channel(self, channel):
-        """Build one channel added through the API.
-
-        :raises ConfigError: if its secret cannot be read.
-        """
-        single = Config(channels=[channel], export=self.config.export)
-        urls = read_secrets(single, "api").webhook_urls
-        return build_channels([channel], self._session, urls)[channel.name]
-
-    def additions_rule(self, name: str):
-        """Return the rule called ``name`` that the API added, or ``None``."""
-        return next((r for r in self.additions.rules if r.name == name), None)
-
-    async def apply_additions(self, additions: Additions, source: str) -> None:
-        """Run ``additions`` from now on, in place, like a reload."""
-        self.additions = additions
-        for channel in additions.channels:
-            self._channel_configs.setdefault(channel.name, channel)
-        await self._reloader.apply_composed(source)
-
-    async def silences_changed(self) -> None:
-        """Apply the stored silences at once (one was added or expired)."""
-        parts = self.parts
-        unexpired = await parts.silences.all_unexpired(self.clock.time())
-        parts.policy.set_silences(unexpired)
-        parts.notifier.suppressions_changed()
-
-    async def _alert_changed(self, alert) -> None:
-        parts = self.parts
-        parts.notifier.changed(alert)
-        if alert.state in ("resolved", "closed") and self.running.inhibit:
-            # It may have inhibited alerts of other groups: they are looked at
-            # now, so what it held back goes out promptly.
-            parts.notifier.suppressions_changed()
-        if alert.state == "triggered":
-            await parts.escalator.ensure(alert, self._escalation_of(alert))
-
-    async def _start_notifications(self, stack, database, running: Config) -> None:
-        parts = self.parts
-        clock = self.clock
-        silences = await parts.silences.all_unexpired(clock.time())
-        policy = self._policy(running, silences)
-        configs = self._channel_configs
-
-        def takes_resolves(name: str) -> bool:
-            channel = configs.get(name)
-            return channel is not None and channel.send_resolved
-
-        notifier = Notifier(
-            database,
-            parts.store,
-            policy,
-            clock,
-            dedup=running.dedup,
-            on_queued=parts.dispatcher.wake,
-            takes_resolves=takes_resolves,
-        )
-        await notifier.start()
-        escalator = Escalator(parts.escalations, clock, parts.dispatcher.wake)
-        parts.notifier, parts.escalator, parts.policy = notifier, escalator, policy
-        tasks = [
-            asyncio.create_task(notifier.run(), name="notifier"),
-            asyncio.create_task(escalator.run(), name="escalator"),
-        ]
-
-        async def stop() -> None:
-            notifier.stop()
-            escalator.stop()
-            for task in tasks:
-                await _cancel(task)
-
-        stack.push_async_callback(stop)
-        # Alerts that fired before a restart keep (or get) their steps.
-        for alert in await parts.store.open_alerts():
-            if alert.state == "triggered":
-                await escalator.ensure(alert, self._escalation_of(alert))
-
-    def _policy(self, running: Config, silences) -> NoisePolicy:
-        rules = {rule.name: rule for rule in running.rules}
-        internal = series_limit_rule(running.alerts.internal_channels)
-        rules[internal.name] = internal
-        policy = NoisePolicy.from_config(running, rules=rules, silences=silences)
-        self._escalation_of = escalation_of(running, policy)
-
-        return policy
-
-    def _applied(self, running: Config) -> None:
-        """Route, silence and group by ``running`` from now on (a reload)."""
-        self.running = running
-        parts = self.parts
-        policy = self._policy(running, [s for s, _ in parts.policy._silences])
-        parts.policy = policy
-        parts.notifier.reconfigure(policy, running.dedup)
 
     async def _stop_reloads(self) -> None:
         if self._api is not None:
