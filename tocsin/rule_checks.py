@@ -21,7 +21,13 @@ from tocsin import templates
 from tocsin.errors import ConfigError
 from tocsin.rules.conditions import format_duration
 from tocsin.rules.windows import BINS
-from tocsin.schema import CompareConfig, LevelConfig, RuleConfig
+from tocsin.schema import (
+    CompareConfig,
+    Config,
+    ConfigWarning,
+    LevelConfig,
+    RuleConfig,
+)
 
 #: Direction of the ordered comparisons: +1 fires above, -1 below.
 _ORDERED = {">": 1, ">=": 1, "<": -1, "<=": -1}
@@ -328,3 +334,39 @@ def _check_texts(rule: RuleConfig, source: str, where: str) -> None:
             templates.render(getattr(rule, field), sample)
         except templates.TemplateProblem as problem:
             raise ConfigError(source, str(problem), f"{where}.{field}") from None
+
+
+def config_warnings(config: Config) -> list[ConfigWarning]:
+    """Return what ``config`` allows but probably does not mean.
+
+    A rule without channels is legitimate, to keep a record only, and so is a
+    composite rule of one condition, so each is a warning and not an error; a
+    rule without channels of its own is only warned of when no route has any
+    either. Warnings come rule by rule, in the file's order, then route by
+    route (see :mod:`tocsin.routing_checks`).
+    """
+    # Imported here: the routing checks import this module's neighbours.
+    from tocsin.routing_checks import routed_channels, routing_warnings
+
+    found: list[ConfigWarning] = []
+    routed = routed_channels(config.routing)
+    for index, rule in enumerate(config.rules):
+        if not rule.channels and not routed:
+            found.append(
+                ConfigWarning(
+                    f"rules[{index}].channels",
+                    f"no channels: alerts of rule {rule.name!r} are recorded"
+                    " but nobody is notified",
+                )
+            )
+        if len(rule.conditions) == 1:
+            found.append(
+                ConfigWarning(
+                    f"rules[{index}].conditions",
+                    "one condition: a plain rule with its metric, window and"
+                    " threshold says the same and can have levels and compare",
+                )
+            )
+    found.extend(routing_warnings(config.routing))
+
+    return found

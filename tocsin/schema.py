@@ -571,36 +571,9 @@ class Config(_Strict):
         raise KeyError(name)
 
     def warnings(self) -> list[ConfigWarning]:
-        """Return what this config allows but probably does not mean.
-
-        A rule without channels is legitimate, to keep a record only, and so
-        is a composite rule of one condition, so each is a warning and not an
-        error; a rule without channels of its own is only warned of when no
-        route has any either. Warnings come rule by rule, in the file's
-        order, then route by route (see :mod:`tocsin.routing_checks`).
-        """
+        """Return what this config allows but probably does not mean (see
+        :func:`tocsin.rule_checks.config_warnings`)."""
         # Imported here: the checks import this module's types.
-        from tocsin.routing_checks import routed_channels, routing_warnings
+        from tocsin.rule_checks import config_warnings
 
-        found: list[ConfigWarning] = []
-        routed = routed_channels(self.routing)
-        for index, rule in enumerate(self.rules):
-            if not rule.channels and not routed:
-                found.append(
-                    ConfigWarning(
-                        f"rules[{index}].channels",
-                        f"no channels: alerts of rule {rule.name!r} are recorded"
-                        " but nobody is notified",
-                    )
-                )
-            if len(rule.conditions) == 1:
-                found.append(
-                    ConfigWarning(
-                        f"rules[{index}].conditions",
-                        "one condition: a plain rule with its metric, window and"
-                        " threshold says the same and can have levels and compare",
-                    )
-                )
-        found.extend(routing_warnings(self.routing))
-
-        return found
+        return config_warnings(self)
