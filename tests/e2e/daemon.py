@@ -15,6 +15,21 @@ from pathlib import Path
 WAIT = 20.0
 
 
+#: The ``[daemon]`` and ``[ingest]`` of an end-to-end test: a state directory
+#: and a DogStatsD Unix socket in ``{dir}``, a quick tick, no UDP. Braces of
+#: the rest of a config that is ``format``-ed with it are doubled.
+DAEMON_HEAD = """
+[daemon]
+state_dir = "{dir}/state"
+tick = "100ms"
+shutdown_timeout = "5s"
+
+[ingest]
+udp = ""
+unix_dgram = "{dir}/dsd.sock"
+"""
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))

@@ -12,21 +12,14 @@ import orjson
 import pytest
 from datadog.dogstatsd import DogStatsd
 
-from tests.e2e.daemon import WAIT, DaemonProcess
+from tests.e2e.daemon import DAEMON_HEAD, WAIT, DaemonProcess
 from tests.standins.webhook import WebhookStandin
 
 HOOK_ENV = "TOCSIN_TEST_LIFECYCLE_HOOK"
 
-CONFIG = """
-[daemon]
-state_dir = "{dir}/state"
-tick = "100ms"
-shutdown_timeout = "5s"
-
-[ingest]
-udp = ""
-unix_dgram = "{dir}/dsd.sock"
-
+CONFIG = (
+    DAEMON_HEAD
+    + """
 [[channels]]
 name = "hook"
 type = "webhook"
@@ -46,6 +39,7 @@ aggregation = "max"
 window = "1h"
 threshold = 0.2
 """
+)
 
 
 @pytest.fixture
@@ -151,16 +145,9 @@ async def test_a_group_is_sent_once_acknowledged_and_survives_kill_9(
     assert len(hook.requests) == 2
 
 
-ESCALATING = """
-[daemon]
-state_dir = "{dir}/state"
-tick = "100ms"
-shutdown_timeout = "5s"
-
-[ingest]
-udp = ""
-unix_dgram = "{dir}/dsd.sock"
-
+ESCALATING = (
+    DAEMON_HEAD
+    + """
 [[channels]]
 name = "page"
 type = "webhook"
@@ -178,6 +165,7 @@ window = "1h"
 threshold = 1
 escalation = "oncall"
 """
+)
 
 
 async def test_escalating_by_hand_notifies_the_next_step_at_once(tmp_path, hook):

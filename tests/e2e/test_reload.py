@@ -11,22 +11,16 @@ import sys
 import pytest
 from datadog.dogstatsd import DogStatsd
 
-from tests.e2e.daemon import WAIT, DaemonProcess
+from tests.e2e.daemon import DAEMON_HEAD, WAIT, DaemonProcess
 
-HEAD = """
-[daemon]
-state_dir = "{dir}/state"
-tick = "100ms"
-shutdown_timeout = "5s"
-
-[ingest]
-udp = ""
-unix_dgram = "{dir}/dsd.sock"
-
+HEAD = (
+    DAEMON_HEAD
+    + """
 [[channels]]
 name = "log"
 type = "log"
 """
+)
 
 #: Fires on any request count over 2 in the last hour: it shows when the
 #: first half of the requests has been counted.

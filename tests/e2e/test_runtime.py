@@ -7,25 +7,19 @@ import asyncio
 
 import pytest
 
-from tests.e2e.daemon import DaemonProcess
+from tests.e2e.daemon import DAEMON_HEAD, DaemonProcess
 from tests.e2e.test_lifecycle import sender
 from tests.standins.webhook import WebhookStandin
 from tocsin.client import Client
 
-CONFIG = """
-[daemon]
-state_dir = "{dir}/state"
-tick = "100ms"
-shutdown_timeout = "5s"
-
-[ingest]
-udp = ""
-unix_dgram = "{dir}/dsd.sock"
-
+CONFIG = (
+    DAEMON_HEAD
+    + """
 [[channels]]
 name = "log"
 type = "log"
 """
+)
 
 
 @pytest.fixture
