@@ -505,6 +505,17 @@ def test_durations(text, seconds):
 
 
 @pytest.mark.parametrize(
+    "seconds",
+    [0, 1e-05, 0.0015, 0.25, 1.5, 90, 3600.5, 86400, 123456.789, 3650 * 86400],
+)
+def test_a_formatted_duration_reads_back_as_itself(seconds):
+    # Durations the API stores are written back as text the file would hold.
+    text = config.Duration.format(seconds)
+
+    assert config.Duration.parse(text) == pytest.approx(seconds, abs=1e-9)
+
+
+@pytest.mark.parametrize(
     "text",
     ["", "5", "5 m", "-5s", "1w", "5M", "1h30m", "s", "3651d", "9" * 400 + "s"],
 )

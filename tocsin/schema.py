@@ -50,7 +50,9 @@ class Duration(float):
             count = seconds / size
             if count >= 1 and abs(count - round(count)) < 1e-9:
                 return f"{round(count)}{unit}"
-        return "0s" if seconds == 0 else f"{seconds:g}s"
+        # Plain decimals, never an exponent, so that ``parse`` reads it back.
+        text = f"{seconds:.9f}".rstrip("0").rstrip(".")
+        return "0s" if text in ("0", "") else f"{text}s"
 
 
 def decode_hook(kind: type, obj: object) -> object:
