@@ -128,26 +128,6 @@ async def test_a_webhook_integration_is_added_with_its_secret_masked(client):
 
 
 @pytest.mark.parametrize(
-    ("method", "args", "kind"),
-    [
-        ("add_pagerduty_integration", {"routing_key": "R0"}, "pagerduty"),
-        ("add_slack_integration", {"webhook_url": "https://hooks.slack/x"}, "slack"),
-        ("add_teams_integration", {"webhook_url": "https://teams/x"}, "teams"),
-        ("add_datadog_integration", {"api_key": "k" * 32}, "datadog"),
-        ("add_email_integration", {"to": ["ml@example.com"]}, "email"),
-    ],
-)
-async def test_integrations_the_daemon_cannot_deliver_to_yet_are_422(
-    client, method, args, kind
-):
-    with pytest.raises(TocsinAPIError) as raised:
-        await run(getattr(client, method), "x", **args)
-
-    assert raised.value.status == 422
-    assert f"Tocsin cannot deliver to {kind!r} channels yet" in raised.value.message
-
-
-@pytest.mark.parametrize(
     ("method", "settings", "applied"),
     [
         (

@@ -125,11 +125,12 @@ SITE = (
         (
             '[[channels]]\nname = "x"\ntype = "carrier-pigeon"\n',
             "bad.toml: channels[0].type: unknown channel type "
-            "('carrier-pigeon'); known: log, webhook",
+            "('carrier-pigeon'); known: datadog, email, log, pagerduty, slack, teams,"
+            " webhook",
         ),
         (
             '[[channels]]\nname = "x"\ntype = "webhook"\n',
-            "bad.toml: channels[0]: set exactly one of url, url_env and url_file",
+            "bad.toml: channels[0].url: set exactly one of url, url_env, url_file",
         ),
         (
             '[export.datadog]\ninterval = "500ms"\n',
@@ -587,7 +588,8 @@ def test_check_config_reads_the_secrets_as_run_does(tmp_path):
 
     assert missing.returncode == 2
     assert missing.stderr.strip() == (
-        f"tocsin: config error: {path}: channels[0].url_env: no webhook URL:"
+        f"tocsin: config error: {path}: channels[0].url_env: no webhook URL of"
+        " channel ops:"
         " 'OPS_WEBHOOK_URL' is empty or not set"
     )
     assert skipped.returncode == 0, skipped.stderr

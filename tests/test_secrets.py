@@ -83,10 +83,11 @@ def test_webhook_urls_come_from_value_environment_and_credentials(
         + '[[channels]]\nname = "log"\ntype = "log"\n'
     )
 
-    assert read_secrets(loaded, "tocsin.toml").webhook_urls == {
-        "a": "https://hooks.example/a",
-        "b": "https://hooks.example/b",
-        "c": "https://hooks.example/c",
+    assert read_secrets(loaded, "tocsin.toml").channels == {
+        "a": {"url": "https://hooks.example/a"},
+        "b": {"url": "https://hooks.example/b"},
+        "c": {"url": "https://hooks.example/c"},
+        "log": {},
     }
 
 
@@ -95,7 +96,7 @@ def test_webhook_urls_come_from_value_environment_and_credentials(
     [
         (
             HOOK + 'url_env = "TOCSIN_TEST_MISSING"\n',
-            "tocsin.toml: channels[0].url_env: no webhook URL:"
+            "tocsin.toml: channels[0].url_env: no webhook URL of channel ops:"
             " 'TOCSIN_TEST_MISSING' is empty or not set",
         ),
         (
@@ -137,7 +138,8 @@ def test_a_non_http_url_is_refused_without_quoting_it(monkeypatch):
         read_secrets(loaded, "tocsin.toml")
 
     assert str(caught.value) == (
-        "tocsin.toml: channels[0].url_env: the webhook URL must start with"
+        "tocsin.toml: channels[0].url_env: the webhook URL of channel ops must"
+        " start with"
         " http:// or https://"
     )
     assert "secret-token" not in str(caught.value)

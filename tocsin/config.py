@@ -45,8 +45,10 @@ from tocsin.schema import (
     Config,
     ConfigWarning,
     DaemonConfig,
+    DatadogChannelConfig,
     DatadogExportConfig,
     Duration,
+    EmailChannelConfig,
     ExportConfig,
     FlappingConfig,
     IngestConfig,
@@ -54,9 +56,12 @@ from tocsin.schema import (
     LogChannelConfig,
     Name,
     NoDataConfig,
+    PagerDutyChannelConfig,
     PositiveInt,
     RuleConfig,
     Severity,
+    SlackChannelConfig,
+    TeamsChannelConfig,
     WebhookChannelConfig,
     decode_hook,
 )
@@ -72,9 +77,11 @@ __all__ = [
     "Config",
     "ConfigWarning",
     "DaemonConfig",
+    "DatadogChannelConfig",
     "DatadogExportConfig",
     "DEFAULT_API_KEY_ENV",
     "Duration",
+    "EmailChannelConfig",
     "ExportConfig",
     "FlappingConfig",
     "IngestConfig",
@@ -83,10 +90,13 @@ __all__ = [
     "LogChannelConfig",
     "Name",
     "NoDataConfig",
+    "PagerDutyChannelConfig",
     "parse",
     "PositiveInt",
     "RuleConfig",
     "Severity",
+    "SlackChannelConfig",
+    "TeamsChannelConfig",
     "WebhookChannelConfig",
 ]
 
@@ -321,17 +331,37 @@ def check_channel(channel: ChannelConfig, source: str, where: str) -> None:
         channel cannot work as given.
     """
     _check_retries(channel, source, where)
-    if not isinstance(channel, WebhookChannelConfig):
+    if isinstance(channel, LogChannelConfig):
         return
-    given = [k for k in ("url", "url_env", "url_file") if getattr(channel, k)]
-    if len(given) != 1:
-        raise ConfigError(source, "set exactly one of url, url_env and url_file", where)
     if channel.timeout <= 0:
         raise ConfigError(source, "must be longer than 0s", f"{where}.timeout")
-    if channel.url and not channel.url.startswith(("http://", "https://")):
-        raise ConfigError(source, "must start with http:// or https://", f"{where}.url")
-    for name, value in channel.headers.items():
-        _check_header(name, value, source, f"{where}.headers.{toml_key(name)}")
+    if channel.rate_limit and channel.rate_period <= 0:
+        raise ConfigError(source, "must be longer than 0s", f"{where}.rate_period")
+    for name in channel.secrets:
+        keys = (name, f"{name}_env", f"{name}_file")
+        given = [key for key in keys if getattr(channel, key)]
+        if len(given) > 1 or (not given and name in channel.required_secrets):
+            raise ConfigError(
+                source, f"set exactly one of {', '.join(keys)}", f"{where}.{name}"
+            )
+    # Written in the file, a URL is checked here; read from elsewhere, when
+    # it is read (see tocsin.secrets).
+    for name in (*channel.secrets, "url"):
+        value = getattr(channel, name, "")
+        if name.endswith("url") and value and not value.startswith(_HTTP):
+            raise ConfigError(source, _NOT_HTTP, f"{where}.{name}")
+    if isinstance(channel, WebhookChannelConfig):
+        for name, value in channel.headers.items():
+            _check_header(name, value, source, f"{where}.headers.{toml_key(name)}")
+    elif isinstance(channel, EmailChannelConfig):
+        if not channel.sender:
+            raise ConfigError(source, "the From address is required", f"{where}.from")
+        if not channel.to:
+            raise ConfigError(source, "name at least one address", f"{where}.to")
+
+
+_HTTP = ("http://", "https://")
+_NOT_HTTP = "must start with http:// or https://"
 
 
 def _check_api_tcp(api: ApiConfig, source: str) -> None:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from tocsin.config import Config, WebhookChannelConfig
+from tocsin.config import ChannelConfig, Config
 from tocsin.errors import ConfigError
 from tocsin.logs import register_secret
 
@@ -20,8 +20,9 @@ from tocsin.logs import register_secret
 class Secrets(NamedTuple):
     """Every secret a configuration names, read once at start-up."""
 
-    #: Webhook URL per webhook channel name.
-    webhook_urls: dict[str, str]
+    #: Per channel name, its secrets that are set, by name (``url``,
+    #: ``routing_key``...; see ``ChannelConfig.secrets``).
+    channels: dict[str, dict[str, str]]
     #: The Datadog API key; ``None`` turns the export off.
     datadog_api_key: str | None
 
@@ -30,13 +31,14 @@ def read_secrets(config: Config, source: str) -> Secrets:
     """Read every secret ``config`` names.
 
     :param source: the config file's path, named in errors.
-    :raises ConfigError: if a webhook URL is missing, unreadable or not
-        http(s), or if ``export.datadog.api_key_file`` is set but unreadable.
+    :raises ConfigError: if a channel's required secret is missing, any is
+        unreadable, a URL is not http(s), or if ``export.datadog.api_key_file``
+        is set but unreadable.
     """
-    urls = {}
-    for index, channel in enumerate(config.channels):
-        if isinstance(channel, WebhookChannelConfig):
-            urls[channel.name] = _webhook_url(channel, source, f"channels[{index}]")
+    channels = {
+        channel.name: channel_secrets(channel, source, f"channels[{index}]")
+        for index, channel in enumerate(config.channels)
+    }
 
     # One source only: the config refuses both keys set, and a file it names
     # is read without looking at $DD_API_KEY (see DatadogExportConfig.key_env).
@@ -52,7 +54,7 @@ def read_secrets(config: Config, source: str) -> Secrets:
             else "export.datadog.api_key_env"
         ),
     )
-    return Secrets(urls, key)
+    return Secrets(channels, key)
 
 
 def read_secret(
@@ -113,26 +115,46 @@ def read_secret(
     return secret
 
 
-def _webhook_url(channel: WebhookChannelConfig, source: str, where: str) -> str:
-    given = "url_env" if channel.url_env else "url_file" if channel.url_file else "url"
-    url = read_secret(
-        value=channel.url,
-        env=channel.url_env,
-        file=channel.url_file,
-        what=f"webhook URL of channel {channel.name}",
-        source=source,
-        key=f"{where}.{given}",
-    )
-    if url is None:
-        detail = repr(channel.url_env) if channel.url_env else "the file"
-        raise ConfigError(
-            source, f"no webhook URL: {detail} is empty or not set", f"{where}.{given}"
+def channel_secrets(channel: ChannelConfig, source: str, where: str) -> dict[str, str]:
+    """Read the secrets of one channel, by name; unset optional ones are left
+    out.
+
+    :param where: the channel's key path (``channels[0]``), named in errors.
+    :raises ConfigError: as :func:`read_secrets`.
+    """
+    found = {}
+    for name, what in channel.secrets.items():
+        given = next(
+            (k for k in (f"{name}_env", f"{name}_file") if getattr(channel, k)), name
         )
-    if not url.startswith(("http://", "https://")):
-        # The URL itself is the secret: say what is wrong, never what it is.
-        raise ConfigError(
-            source,
-            "the webhook URL must start with http:// or https://",
-            f"{where}.{given}",
+        what = f"{what} of channel {channel.name}"
+        secret = read_secret(
+            value=getattr(channel, name),
+            env=getattr(channel, f"{name}_env"),
+            file=getattr(channel, f"{name}_file"),
+            what=what,
+            source=source,
+            key=f"{where}.{given}",
         )
-    return url
+        if secret is None:
+            if name not in channel.required_secrets:
+                continue
+            env = getattr(channel, f"{name}_env")
+            detail = (
+                f"{env!r} is empty or not set"
+                if env
+                else "the file is empty"
+                if given.endswith("_file")
+                else f"set one of {name}, {name}_env and {name}_file"
+            )
+            raise ConfigError(source, f"no {what}: {detail}", f"{where}.{given}")
+        if name.endswith("url") and not secret.startswith(("http://", "https://")):
+            # The URL itself is the secret: say what is wrong, never what it is.
+            raise ConfigError(
+                source,
+                f"the {what} must start with http:// or https://",
+                f"{where}.{given}",
+            )
+        found[name] = secret
+
+    return found

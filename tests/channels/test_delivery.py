@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from tests.standins.webhook import Reply, WebhookStandin
 from tests.state.test_alerts import T0, make_spec
+from tocsin.channels.base import ChannelContext
 from tocsin.channels.delivery import JITTER, Dispatcher
 from tocsin.channels.log import LogChannel
 from tocsin.channels.webhook import WebhookChannel
@@ -27,7 +28,7 @@ SEED = 7
 
 def webhook(name, hook, session, clock, **fields) -> WebhookChannel:
     config = WebhookChannelConfig(name=name, url=hook.url, **fields)
-    return WebhookChannel(config, hook.url, session, clock=clock)
+    return WebhookChannel(config, {"url": hook.url}, ChannelContext(session, clock))
 
 
 async def settle(dispatcher, outbox, clock, limit: int = 50) -> list[float]:

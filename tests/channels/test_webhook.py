@@ -12,9 +12,11 @@ import pytest
 from tests.channels.test_payload import notification
 from tests.standins.webhook import WebhookStandin
 from tocsin import __version__
-from tocsin.channels.base import build_channels
+from tocsin.channels.base import ChannelContext
+from tocsin.channels.build import build_channels
+from tocsin.channels.http import parse_retry_after
 from tocsin.channels.log import LogChannel
-from tocsin.channels.webhook import WebhookChannel, parse_retry_after
+from tocsin.channels.webhook import WebhookChannel
 from tocsin.clock import ManualClock
 from tocsin.config import LogChannelConfig, WebhookChannelConfig
 from tocsin.errors import DeliveryError
@@ -38,7 +40,8 @@ def webhook(
     url: str, session, timeout: float = 5.0, clock=None, **fields
 ) -> WebhookChannel:
     config = WebhookChannelConfig(name="ops", url=url, timeout=timeout, **fields)
-    return WebhookChannel(config, url, session, clock=clock or ManualClock(NOW))
+    context = ChannelContext(session, clock or ManualClock(NOW))
+    return WebhookChannel(config, {"url": url}, context)
 
 
 async def test_a_notification_is_posted_as_json_with_idempotency_headers(hook, session):
@@ -181,7 +184,8 @@ async def test_build_channels_builds_each_channel_with_its_url(hook, session):
         LogChannelConfig(name="audit", send_resolved=False),
     ]
 
-    channels = build_channels(configs, session, {"ops": hook.url})
+    context = ChannelContext(session, ManualClock(NOW))
+    channels = build_channels(configs, {"ops": {"url": hook.url}}, context)
 
     assert set(channels) == {"ops", "audit"}
     assert isinstance(channels["audit"], LogChannel)

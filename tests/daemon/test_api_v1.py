@@ -371,12 +371,17 @@ async def test_an_integration_never_shows_its_secrets(served_api, caplog):
     ("body", "status", "error"),
     [
         (
-            {"type": "pagerduty", "name": "pd", "routing_key": "k"},
+            {"type": "pager", "name": "pd", "routing_key": "k"},
             422,
-            "channel.type: Tocsin cannot deliver to 'pagerduty' channels yet;"
-            " known types: log, webhook",
+            "channel.type: Tocsin cannot deliver to 'pager' channels; known types:"
+            " datadog, email, log, pagerduty, slack, teams, webhook",
         ),
-        ({"type": "webhook", "name": "w"}, 422, "channel: set exactly one of url"),
+        (
+            {"type": "pagerduty", "name": "pd"},
+            422,
+            "channel.routing_key: set exactly one of routing_key,",
+        ),
+        ({"type": "webhook", "name": "w"}, 422, "channel.url: set exactly one of url"),
         (
             {"type": "webhook", "name": "w", "url": "ftp://x"},
             422,

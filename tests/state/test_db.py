@@ -26,6 +26,7 @@ TABLES = {
     "api_rules",
     "api_integrations",
     "api_settings",
+    "inbound_events",
 }
 
 

@@ -1,22 +1,24 @@
-"""What a channel is, and how the configured channels are built.
+"""What a channel is, and what every channel is built with.
 
-A channel turns one notification into one request to one destination. It knows
-nothing of retries, backoff or the outbox: it makes one attempt and either
-returns or raises :class:`~tocsin.errors.DeliveryError`, and
-:mod:`tocsin.channels.delivery` decides what happens next.
+A channel turns one notification into requests to one destination. It knows
+nothing of retries, backoff, rate limits or the outbox: it makes one attempt
+and either returns or raises :class:`~tocsin.errors.DeliveryError`, and
+:mod:`tocsin.channels.delivery` decides what happens next. One attempt may be
+several requests (a PagerDuty event per alert of a grouped message); they are
+all repeated on a retry, which is harmless because each carries the same
+deduplication or idempotency key every time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import socket
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
 
-from tocsin.channels.log import LogChannel
-from tocsin.channels.webhook import WebhookChannel
-from tocsin.clock import Clock
-from tocsin.config import ChannelConfig, LogChannelConfig, WebhookChannelConfig
+from tocsin.clock import Clock, SystemClock
+from tocsin.schema import ChannelConfig
 from tocsin.state.models import Notification
 
 
@@ -26,12 +28,21 @@ class Channel(Protocol):
     name: str
     #: Whether resolve notifications are queued for this channel.
     send_resolved: bool
+    #: Whether acknowledgements made in Tocsin are sent to this channel.
+    send_acknowledged: bool
     #: Attempts before a notification is dead-lettered.
     max_attempts: int
+    #: Seconds after queueing at which a notification is dead-lettered.
+    max_age: float
     #: Seconds before the first retry; doubled on every further attempt.
     backoff: float
     #: Longest pause between two attempts (unless the destination asks more).
     max_backoff: float
+    #: Most attempts in flight at once.
+    concurrency: int
+    #: Most attempts per ``rate_period`` seconds; ``0`` has no limit.
+    rate_limit: int
+    rate_period: float
 
     async def send(self, notification: Notification) -> int | None:
         """Make one delivery attempt; return the HTTP status, if there is one.
@@ -43,27 +54,42 @@ class Channel(Protocol):
         """Release what the channel holds."""
 
 
-def build_channels(
-    configs: Sequence[ChannelConfig],
-    session: aiohttp.ClientSession,
-    urls: Mapping[str, str],
-    *,
-    clock: Clock | None = None,
-) -> dict[str, Channel]:
-    """Build one channel per config entry, by name.
+@dataclass
+class ChannelContext:
+    """What the daemon lends every channel it builds."""
 
-    :param session: the HTTP session every HTTP channel shares.
-    :param urls: the webhook URL of every webhook channel, by name (see
-        :func:`tocsin.secrets.read_secrets`).
-    """
-    channels: dict[str, Channel] = {}
-    for config in configs:
-        if isinstance(config, WebhookChannelConfig):
-            channel = WebhookChannel(config, urls[config.name], session, clock=clock)
-            channels[config.name] = channel
-        elif isinstance(config, LogChannelConfig):
-            channels[config.name] = LogChannel(config)
-        else:
-            raise TypeError(f"no channel is built from {type(config).__name__}")
+    #: Shared by every HTTP channel; owned by the daemon.
+    session: aiohttp.ClientSession
+    clock: Clock = field(default_factory=SystemClock)
+    #: Where people reach Tocsin's API, for links; empty leaves them out.
+    external_url: str = ""
+    #: This host's name, the default source of an event.
+    hostname: str = field(default_factory=socket.gethostname)
 
-    return channels
+    def alert_url(self, uid: str) -> str | None:
+        """Return the link to one alert in Tocsin's API, if Tocsin has a URL."""
+        if not self.external_url:
+            return None
+        return f"{self.external_url.rstrip('/')}/api/v1/alerts/{uid}"
+
+
+class DeliverySettings:
+    """The delivery settings every channel config has, as a channel's
+    attributes (see :class:`Channel`)."""
+
+    send_acknowledged = False
+
+    def __init__(self, config: ChannelConfig) -> None:
+        self.name = config.name
+        self.send_resolved = config.send_resolved
+        self.max_attempts = config.max_attempts
+        self.max_age = float(config.max_age)
+        self.backoff = float(config.backoff)
+        self.max_backoff = float(config.max_backoff)
+        self.concurrency = config.concurrency
+        self.rate_limit = config.rate_limit
+        self.rate_period = float(config.rate_period)
+        self.timeout = float(config.timeout)
+
+    async def close(self) -> None:
+        """Release nothing: the session belongs to the daemon."""

@@ -128,6 +128,10 @@ class Dispatcher:
         self._tasks.append(task)
         log.info("delivery started", extra={"channels": [name]})
 
+    def channel(self, name: str) -> Channel | None:
+        """Return the channel called ``name``, or ``None``."""
+        return self._channels.get(name)
+
     def wake(self, channels: Iterable[str] | None = None) -> None:
         """Tell workers that new notifications were written; they look at once.
 

@@ -7,7 +7,9 @@ to try rules out before any destination is set up.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
+from tocsin.channels.base import ChannelContext, DeliverySettings
 from tocsin.channels.payload import finite
 from tocsin.config import LogChannelConfig
 from tocsin.state.models import Notification
@@ -15,18 +17,19 @@ from tocsin.state.models import Notification
 log = logging.getLogger(__name__)
 
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-_STATUS = {"trigger": "firing", "resolve": "resolved"}
+_STATUS = {"trigger": "firing", "resolve": "resolved", "acknowledge": "acknowledged"}
 
 
-class LogChannel:
+class LogChannel(DeliverySettings):
     """Write notifications to the log at the configured level."""
 
-    def __init__(self, config: LogChannelConfig) -> None:
-        self.name = config.name
-        self.send_resolved = config.send_resolved
-        self.max_attempts = config.max_attempts
-        self.backoff = float(config.backoff)
-        self.max_backoff = float(config.max_backoff)
+    def __init__(
+        self,
+        config: LogChannelConfig,
+        secrets: Mapping[str, str] | None = None,
+        context: ChannelContext | None = None,
+    ) -> None:
+        super().__init__(config)
         self.level = _LEVELS[config.level]
 
     async def send(self, notification: Notification) -> None:
@@ -70,6 +73,3 @@ class LogChannel:
                 },
             },
         )
-
-    async def close(self) -> None:
-        """Release nothing."""

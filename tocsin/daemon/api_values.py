@@ -195,7 +195,7 @@ def check_new_channel(obj: object) -> ChannelConfig:
     known = sorted(config.CHANNEL_TYPES)
     if isinstance(kind, str) and kind not in known:
         raise InvalidValueError(
-            f"Tocsin cannot deliver to {kind!r} channels yet; known types:"
+            f"Tocsin cannot deliver to {kind!r} channels; known types:"
             f" {', '.join(known)}",
             "channel.type",
         )

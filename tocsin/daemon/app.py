@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import aiohttp
 
 from tocsin import __version__
-from tocsin.channels.base import build_channels
+from tocsin.channels.base import ChannelContext
+from tocsin.channels.build import build_channels
 from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer
 from tocsin.channels.delivery import Dispatcher
 from tocsin.clock import Clock, SystemClock
@@ -22,6 +23,7 @@ from tocsin.daemon import api, listeners
 from tocsin.daemon.alerting import AlertPipeline, restore
 from tocsin.daemon.dogstatsd import BoundedCache, DogStatsDParser
 from tocsin.daemon.effective import Additions
+from tocsin.daemon.hooks import Hooks
 from tocsin.daemon.ingest import IngestRouter, IngestStats
 from tocsin.daemon.ndjson import NdjsonDecoder
 from tocsin.daemon.notifications import NotificationParts
@@ -35,6 +37,7 @@ from tocsin.state.alerts import AlertStore
 from tocsin.state.catalog import Catalog
 from tocsin.state.db import Database
 from tocsin.state.escalations import EscalationStore
+from tocsin.state.inbound import InboundLog
 from tocsin.state.outbox import Outbox
 from tocsin.state.silences import SilenceStore
 
@@ -253,7 +256,12 @@ class Daemon(NotificationParts):
         session = aiohttp.ClientSession()
         stack.push_async_callback(session.close)
         self._session = session
-        channels = build_channels(config.channels, session, secrets.webhook_urls)
+        self.channel_context = ChannelContext(
+            session, clock, external_url=config.api.external_url
+        )
+        channels = build_channels(
+            config.channels, secrets.channels, self.channel_context
+        )
         export_key = secrets.datadog_api_key
 
         # State next: nothing may be accepted that could not be recorded.
@@ -335,13 +343,22 @@ class Daemon(NotificationParts):
         # listeners, the pipeline or the engine may be gone.
         stack.push_async_callback(self._stop_reloads)
         if "api" in bindings:
+            services = Services(self)
+            hooks = Hooks(
+                services,
+                dispatcher.channel,
+                InboundLog(database, clock),
+                clock,
+                session,
+            )
             self._api = api.ControlApi(
                 self.reload,
                 lambda: self.is_ready,
-                backend=Services(self),
+                backend=services,
                 token=self._token,
                 clock=clock,
                 stop_timeout=min(api.STOP_TIMEOUT, self.budget.seconds / 10),
+                hooks=hooks,
             )
             await self._api.start(bindings["api"], bindings.get("api_tcp"))
 

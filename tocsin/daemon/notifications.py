@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 
-from tocsin.channels.base import build_channels
+from tocsin.channels.build import build_channels
 from tocsin.channels.escalation import Escalator
 from tocsin.channels.notifier import Notifier
 from tocsin.channels.policy import NoisePolicy
@@ -22,7 +22,7 @@ from tocsin.daemon.alerting import series_limit_rule
 from tocsin.daemon.effective import Additions, effective
 from tocsin.daemon.services import decode_additions, escalation_of
 from tocsin.errors import ConfigError
-from tocsin.secrets import read_secrets
+from tocsin.secrets import channel_secrets
 from tocsin.state.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,8 @@ class NotificationParts:
 
         :raises ConfigError: if its secret cannot be read.
         """
-        single = Config(channels=[channel], export=self.config.export)
-        urls = read_secrets(single, "api").webhook_urls
-        return build_channels([channel], self._session, urls)[channel.name]
+        secrets = {channel.name: channel_secrets(channel, "api", "channel")}
+        return build_channels([channel], secrets, self.channel_context)[channel.name]
 
     def additions_rule(self, name: str):
         """Return the rule called ``name`` that the API added, or ``None``."""

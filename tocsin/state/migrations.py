@@ -395,7 +395,85 @@ CREATE TABLE api_settings (
 """
 
 #: Every migration, oldest first; the schema version is the list's length.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+_V8 = """
+-- Requests received from other services (PagerDuty webhooks, Slack actions),
+-- by the id the sender gives each: a sender that retries is answered without
+-- acting twice. Rows older than the senders' retry horizon are pruned.
+CREATE TABLE inbound_events (
+    source TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (source, event_id)
+) WITHOUT ROWID;
+CREATE INDEX inbound_events_by_time ON inbound_events (received_at);
+
+-- An acknowledgement made in Tocsin is sent on to the destinations that page
+-- (PagerDuty): the outbox and the dedup log take a third event.
+CREATE TABLE outbox_v8 (
+    id INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL REFERENCES alerts (id),
+    transition_id INTEGER NOT NULL REFERENCES transitions (id),
+    channel TEXT NOT NULL CHECK (channel <> ''),
+    event TEXT NOT NULL CHECK (event IN ('trigger', 'resolve', 'acknowledge')),
+    key TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'delivered', 'dead', 'skipped')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    last_status INTEGER,
+    created_at REAL NOT NULL,
+    delivered_at REAL,
+    alert_state TEXT NOT NULL CHECK (alert_state IN ('triggered', 'acknowledged',
+        'investigating', 'escalated', 'resolved', 'closed')),
+    alert_value REAL,
+    alert_resolved_at REAL,
+    skipped_at REAL,
+    skip_reason TEXT,
+    alert_severity TEXT,
+    alert_threshold REAL,
+    alert_range TEXT,
+    alert_summary TEXT,
+    alert_description TEXT,
+    group_key TEXT,
+    group_labels TEXT,
+    reason TEXT,
+    alerts TEXT
+);
+INSERT INTO outbox_v8 (id, alert_id, transition_id, channel, event, key, state,
+    attempts, next_attempt_at, last_error, last_status, created_at, delivered_at,
+    alert_state, alert_value, alert_resolved_at, skipped_at, skip_reason,
+    alert_severity, alert_threshold, alert_range, alert_summary, alert_description,
+    group_key, group_labels, reason, alerts)
+SELECT id, alert_id, transition_id, channel, event, key, state,
+    attempts, next_attempt_at, last_error, last_status, created_at, delivered_at,
+    alert_state, alert_value, alert_resolved_at, skipped_at, skip_reason,
+    alert_severity, alert_threshold, alert_range, alert_summary, alert_description,
+    group_key, group_labels, reason, alerts
+FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_v8 RENAME TO outbox;
+CREATE INDEX outbox_due ON outbox (channel, next_attempt_at, id)
+    WHERE state = 'pending';
+CREATE INDEX outbox_alert ON outbox (alert_id, channel, id);
+CREATE INDEX outbox_group ON outbox (group_key, channel, id)
+    WHERE group_key IS NOT NULL;
+
+CREATE TABLE dedup_log_v8 (
+    id INTEGER PRIMARY KEY,
+    channel TEXT NOT NULL,
+    key TEXT NOT NULL,
+    event TEXT NOT NULL CHECK (event IN ('trigger', 'resolve', 'acknowledge')),
+    sent_at REAL NOT NULL
+);
+INSERT INTO dedup_log_v8 (id, channel, key, event, sent_at)
+SELECT id, channel, key, event, sent_at FROM dedup_log;
+DROP TABLE dedup_log;
+ALTER TABLE dedup_log_v8 RENAME TO dedup_log;
+CREATE INDEX dedup_log_sent ON dedup_log (sent_at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 
 
 def statements(script: str) -> list[str]:

@@ -16,7 +16,7 @@ OPEN_STATES: tuple[AlertState, ...] = (
     "investigating",
     "escalated",
 )
-NotificationEvent = Literal["trigger", "resolve"]
+NotificationEvent = Literal["trigger", "resolve", "acknowledge"]
 
 
 class AlertSpec(msgspec.Struct, frozen=True, kw_only=True):

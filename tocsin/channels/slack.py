@@ -1,0 +1,23 @@
+"""Placeholder until the Slack channel is written."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from tocsin.channels.base import ChannelContext, DeliverySettings
+from tocsin.errors import DeliveryError
+from tocsin.schema import SlackChannelConfig
+from tocsin.state.models import Notification
+
+
+class SlackChannel(DeliverySettings):
+    def __init__(
+        self,
+        config: SlackChannelConfig,
+        secrets: Mapping[str, str],
+        context: ChannelContext,
+    ) -> None:
+        super().__init__(config)
+
+    async def send(self, notification: Notification) -> int | None:
+        raise DeliveryError("internal", "not written yet", retryable=False)
