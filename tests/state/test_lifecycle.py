@@ -10,7 +10,7 @@ from tests.state.test_alerts import T0, counts, make_spec
 from tocsin.errors import LifecycleError, UnknownAlertError
 from tocsin.state.alerts import AlertStore
 from tocsin.state.escalations import EscalationStore
-from tocsin.state.lifecycle import MANUAL_MOVES, STATES
+from tocsin.state.lifecycle import MANUAL_MOVES, STATES, path_to
 from tocsin.state.models import OPEN_STATES, Alert
 
 #: Manual moves that lead from ``triggered`` to each state.
@@ -374,3 +374,19 @@ async def test_list_alerts_filters(store, listed, filters, expected):
     alerts = await store.list_alerts(**filters)
 
     assert [alert.id for alert in alerts] == expected
+
+
+@pytest.mark.parametrize(
+    ("start", "target", "path"),
+    [
+        ("triggered", "resolved", ["acknowledged", "investigating", "resolved"]),
+        ("acknowledged", "resolved", ["investigating", "resolved"]),
+        ("escalated", "resolved", ["resolved"]),
+        ("triggered", "escalated", ["escalated"]),
+        ("investigating", "investigating", []),
+        ("resolved", "acknowledged", None),
+        ("closed", "resolved", None),
+    ],
+)
+def test_a_path_of_manual_moves_never_passes_through_escalated(start, target, path):
+    assert path_to(start, target) == path

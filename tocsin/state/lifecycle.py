@@ -11,6 +11,7 @@ escalation timer escalates alerts nobody acknowledged.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import get_args
 
 from tocsin.errors import LifecycleError
@@ -100,3 +101,26 @@ async def write_transition(
         reason=reason,
         comment=comment,
     )
+
+
+def path_to(state: AlertState, target: AlertState) -> list[AlertState] | None:
+    """Return the shortest run of manual moves from ``state`` to ``target``
+    (without ``state``, ending with ``target``), or ``None`` if there is none.
+
+    A service that only knows "resolved" (PagerDuty, a Slack button) reaches
+    it through the moves a person would make, each of them recorded. The
+    path never passes through ``escalated``, which would page someone.
+    """
+    paths: dict[AlertState, list[AlertState]] = {state: []}
+    queue = deque([state])
+    while queue:
+        current = queue.popleft()
+        if current == target:
+            return paths[current]
+        for following in MANUAL_MOVES[current]:
+            passes_escalated = following == "escalated" and following != target
+            if following not in paths and not passes_escalated:
+                paths[following] = [*paths[current], following]
+                queue.append(following)
+
+    return None
