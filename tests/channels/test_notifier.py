@@ -58,7 +58,9 @@ class FakePolicy:
 class Harness:
     """A notifier and the alert store it is told about, on one database."""
 
-    def __init__(self, db, clock, policy, dedup=None, takes_resolves=None):
+    def __init__(
+        self, db, clock, policy, dedup=None, takes_resolves=None, takes_acks=None
+    ):
         self.db = db
         self.clock = clock
         self.policy = policy
@@ -72,6 +74,7 @@ class Harness:
             dedup=dedup or DedupConfig(),
             on_queued=lambda channels: self.woken.append(list(channels)),
             takes_resolves=takes_resolves,
+            takes_acknowledgements=takes_acks,
         )
 
     async def at(self, offset: float) -> int:
@@ -536,3 +539,39 @@ async def test_two_routes_make_two_groups_with_their_own_channels(db, clock):
     assert sorted(c for _, c, _, _ in await h.sent()) == ["ops", "pager"]
     keys = await db.fetchall("SELECT key FROM outbox ORDER BY id")
     assert len({key for (key,) in keys}) == 2
+
+
+async def test_an_acknowledgement_is_queued_at_once_for_channels_that_take_it(
+    db, clock
+):
+    pager = route(channels=("pager", "chat"), group_by=(), group_interval=300.0)
+    h = harness(db, clock, pager, takes_acks=lambda channel: channel == "pager")
+    alert = await h.fire(0)
+    await h.at(0)
+    await h.fire(10, "model=b")
+
+    acked = await h.store.move(alert.id, "acknowledged", actor="api:alice")
+    h.notifier.changed(acked)
+    queued = await h.at(20)
+
+    rows = await db.fetchall("SELECT channel, event FROM outbox ORDER BY id")
+    assert queued == 1
+    assert rows == [
+        ("pager", "trigger"),
+        ("chat", "trigger"),
+        ("pager", "acknowledge"),
+    ]
+    # Only the acknowledgement went out: model=b waits for the group's tick.
+    assert (await h.sent())[-1][3] == [(alert.id, "acknowledged")]
+
+
+async def test_an_alert_acknowledged_before_any_channel_heard_of_it_is_not_announced(
+    db, clock
+):
+    h = harness(db, clock, route(group_wait=30.0), takes_acks=lambda channel: True)
+    alert = await h.fire(0)
+    acked = await h.store.move(alert.id, "acknowledged", actor="api:alice")
+    h.notifier.changed(acked)
+
+    assert await h.at(1) == 0
+    assert await db.fetchall("SELECT event FROM outbox") == []

@@ -75,6 +75,8 @@ class Notifier:
         messages, after its transaction committed (delivery's ``wake``).
     :param takes_resolves: whether a channel is sent resolves; every channel
         is when ``None``.
+    :param takes_acknowledgements: whether a channel is told that an alert
+        it was sent was acknowledged; none is when ``None``.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Notifier:
         dedup: DedupConfig,
         on_queued: Callable[[Iterable[str]], None],
         takes_resolves: Callable[[str], bool] | None = None,
+        takes_acknowledgements: Callable[[str], bool] | None = None,
     ) -> None:
         #: Messages queued.
         self.sent = 0
@@ -102,6 +105,9 @@ class Notifier:
         self._dedup = dedup
         self._on_queued = on_queued
         self._takes_resolves = takes_resolves or (lambda channel: True)
+        self._takes_acks = takes_acknowledgements or (lambda channel: False)
+        #: Acknowledged alerts whose acknowledgement is not yet queued, by id.
+        self._acks: dict[int, Alert] = {}
         self._groups: dict[str, Group] = {}
         #: The groups each alert is in, by alert id.
         self._memberships: dict[int, set[str]] = {}
@@ -170,6 +176,10 @@ class Notifier:
             # Resolved outside any group: no channel was told of it.
             return
         self._route(alert, now)
+        if alert.state == "acknowledged":
+            self._acks[alert.id] = alert
+        else:
+            self._acks.pop(alert.id, None)
         self._wakeup.set()
 
     def suppressions_changed(self) -> None:
@@ -196,7 +206,7 @@ class Notifier:
                 group.hurry(now)
         self._next_change = self._policy.next_change(now)
 
-        queued = 0
+        queued = await self._queue_acknowledgements()
         open_alerts = self._open_alerts()
         for group in list(self._groups.values()):
             due = group.due_at()
@@ -204,6 +214,52 @@ class Notifier:
                 queued += await self._flush(group, open_alerts, now)
 
         return queued
+
+    async def _queue_acknowledgements(self) -> int:
+        """Tell the channels that take acknowledgements, and were sent an
+        alert, that it was acknowledged; return how many messages that took.
+
+        An acknowledgement is not news the group's timers hold back: a pager
+        that keeps paging someone who already answered is the noise they
+        exist to prevent, so it is queued at once, apart from the group's
+        flushes and outside the ``[dedup]`` caps.
+        """
+        queued = 0
+        for alert_id, alert in list(self._acks.items()):
+            for key in sorted(self._memberships.get(alert_id, ())):
+                queued += await self._queue_acknowledgement(self._groups[key], alert)
+            del self._acks[alert_id]
+
+        return queued
+
+    async def _queue_acknowledgement(self, group: Group, alert: Alert) -> int:
+        channels = [
+            channel
+            for channel in group.route.channels
+            if self._takes_acks(channel)
+            and alert.id in getattr(group.log.get(channel), "announced", ())
+        ]
+        if not channels or not group.is_stored:
+            return 0
+        messages = [
+            Message(channel, "acknowledge", "acknowledged", [alert])
+            for channel in channels
+        ]
+        row = StoredGroup(
+            group.key,
+            group.route.id,
+            group.labels,
+            group.created_at,
+            group.anchor,
+            group.seq,
+            group.flushed_at,
+        )
+        number = await self._groups_store.flush(Flush(row, messages, {}))
+        group.seq = group.seq if number is None else number
+        self.sent += len(messages)
+        self._on_queued(channels)
+
+        return len(messages)
 
     def next_due(self) -> float | None:
         """Return when :meth:`flush_due` next has something to do, or ``None``."""

@@ -109,6 +109,10 @@ class NotificationParts:
             channel = configs.get(name)
             return channel is not None and channel.send_resolved
 
+        def takes_acknowledgements(name: str) -> bool:
+            channel = parts.dispatcher.channel(name)
+            return channel is not None and channel.send_acknowledged
+
         notifier = Notifier(
             database,
             parts.store,
@@ -117,6 +121,7 @@ class NotificationParts:
             dedup=running.dedup,
             on_queued=parts.dispatcher.wake,
             takes_resolves=takes_resolves,
+            takes_acknowledgements=takes_acknowledgements,
         )
         await notifier.start()
         escalator = Escalator(parts.escalations, clock, parts.dispatcher.wake)
