@@ -128,6 +128,44 @@ async def test_a_webhook_integration_is_added_with_its_secret_masked(client):
 
 
 @pytest.mark.parametrize(
+    ("method", "args", "secret"),
+    [
+        ("add_pagerduty_integration", {"routing_key": "R" * 32}, "R" * 32),
+        (
+            "add_slack_integration",
+            {"webhook_url": "https://hooks.slack.example/T1/B2/slack-secret"},
+            "slack-secret",
+        ),
+        (
+            "add_teams_integration",
+            {"webhook_url": "https://teams.example/invoke?sig=teams-secret"},
+            "teams-secret",
+        ),
+        ("add_datadog_integration", {"api_key": "d" * 32}, "d" * 32),
+        (
+            "add_email_integration",
+            {
+                "to": ["ml@example.com"],
+                "sender": "tocsin@example.com",
+                "password": "smtp-secret",
+                "username": "tocsin",
+            },
+            "smtp-secret",
+        ),
+    ],
+)
+async def test_every_kind_of_integration_is_added_with_its_secrets_masked(
+    client, method, args, secret
+):
+    added = await run(getattr(client, method), "x", **args)
+    listed = await run(client.list_integrations)
+
+    assert added["name"] == "x"
+    assert [i["name"] for i in listed] == ["log", "x"]
+    assert secret not in str(added) + str(listed)
+
+
+@pytest.mark.parametrize(
     ("method", "settings", "applied"),
     [
         (

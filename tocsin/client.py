@@ -281,10 +281,14 @@ class Client:
         )
 
     def add_email_integration(
-        self, name: str, to: Iterable[str], **settings: Any
+        self, name: str, to: Iterable[str], sender: str, **settings: Any
     ) -> dict[str, Any]:
-        """Add a channel mailing each notification to the addresses ``to``."""
-        return self.add_integration("email", name, to=list(to), **settings)
+        """Add a channel mailing each notification to the addresses ``to``,
+        from the address ``sender`` (the config's ``from``), through the SMTP
+        server the settings name (``host``, ``port``, ``security``...)."""
+        return self.add_integration(
+            "email", name, to=list(to), **{"from": sender}, **settings
+        )
 
     def list_integrations(self) -> list[dict[str, Any]]:
         """Return every channel, secrets masked."""
