@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import msgspec
 import msgspec.inspect
 
-from tocsin.datadog_names import NAME_LIMIT, metric_name
+from tocsin.datadog_names import NAME_LIMIT, is_tag, metric_name
 from tocsin.errors import ConfigError
 from tocsin.keypaths import name_entries, toml_key
 from tocsin.routing_checks import check_routing
@@ -353,6 +353,8 @@ def check_channel(channel: ChannelConfig, source: str, where: str) -> None:
     if isinstance(channel, WebhookChannelConfig):
         for name, value in channel.headers.items():
             _check_header(name, value, source, f"{where}.headers.{toml_key(name)}")
+    elif isinstance(channel, DatadogChannelConfig):
+        _check_datadog_channel(channel, source, where)
     elif isinstance(channel, EmailChannelConfig):
         if not channel.sender:
             raise ConfigError(source, "the From address is required", f"{where}.from")
@@ -362,6 +364,25 @@ def check_channel(channel: ChannelConfig, source: str, where: str) -> None:
 
 _HTTP = ("http://", "https://")
 _NOT_HTTP = "must start with http:// or https://"
+
+
+def _check_datadog_channel(
+    channel: DatadogChannelConfig, source: str, where: str
+) -> None:
+    if not _is_host_name(channel.site):
+        raise ConfigError(
+            source,
+            f"expected a host name like datadoghq.eu, got {channel.site!r}",
+            f"{where}.site",
+        )
+    for index, tag in enumerate(channel.tags):
+        if not is_tag(tag):
+            raise ConfigError(
+                source,
+                f"{tag!r} is not a Datadog tag: start with a letter, then use "
+                "letters, digits and _ - : . / (at most 200, no final ':')",
+                f"{where}.tags[{index}]",
+            )
 
 
 def _check_api_tcp(api: ApiConfig, source: str) -> None:

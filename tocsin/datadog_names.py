@@ -1,4 +1,5 @@
-"""Datadog's rule for metric names, shared by the export and the config check.
+"""Datadog's rules for metric names and tags, shared by the export, the events
+channel and the config check.
 
 The export maps every name it sends with :func:`metric_name`; the config check
 runs the same function on ``export.datadog.metric_prefix``, so that a prefix
@@ -13,8 +14,12 @@ import re
 
 #: The longest metric name Datadog takes.
 NAME_LIMIT = 200
+#: The longest tag Datadog takes.
+TAG_LIMIT = 200
 
 _NAME_INVALID = re.compile(r"[^A-Za-z0-9_.]")
+#: A letter first, then letters, digits and ``_ - : . /``.
+_TAG = re.compile(r"[^\W\d_][\w\-:./]*")
 
 
 def metric_name(name: str, prefix: str = "", room: int = 0) -> str | None:
@@ -32,3 +37,16 @@ def metric_name(name: str, prefix: str = "", room: int = 0) -> str | None:
     if not mapped or not ("a" <= mapped[0].lower() <= "z"):
         return None
     return mapped
+
+
+def is_tag(text: str) -> bool:
+    """Whether Datadog takes ``text`` as a tag unchanged.
+
+    It starts with a letter, holds only letters, digits and ``_ - : . /``,
+    does not end with ``:`` and has at most :data:`TAG_LIMIT` characters.
+    """
+    return (
+        len(text) <= TAG_LIMIT
+        and _TAG.fullmatch(text) is not None
+        and not text.endswith(":")
+    )

@@ -360,8 +360,11 @@ class DatadogChannelConfig(_ChannelBase, tag="datadog"):
     #: The API's base URL; empty means ``https://api.SITE``.
     url: str = ""
     priority: Literal["normal", "low"] = "normal"
+    #: Added to every event; each must be a valid Datadog tag.
     tags: list[str] = []
     source_type_name: str = "tocsin"
+    #: Send an ``info`` event when an alert is acknowledged in Tocsin.
+    send_acknowledged: bool = False
 
     secrets: ClassVar[dict[str, str]] = {"api_key": "Datadog API key"}
     required_secrets: ClassVar[tuple[str, ...]] = ("api_key",)

@@ -1,5 +1,7 @@
 """A local Datadog intake for tests, as strict as the published contract.
 
+``POST /api/v1/events`` is described in :mod:`tests.standins.datadog_events`.
+
 ``POST /api/v2/series`` checks the API key, the encoding, both size limits, the
 JSON and every series the way the real intake does, records what it accepted
 and what it refused (with the reason), and answers from a script when a test
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from tests.standins.datadog_events import EventsIntake
 from tocsin.clock import Clock, ManualClock, SystemClock
 
 WIRE_LIMIT = 512_000
@@ -86,8 +89,8 @@ class Rejected(Exception):
         super().__init__(reason)
 
 
-class DatadogStandIn:
-    """A Datadog metrics intake on ``127.0.0.1`` and a free port.
+class DatadogStandIn(EventsIntake):
+    """A Datadog metrics and events intake on ``127.0.0.1`` and a free port.
 
     :param api_key: the only key accepted.
     :param clock: the intake's time, against which point timestamps are checked.
@@ -112,6 +115,7 @@ class DatadogStandIn:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self._init_events()
 
     @property
     def accepted(self) -> list[Received]:
@@ -154,6 +158,7 @@ class DatadogStandIn:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/api/v2/series", self._series)
         app.router.add_get("/api/v1/validate", self._validate)
+        app.router.add_post("/api/v1/events", self._event)
         # The intake must see the body exactly as sent, compressed.
         self._runner = web.AppRunner(app, auto_decompress=False, access_log=None)
         await self._runner.setup()

@@ -77,6 +77,27 @@ def headline(notification: Notification) -> str:
     return f"[{word}] {name}{where}"
 
 
+def alert_status(notification: Notification, alert: Alert) -> str:
+    """What the notification says of one of its alerts: ``firing``,
+    ``resolved`` or ``acknowledged``.
+
+    A grouped message may hold alerts that resolved beside firing ones, so
+    the alert's own state decides, except for an acknowledgement.
+    """
+    if notification.event == "acknowledge":
+        return _VERB["acknowledge"]
+    return "firing" if alert.state in OPEN_STATES else "resolved"
+
+
+def alert_headline(notification: Notification, alert: Alert) -> str:
+    """One line about one alert of the notification:
+    ``[RESOLVED] Drift on model a (model=a)``."""
+    spec = alert.spec
+    word = alert_status(notification, alert).upper()
+    where = f" ({spec.series})" if spec.series else ""
+    return f"[{word}] {spec.summary or spec.rule}{where}"
+
+
 def value_text(value: float | None) -> str:
     """A value as people read it: ``0.4312``, ``1.2e+09``, ``n/a``."""
     if value is None:
