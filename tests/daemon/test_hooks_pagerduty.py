@@ -398,3 +398,15 @@ async def test_events_that_ask_nothing_new_change_nothing(served, kind, outcome)
 async def test_the_hooks_need_no_api_token_but_the_api_still_does(served):
     async with served.session.get(f"{served.url}/-/ready") as response:
         assert response.status == 401
+
+
+async def test_a_very_long_name_makes_a_bounded_comment(served):
+    alert = await served.fire("a")
+    body = event(alert, "incident.acknowledged", agent="Ada " * 1000)
+
+    await served.post("page", body, signed(body, NEW))
+
+    [*_, (state, actor, comment)] = await served.history(alert)
+    assert (state, actor) == ("acknowledged", "pagerduty")
+    assert comment.startswith("acknowledged in PagerDuty by Ada Ada")
+    assert len(comment) == 500 and comment.endswith("…")

@@ -54,8 +54,11 @@ _DETAIL_LIMIT = 500
 
 
 def dedup_key(alert: Alert) -> str:
-    """Return the PagerDuty dedup key of ``alert``: the same all its life."""
-    return truncate(DEDUP_PREFIX + alert.uid, DEDUP_LIMIT)
+    """Return the PagerDuty dedup key of ``alert``: the same all its life.
+
+    It is 39 characters, well within PagerDuty's :data:`DEDUP_LIMIT`.
+    """
+    return DEDUP_PREFIX + alert.uid
 
 
 def alert_uid(key: str) -> str | None:

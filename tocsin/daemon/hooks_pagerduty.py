@@ -42,6 +42,7 @@ import orjson
 from aiohttp import web
 
 from tocsin.channels.pagerduty import PagerDutyChannel, alert_uid
+from tocsin.channels.summary import truncate
 from tocsin.errors import LifecycleError, UnknownAlertError
 from tocsin.state.lifecycle import path_to
 from tocsin.state.models import OPEN_STATES, AlertState
@@ -57,6 +58,8 @@ ACTOR = "pagerduty"
 BODY_LIMIT = 2 * 1024 * 1024
 SIGNATURE_HEADER = "X-PagerDuty-Signature"
 ID_HEADER = "X-Webhook-Id"
+#: Longest comment a move records.
+COMMENT_LIMIT = 500
 
 #: The state each incident event asks for, and the states that already are it.
 _TARGETS: dict[str, tuple[AlertState, tuple[AlertState, ...]]] = {
@@ -185,7 +188,10 @@ async def _apply(event: dict, hooks: Hooks, channel: str) -> str:
         return "pong"
     if kind not in _TARGETS:
         if kind == "incident.unacknowledged":
-            log.info("PagerDuty unacknowledged an incident; alert left", extra=context)
+            log.info(
+                "PagerDuty unacknowledged an incident; the alert keeps its owner",
+                extra=context,
+            )
         else:
             log.debug("PagerDuty webhook ignored", extra=context)
         return "ignored"
@@ -249,7 +255,10 @@ def _comment(verb: str, event: dict, incident: dict) -> str:
     ]
     where_text = " ".join(part for part in where if part)
 
-    return f"{text} (incident {where_text})" if where_text else text
+    if where_text:
+        text += f" (incident {where_text})"
+
+    return truncate(text, COMMENT_LIMIT)
 
 
 def _ok(outcome: str) -> web.Response:
