@@ -143,3 +143,32 @@ def test_a_non_http_url_is_refused_without_quoting_it(monkeypatch):
         " http:// or https://"
     )
     assert "secret-token" not in str(caught.value)
+
+
+def test_a_routing_key_of_the_wrong_length_is_refused_unquoted(monkeypatch):
+    monkeypatch.setenv("TOCSIN_TEST_PD", "short-routing-key")
+    loaded = load(
+        '[[channels]]\nname = "page"\ntype = "pagerduty"\n'
+        'routing_key_env = "TOCSIN_TEST_PD"\n'
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        read_secrets(loaded, "tocsin.toml")
+
+    assert str(caught.value) == (
+        "tocsin.toml: channels[0].routing_key_env: the PagerDuty routing key of"
+        " channel page must be 32 characters long, not 17"
+    )
+
+
+def test_pagerduty_secrets_are_read_by_name(monkeypatch):
+    monkeypatch.setenv("TOCSIN_TEST_PD", "0123456789abcdef0123456789abcdef")
+    loaded = load(
+        '[[channels]]\nname = "page"\ntype = "pagerduty"\n'
+        'routing_key_env = "TOCSIN_TEST_PD"\nwebhook_secret = "one,two"\n'
+    )
+
+    assert read_secrets(loaded, "tocsin.toml").channels["page"] == {
+        "routing_key": "0123456789abcdef0123456789abcdef",
+        "webhook_secret": "one,two",
+    }

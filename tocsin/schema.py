@@ -213,6 +213,8 @@ class _ChannelBase(_Strict, tag_field="type"):
     #: ``required_secrets``.
     secrets: ClassVar[dict[str, str]] = {}
     required_secrets: ClassVar[tuple[str, ...]] = ()
+    #: Secrets the destination accepts at one length only, by name.
+    secret_lengths: ClassVar[dict[str, int]] = {}
 
 
 class WebhookChannelConfig(_ChannelBase, tag="webhook"):
@@ -289,6 +291,7 @@ class PagerDutyChannelConfig(_ChannelBase, tag="pagerduty"):
         "webhook_secret": "PagerDuty webhook secret",
     }
     required_secrets: ClassVar[tuple[str, ...]] = ("routing_key",)
+    secret_lengths: ClassVar[dict[str, int]] = {"routing_key": 32}
 
 
 class SlackChannelConfig(_ChannelBase, tag="slack"):

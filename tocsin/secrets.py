@@ -155,6 +155,14 @@ def channel_secrets(channel: ChannelConfig, source: str, where: str) -> dict[str
                 f"the {what} must start with http:// or https://",
                 f"{where}.{given}",
             )
+        length = channel.secret_lengths.get(name)
+        if length is not None and len(secret) != length:
+            # Refused at start-up rather than by the destination at every send.
+            raise ConfigError(
+                source,
+                f"the {what} must be {length} characters long, not {len(secret)}",
+                f"{where}.{given}",
+            )
         found[name] = secret
 
     return found

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
@@ -87,13 +87,19 @@ def requested_wait(headers: Mapping[str, str], now: float) -> float | None:
 
 
 def classify(
-    channel: str, status: int, retry_after: float | None = None
+    channel: str,
+    status: int,
+    retry_after: float | None = None,
+    detail: str | None = None,
 ) -> DeliveryError | None:
     """Return the error an HTTP status means for a delivery, or ``None`` if it
     succeeded.
 
     408, 429 and 5xx may succeed later; every other 4xx, and any redirect, is
     final.
+
+    :param detail: what the destination said about the refusal, if anything;
+        added to the message.
     """
     if 200 <= status < 300:
         return None
@@ -102,6 +108,8 @@ def classify(
     except ValueError:
         phrase = "unknown status"
     message = f"channel {channel}: HTTP {status} {phrase}"
+    if detail:
+        message += f": {detail}"
     if retry_after is not None:
         message += f" (retry after {retry_after:g}s)"
     if status == 408:
@@ -153,9 +161,12 @@ class HttpTarget:
         *,
         method: str = "POST",
         content_type: str = "application/json",
+        explain: Callable[[Reply], str | None] | None = None,
     ) -> Reply:
         """Make one request; return the reply if it was a success (2xx).
 
+        :param explain: reads a refusal's body for what the destination said,
+            which the error then carries; it must leave out anything secret.
         :raises DeliveryError: on a transport error, a timeout, or any other
             status, with what it means for a retry.
         """
@@ -193,7 +204,10 @@ class HttpTarget:
                 retryable=True,
             ) from None
         wait = requested_wait(reply.headers, self._clock.time())
-        error = classify(self.channel, reply.status, wait)
+        detail = None
+        if explain is not None and not 200 <= reply.status < 300:
+            detail = explain(reply)
+        error = classify(self.channel, reply.status, wait, detail)
         if error is not None:
             raise error
 

@@ -41,3 +41,15 @@ class InboundLog:
             )
 
         return added > 0
+
+    async def forget(self, source: str, event_id: str) -> None:
+        """Forget ``event_id`` from ``source``, whose handling failed, so that
+        its sender's retry is taken as new.
+
+        :raises StateError: if the database cannot be written.
+        """
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "DELETE FROM inbound_events WHERE source = ? AND event_id = ?",
+                (source, event_id),
+            )
