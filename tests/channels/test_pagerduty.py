@@ -55,7 +55,9 @@ def alert(
     return Alert(id=int(uid[0], 16), uid=uid, state=state, spec=spec, value=spec.value)
 
 
-def message(event: str, *alerts: Alert, reason: str = "") -> Notification:
+def message(
+    event: str, *alerts: Alert, reason: str = "", actor: str = "engine"
+) -> Notification:
     first = alerts[0]
     transition = Transition(
         id=40,
@@ -63,7 +65,7 @@ def message(event: str, *alerts: Alert, reason: str = "") -> Notification:
         from_state=None if event == "trigger" else "triggered",
         to_state=first.state,
         at=T0 + 5,
-        actor="engine",
+        actor=actor,
         reason=first.spec.reason,
     )
     return Notification(
@@ -216,6 +218,17 @@ async def test_an_acknowledgement_sends_only_the_key(pd, session):
         "dedup_key": f"tocsin-{UID_A}",
     }
     assert pd.incident(f"tocsin-{UID_A}").status == "acknowledged"
+
+
+async def test_an_acknowledgement_made_in_pagerduty_is_not_sent_back(pd, session):
+    page = channel(pd, session)
+    await page.send(message("trigger", alert()))
+    acked = alert(state="acknowledged")
+
+    status = await page.send(message("acknowledge", acked, actor="pagerduty"))
+
+    assert status is None
+    assert [r.event["event_action"] for r in pd.requests] == ["trigger"]
 
 
 def test_acknowledgements_are_sent_unless_the_config_says_not(session):

@@ -115,11 +115,6 @@ async def test_a_breach_pages_and_a_resolution_in_pagerduty_resolves_it(
     assert ROUTING_KEY not in logs and WEBHOOK_SECRET not in logs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the notifier does not yet queue acknowledge notifications for "
-    "channels with send_acknowledged; remove this mark once it does",
-)
 async def test_a_breach_acknowledged_in_tocsin_and_resolved_in_pagerduty(
     daemon, pd, tmp_path, session
 ):

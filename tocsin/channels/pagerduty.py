@@ -35,6 +35,9 @@ from tocsin.logs import register_secret
 from tocsin.schema import PAGERDUTY_SEVERITIES, PagerDutyChannelConfig
 from tocsin.state.models import OPEN_STATES, Alert, Notification
 
+#: The actor of every move a PagerDuty webhook makes, and its inbound source.
+ACTOR = "pagerduty"
+
 #: What every dedup key Tocsin sends starts with.
 DEDUP_PREFIX = "tocsin-"
 #: PagerDuty's limits on an event's ``summary`` and ``dedup_key``.
@@ -221,6 +224,12 @@ class PagerDutyChannel(DeliverySettings):
         :raises DeliveryError: if PagerDuty refused an event (400 is final,
             429 and 5xx may succeed later) or could not be reached.
         """
+        if (
+            notification.event == "acknowledge"
+            and notification.transition.actor == ACTOR
+        ):
+            # PagerDuty told Tocsin; telling it back would only add a log entry.
+            return None
         status = None
         for alert in alerts_of(notification):
             body = fit_event(self.event(alert, notification))

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
-from tocsin.channels.pagerduty import PagerDutyChannel, alert_uid
+from tocsin.channels.pagerduty import ACTOR, PagerDutyChannel, alert_uid
 from tocsin.channels.summary import truncate
 from tocsin.errors import LifecycleError, UnknownAlertError
 from tocsin.state.lifecycle import path_to
@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The actor of every move a PagerDuty webhook makes, and its inbound source.
-ACTOR = "pagerduty"
 #: The largest body read; PagerDuty's own are at most 55 KB.
 BODY_LIMIT = 2 * 1024 * 1024
 SIGNATURE_HEADER = "X-PagerDuty-Signature"
