@@ -21,7 +21,9 @@ from tocsin.errors import ConfigError, DeliveryError
 from tocsin.state.models import Transition
 
 PASSWORD = "s3cret-smtp-pässword"
-F16_RULE = "GPU temp > 90°C – modèle ü"
+#: What people read as the rule's name: its summary (rule names are
+#: identifiers).
+F16_NAME = "GPU temp > 90°C – modèle ü"
 SENDER = "Tocsin Alerts <tocsin@alerts.example>"
 TO = ["oncall@example.com", "ml-team@example.com"]
 
@@ -81,7 +83,7 @@ async def test_f16_a_non_ascii_subject_is_encoded_and_decodes_exactly(
     """F16: a rule named with °, – and accented letters mails over STARTTLS
     with a login; the Subject is RFC 2047 encoded and decodes to exactly the
     headline, with no HTML entity; the bodies declare UTF-8."""
-    sent = notification(rule=F16_RULE, summary="", series="")
+    sent = notification(rule="gpu-temp", summary=F16_NAME, series="")
 
     await mailer(submission, session, certificates).send(sent)
 
@@ -89,11 +91,11 @@ async def test_f16_a_non_ascii_subject_is_encoded_and_decodes_exactly(
     raw_headers = mail.raw.split(b"\r\n\r\n", 1)[0]
     assert raw_headers.isascii()
     assert b"=?utf-8?" in raw_headers
-    assert mail.message["Subject"] == f"[FIRING] {F16_RULE}"
+    assert mail.message["Subject"] == f"[FIRING] {F16_NAME}"
     assert "&gt;" not in mail.message["Subject"]
     text, html = parts(mail)
     assert text.get_content_charset() == html.get_content_charset() == "utf-8"
-    assert F16_RULE in text.get_content()
+    assert F16_NAME in text.get_content()
     assert "GPU temp &gt; 90°C – modèle ü" in html.get_content()
     assert (mail.tls, mail.login, mail.mechanism) == (True, "tocsin", "PLAIN")
     assert mail.rcpt_tos == TO
@@ -104,13 +106,11 @@ async def test_implicit_tls_with_auth_login(certificates, session):
     async with SmtpStandin(
         certificates, security="tls", password=PASSWORD, mechanisms=("LOGIN",)
     ) as server:
-        await mailer(server, session, certificates).send(
-            notification(rule=F16_RULE, summary="")
-        )
+        await mailer(server, session, certificates).send(notification(summary=F16_NAME))
 
         [mail] = server.mails
         assert (mail.tls, mail.login, mail.mechanism) == (True, "tocsin", "LOGIN")
-        assert mail.message["Subject"] == f"[FIRING] {F16_RULE} (model=a)"
+        assert mail.message["Subject"] == f"[FIRING] {F16_NAME} (model=a)"
 
 
 async def test_a_plain_connection_without_login(session):
