@@ -397,6 +397,16 @@ def _check_email(channel: EmailChannelConfig, source: str, where: str) -> None:
             raise ConfigError(source, problem, f"{where}.to[{index}]")
     if channel.ca_file and not os.path.isfile(channel.ca_file):
         raise ConfigError(source, "no such file", f"{where}.ca_file")
+    password = next(
+        (
+            key
+            for key in ("password", "password_env", "password_file")
+            if getattr(channel, key)
+        ),
+        None,
+    )
+    if password and not channel.username:
+        raise ConfigError(source, "a password needs a username", f"{where}.{password}")
     if channel.security == "none" and channel.username:
         # AUTH over a plain connection would send the password in the clear.
         raise ConfigError(

@@ -253,6 +253,21 @@ async def test_html_is_escaped_and_only_web_runbooks_are_links(
     assert submission.mails[0].message["Subject"].startswith(f"[FIRING] {hostile}")
 
 
+async def test_a_line_break_in_the_summary_cannot_add_a_header(
+    submission, session, certificates
+):
+    sent = notification(summary="drift\r\nBcc: thief@evil.example\n\tmore")
+
+    await mailer(submission, session, certificates).send(sent)
+
+    [mail] = submission.mails
+    assert mail.message["Bcc"] is None
+    assert mail.rcpt_tos == TO
+    assert mail.message["Subject"] == (
+        "[FIRING] drift Bcc: thief@evil.example more (model=a)"
+    )
+
+
 async def test_a_web_runbook_and_the_alert_are_links(submission, session, certificates):
     sent = notification()
 
@@ -449,6 +464,10 @@ BAD_CONFIGS = {
         "channels[0].username",
     ),
     "a missing CA file": ({"ca_file": "/nonexistent/ca.pem"}, "channels[0].ca_file"),
+    "a password without a username": (
+        {"password_env": "SMTP_PASSWORD"},
+        "channels[0].password_env",
+    ),
 }
 
 

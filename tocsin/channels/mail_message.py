@@ -72,6 +72,19 @@ def address_problem(text: str) -> str | None:
     return None
 
 
+def one_line(text: str) -> str:
+    """Collapse every run of white space and control characters to a space.
+
+    A header cannot hold a line break (the library refuses it, and a mail
+    server would read what follows as another header), and a summary
+    rendered from labels may hold one.
+    """
+    cleaned = "".join(
+        " " if ord(char) < 32 or char == "\x7f" else char for char in text
+    )
+    return " ".join(cleaned.split())
+
+
 def sender_domain(sender: str) -> str:
     """Return the domain of the From address, which ends every Message-ID."""
     header = EmailMessage(policy=_POLICY)
@@ -123,7 +136,7 @@ def build_message(
     threads = [thread_id(alert, channel, domain) for alert in alerts]
 
     message = EmailMessage(policy=_POLICY)
-    message["Subject"] = truncate(headline(notification), SUBJECT_LIMIT)
+    message["Subject"] = truncate(one_line(headline(notification)), SUBJECT_LIMIT)
     message["From"] = sender
     message["To"] = ", ".join(to)
     message["Date"] = format_datetime(
