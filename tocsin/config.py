@@ -27,6 +27,9 @@ from urllib.parse import urlsplit
 import msgspec
 import msgspec.inspect
 
+from tocsin.channels import webhook_template
+from tocsin.channels.mail_message import address_problem
+from tocsin.channels.webhook_signing import SecretProblem, signing_key
 from tocsin.datadog_names import NAME_LIMIT, is_tag, metric_name
 from tocsin.errors import ConfigError
 from tocsin.keypaths import name_entries, toml_key
@@ -65,6 +68,7 @@ from tocsin.schema import (
     WebhookChannelConfig,
     decode_hook,
 )
+from tocsin.templates import TemplateProblem
 
 #: Loading, and the schema's types.
 __all__ = [
@@ -353,6 +357,7 @@ def check_channel(channel: ChannelConfig, source: str, where: str) -> None:
     if isinstance(channel, WebhookChannelConfig):
         for name, value in channel.headers.items():
             _check_header(name, value, source, f"{where}.headers.{toml_key(name)}")
+        _check_webhook(channel, source, where)
     elif isinstance(channel, DatadogChannelConfig):
         _check_datadog_channel(channel, source, where)
     elif isinstance(channel, EmailChannelConfig):
@@ -360,6 +365,7 @@ def check_channel(channel: ChannelConfig, source: str, where: str) -> None:
             raise ConfigError(source, "the From address is required", f"{where}.from")
         if not channel.to:
             raise ConfigError(source, "name at least one address", f"{where}.to")
+        _check_email(channel, source, where)
 
 
 _HTTP = ("http://", "https://")
@@ -383,6 +389,52 @@ def _check_datadog_channel(
                 "letters, digits and _ - : . / (at most 200, no final ':')",
                 f"{where}.tags[{index}]",
             )
+
+
+def _check_webhook(channel: WebhookChannelConfig, source: str, where: str) -> None:
+    """Render the template against sample notifications, and check a signing
+    secret written in the file (one read from elsewhere is checked when it
+    is read, see :mod:`tocsin.secrets`)."""
+    if channel.template:
+        try:
+            webhook_template.check_template(channel.template, channel.content_type)
+        except TemplateProblem as problem:
+            raise ConfigError(source, str(problem), f"{where}.template") from None
+    if channel.secret:
+        try:
+            signing_key(channel.secret)
+        except SecretProblem as problem:
+            message = f"the webhook signing secret {problem}"
+            raise ConfigError(source, message, f"{where}.secret") from None
+
+
+def _check_email(channel: EmailChannelConfig, source: str, where: str) -> None:
+    problem = address_problem(channel.sender)
+    if problem:
+        raise ConfigError(source, problem, f"{where}.from")
+    for index, address in enumerate(channel.to):
+        problem = address_problem(address)
+        if problem:
+            raise ConfigError(source, problem, f"{where}.to[{index}]")
+    if channel.ca_file and not os.path.isfile(channel.ca_file):
+        raise ConfigError(source, "no such file", f"{where}.ca_file")
+    password = next(
+        (
+            key
+            for key in ("password", "password_env", "password_file")
+            if getattr(channel, key)
+        ),
+        None,
+    )
+    if password and not channel.username:
+        raise ConfigError(source, "a password needs a username", f"{where}.{password}")
+    if channel.security == "none" and channel.username:
+        # AUTH over a plain connection would send the password in the clear.
+        raise ConfigError(
+            source,
+            "a username (and its password) needs security starttls or tls",
+            f"{where}.username",
+        )
 
 
 def _check_api_tcp(api: ApiConfig, source: str) -> None:
@@ -506,6 +558,7 @@ _RESERVED_HEADERS = frozenset(
         "transfer-encoding",
         "upgrade",
         "webhook-id",
+        "webhook-signature",
         "webhook-timestamp",
     )
 )

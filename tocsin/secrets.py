@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from tocsin.config import ChannelConfig, Config
+from tocsin.channels.webhook_signing import SecretProblem, signing_key
+from tocsin.config import ChannelConfig, Config, WebhookChannelConfig
 from tocsin.errors import ConfigError
 from tocsin.logs import register_secret
 
@@ -163,6 +164,13 @@ def channel_secrets(channel: ChannelConfig, source: str, where: str) -> dict[str
                 f"the {what} must be {length} characters long, not {len(secret)}",
                 f"{where}.{given}",
             )
+        if isinstance(channel, WebhookChannelConfig) and name == "secret":
+            try:
+                signing_key(secret)
+            except SecretProblem as problem:
+                raise ConfigError(
+                    source, f"the {what} {problem}", f"{where}.{given}"
+                ) from None
         found[name] = secret
 
     return found

@@ -26,7 +26,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 MAX_LENGTH = 4096
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
+class Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, with ``*`` and ``**`` kept from building huge
     values: ``'x' * 10**10`` would otherwise take the daemon's memory."""
 
@@ -48,7 +48,7 @@ def _is_sized(left: object, right: object) -> bool:
     return False
 
 
-_ENVIRONMENT = _Sandbox(
+_ENVIRONMENT = Sandbox(
     undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
 )
 _MARKS = ("{{", "{%", "{#")
@@ -73,7 +73,7 @@ def compile_text(text: str) -> Template | None:
     try:
         return _ENVIRONMENT.from_string(text)
     except TemplateError as error:
-        raise TemplateProblem(_describe(error)) from None
+        raise TemplateProblem(describe(error)) from None
 
 
 def render(text: str, variables: Mapping[str, object]) -> str:
@@ -90,7 +90,7 @@ def render(text: str, variables: Mapping[str, object]) -> str:
     except TemplateProblem:
         raise
     except TemplateError as error:
-        raise TemplateProblem(_describe(error)) from None
+        raise TemplateProblem(describe(error)) from None
     except (ArithmeticError, TypeError, ValueError) as error:
         raise TemplateProblem(str(error)) from None
     if len(rendered) > MAX_LENGTH:
@@ -127,7 +127,8 @@ def context(
     }
 
 
-def _describe(error: TemplateError) -> str:
+def describe(error: TemplateError) -> str:
+    """Say what is wrong with a template, and on which line if not the first."""
     line = getattr(error, "lineno", None)
     where = f" (line {line})" if line and line > 1 else ""
     return f"{error.message or type(error).__name__}{where}"

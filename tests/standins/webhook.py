@@ -13,11 +13,20 @@ Replies are used in order, one per request; when the queue is empty the
 that depend on something the test controls, such as a manual clock). A reply
 with ``hold=True`` never answers until :meth:`WebhookStandin.release` is called,
 which forces the client to time out.
+
+Given a Standard Webhooks ``signing_secret`` (``whsec_...``), the stand-in
+checks every request as a receiver would: the three ``webhook-*`` headers, a
+timestamp within five minutes of its ``clock``, and a ``v1`` signature over
+``{id}.{timestamp}.{body}``. A request that fails is answered 401 and
+recorded with its ``signature_error``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,13 +63,61 @@ class Received:
     status: int
     #: Whether the answer was held back.
     held: bool
+    #: Why its signature was refused; ``None`` if accepted or not checked.
+    signature_error: str | None = None
+
+
+#: How far a signed request's timestamp may be from the receiver's clock.
+SIGNATURE_TOLERANCE = 300.0
+
+
+def verify_signature(
+    secret: str,
+    headers: dict[str, str],
+    body: bytes,
+    now: float,
+    tolerance: float = SIGNATURE_TOLERANCE,
+) -> str | None:
+    """Check a Standard Webhooks signature; return why it fails, or ``None``.
+
+    Written from the specification alone: ``secret`` is ``whsec_`` and the
+    base64 key; the signed bytes are ``{id}.{timestamp}.{body}``; the header
+    lists space-separated ``version,base64`` signatures, of which one ``v1``
+    (HMAC-SHA256) must match.
+    """
+    lowered = {name.lower(): value for name, value in headers.items()}
+    message_id = lowered.get("webhook-id")
+    stamp = lowered.get("webhook-timestamp")
+    signatures = lowered.get("webhook-signature")
+    if not (message_id and stamp and signatures):
+        return "missing headers"
+    if not stamp.isdigit():
+        return "bad timestamp"
+    if abs(now - int(stamp)) > tolerance:
+        return "timestamp too old" if int(stamp) < now else "timestamp too new"
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{message_id}.{stamp}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
+    for entry in signatures.split(" "):
+        version, _, value = entry.partition(",")
+        if version == "v1" and hmac.compare_digest(value.encode(), expected):
+            return None
+    return "no matching signature"
 
 
 class WebhookStandin:
     """An aiohttp server on 127.0.0.1 and a free port."""
 
-    def __init__(self, default: Reply | None = None) -> None:
+    def __init__(
+        self,
+        default: Reply | None = None,
+        *,
+        signing_secret: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.default = default or Reply(200, body=b'{"ok":true}')
+        self.signing_secret = signing_secret
+        self.clock = clock
         self.responder: Callable[[], Reply] | None = None
         self.requests: list[Received] = []
         self._replies: deque[Reply] = deque()
@@ -128,7 +185,14 @@ class WebhookStandin:
             parsed = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
             parsed = None
-        if self._replies:
+        refused = None
+        if self.signing_secret is not None:
+            refused = verify_signature(
+                self.signing_secret, dict(request.headers), body, self.clock()
+            )
+        if refused is not None:
+            reply = Reply(401, body=orjson.dumps({"error": refused}))
+        elif self._replies:
             reply = self._replies.popleft()
         elif self.responder is not None:
             reply = self.responder()
@@ -144,6 +208,7 @@ class WebhookStandin:
                 at=time.time(),
                 status=reply.status,
                 held=reply.hold,
+                signature_error=refused,
             )
         )
         self._arrived.set()
