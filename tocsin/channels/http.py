@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
@@ -87,13 +87,19 @@ def requested_wait(headers: Mapping[str, str], now: float) -> float | None:
 
 
 def classify(
-    channel: str, status: int, retry_after: float | None = None
+    channel: str,
+    status: int,
+    retry_after: float | None = None,
+    detail: str | None = None,
 ) -> DeliveryError | None:
     """Return the error an HTTP status means for a delivery, or ``None`` if it
     succeeded.
 
     408, 429 and 5xx may succeed later; every other 4xx, and any redirect, is
     final.
+
+    :param detail: what the destination said about the failure, if the
+        channel could read it safely (Slack's ``channel_not_found``).
     """
     if 200 <= status < 300:
         return None
@@ -102,6 +108,8 @@ def classify(
     except ValueError:
         phrase = "unknown status"
     message = f"channel {channel}: HTTP {status} {phrase}"
+    if detail:
+        message += f": {detail}"
     if retry_after is not None:
         message += f" (retry after {retry_after:g}s)"
     if status == 408:
@@ -153,9 +161,13 @@ class HttpTarget:
         *,
         method: str = "POST",
         content_type: str = "application/json",
+        explain: Callable[[Reply], str | None] | None = None,
     ) -> Reply:
         """Make one request; return the reply if it was a success (2xx).
 
+        :param explain: reads a failed reply's body and returns what the
+            error should quote of it, or ``None``; it must return nothing
+            that may hold a secret.
         :raises DeliveryError: on a transport error, a timeout, or any other
             status, with what it means for a retry.
         """
@@ -193,7 +205,9 @@ class HttpTarget:
                 retryable=True,
             ) from None
         wait = requested_wait(reply.headers, self._clock.time())
-        error = classify(self.channel, reply.status, wait)
+        failed = not 200 <= reply.status < 300
+        detail = explain(reply) if explain is not None and failed else None
+        error = classify(self.channel, reply.status, wait, detail)
         if error is not None:
             raise error
 
