@@ -4,11 +4,14 @@ through the click's ``response_url``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
+import msgspec
 import pytest
 
+from tests.channels.test_payload import notification
 from tests.daemon.fake_backend import NOW, TOKEN, FakeBackend
 from tests.standins.slack import SlackStandin, sign, signed_action
 from tocsin.channels.base import ChannelContext
@@ -35,12 +38,14 @@ class Served:
     three channels: ``alerts`` (Slack, signed), ``plain`` (Slack without a
     signing secret) and ``hook`` (a webhook)."""
 
-    def __init__(self, tmp_path, slack: SlackStandin, session, clock) -> None:
+    def __init__(
+        self, tmp_path, slack: SlackStandin, session, clock, backend=FakeBackend
+    ) -> None:
         self.tmp_path = tmp_path
         self.slack = slack
         self.session = session
         self.clock = clock
-        self.backend = FakeBackend(clock)
+        self.backend = backend(clock)
 
     async def start(self) -> None:
         self.db = await Database.open(self.tmp_path / "tocsin.db", clock=self.clock)
@@ -359,3 +364,62 @@ async def test_a_response_url_takes_five_posts_within_thirty_minutes(
 
     assert statuses == [200] * 5 + [404]
     assert late == (404, {"ok": False, "error": "expired_url"})
+
+
+async def test_a_click_in_a_grouped_message_changes_only_that_alerts_part(
+    served, slack
+):
+    alerts = list(served.backend.alerts.values())
+    grouped = msgspec.structs.replace(
+        notification(), alert=alerts[0], alerts=alerts, reason="new alerts"
+    )
+    original = served.channels["alerts"].render(grouped)
+
+    await served.post("alerts", click(slack, ACK, uid="uid-2", message=original))
+
+    [update] = await slack.wait_for_updates(1)
+    blocks = update.json["blocks"]
+    assert blocks[0] == original["blocks"][0]
+    by_id = {block.get("block_id"): block for block in blocks}
+    assert by_id["tocsin.actions.uid-1"] == original["blocks"][2]
+    assert [b["action_id"] for b in by_id["tocsin.actions.uid-2"]["elements"]] == [
+        SNOOZE,
+        RESOLVE,
+    ]
+    note = by_id["tocsin.note.uid-2"]["elements"][0]["text"]
+    assert note.startswith("Acknowledged by slack:alice · ")
+    ids = [block.get("block_id") for block in blocks]
+    assert ids.index("tocsin.note.uid-2") == ids.index("tocsin.actions.uid-2") - 1
+    assert update.json["text"] == original["text"]
+
+
+class SlowBackend(FakeBackend):
+    """Moves an alert only once :attr:`gate` is set, as a busy database would."""
+
+    def __init__(self, clock) -> None:
+        super().__init__(clock)
+        self.gate = asyncio.Event()
+
+    async def move_alert(self, ref, to_state, *, actor, comment):
+        await self.gate.wait()
+        return await super().move_alert(ref, to_state, actor=actor, comment=comment)
+
+
+async def test_slack_hears_200_before_the_action_is_applied(
+    tmp_path, slack, session, clock
+):
+    served = Served(tmp_path, slack, session, clock, backend=SlowBackend)
+    await served.start()
+    try:
+        # Bounded, so that an answer held back by the move fails the test.
+        async with asyncio.timeout(5):
+            status, _ = await served.post("alerts", click(slack, ACK))
+
+        assert status == 200
+        assert served.backend.moves == [] and slack.updates == []
+        served.backend.gate.set()
+        await slack.wait_for_updates(1)
+        assert [move[1] for move in served.backend.moves] == ["acknowledged"]
+    finally:
+        served.backend.gate.set()
+        await served.stop()

@@ -60,13 +60,17 @@ class SlackChannel(DeliverySettings):
         """Return the message a notification is posted as."""
         return self._builder.notification(notification)
 
-    def render_alert(self, alert: Alert, *, note: str, at: float) -> dict:
+    def render_alert(
+        self, alert: Alert, *, note: str, at: float, original: dict | None = None
+    ) -> dict:
         """Return the message of an alert in its current state, with the
         buttons of the moves still open to it.
 
         :param note: what was done to it and by whom, shown with time ``at``.
+        :param original: the message the click was on; a grouped one keeps
+            its other alerts and their buttons.
         """
-        return self._builder.alert(alert, note=note, at=at)
+        return self._builder.redraw(original, alert, note=note, at=at)
 
     async def send(self, notification: Notification) -> int:
         """Post one notification; return the HTTP status of a success.

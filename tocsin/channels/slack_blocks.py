@@ -11,7 +11,8 @@ each with its own buttons, so that a click always names one alert, and lists
 the rest in one section that ends with a visible "+N more" when they do not
 fit. Slack refuses the whole message (``invalid_blocks``) when one limit is
 passed, so every text is cut to its limit here, and the number of blocks is
-bounded by construction (at most 13 of the 50 allowed).
+bounded by construction (at most 13 of the 50 allowed, 18 once every
+detailed alert of a group was acted on).
 
 Text in ``mrkdwn`` has ``&``, ``<`` and ``>`` escaped, so that a label value
 cannot turn into a link or an ``@channel`` mention.
@@ -52,6 +53,12 @@ DETAILED_ALERTS = 5
 ACKNOWLEDGE = "tocsin.acknowledge"
 SNOOZE = "tocsin.snooze"
 RESOLVE = "tocsin.resolve"
+
+#: The ``block_id`` of a grouped message's header, and the prefixes of an
+#: alert's actions block and of the note left where its buttons were.
+GROUP_ID = "tocsin.group"
+ACTIONS_ID = "tocsin.actions."
+NOTE_ID = "tocsin.note."
 
 #: Turns an alert's uid into its link in Tocsin, or ``None`` without one.
 AlertUrl = Callable[[str], str | None]
@@ -128,6 +135,32 @@ class MessageBuilder:
 
         return self._message(title, [alert], context)
 
+    def redraw(
+        self, original: dict | None, alert: Alert, *, note: str, at: float
+    ) -> dict:
+        """Return ``original`` with what changed for ``alert`` shown.
+
+        A message about one alert is drawn anew (:meth:`alert`). In a grouped
+        message only that alert's buttons change: they give way to ``note``
+        and the buttons of the moves still open to it, and the other alerts'
+        stay as they were.
+
+        :param original: the message as Slack gives it back with a click.
+        """
+        blocks = (original or {}).get("blocks") or []
+        if not blocks or blocks[0].get("block_id") != GROUP_ID:
+            return self.alert(alert, note=note, at=at)
+        noted = NOTE_ID + alert.uid
+        kept = [block for block in blocks if block.get("block_id") != noted]
+        ids = [block.get("block_id") for block in kept]
+        if ACTIONS_ID + alert.uid not in ids:
+            return self.alert(alert, note=note, at=at)
+        where = ids.index(ACTIONS_ID + alert.uid)
+        context = _context(f"{escape(note)} · {slack_date(at)}", block_id=noted)
+        kept[where : where + 1] = [context, *self._actions(alert)]
+
+        return {"text": original.get("text") or note, "blocks": kept}
+
     def _message(self, title: str, alerts: list[Alert], context: str) -> dict:
         worst = alerts[0]
         # The severity goes after the headline but is never cut off by it.
@@ -135,6 +168,8 @@ class MessageBuilder:
         room = HEADER_LIMIT - len(suffix)
         header = title if len(title) <= room else title[: room - 1] + ELLIPSIS
         blocks: list[dict] = [_header(header + suffix)]
+        if len(alerts) > 1:
+            blocks[0]["block_id"] = GROUP_ID
         if len(alerts) == 1:
             blocks.append(self._alert_section(worst, full=True))
             blocks.extend(self._actions(worst))
@@ -192,7 +227,8 @@ class MessageBuilder:
         if path_to(alert.state, "resolved"):
             buttons.append(_button(RESOLVE, "Resolve", alert.uid, "danger"))
 
-        return [{"type": "actions", "elements": buttons}]
+        block_id = ACTIONS_ID + alert.uid
+        return [{"type": "actions", "block_id": block_id, "elements": buttons}]
 
 
 def _header(text: str) -> dict:
@@ -204,9 +240,13 @@ def _section(text: str) -> dict:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
-def _context(text: str) -> dict:
+def _context(text: str, block_id: str = "") -> dict:
     element = {"type": "mrkdwn", "text": cut(text, SECTION_LIMIT)}
-    return {"type": "context", "elements": [element]}
+    block = {"type": "context", "elements": [element]}
+    if block_id:
+        block["block_id"] = block_id
+
+    return block
 
 
 def _fields(alert: Alert) -> list[dict]:

@@ -12,8 +12,9 @@ and changes nothing; a captured request replayed later is refused that way.
 Slack shows the person an error unless it hears ``200`` within three
 seconds, so the answer is sent as soon as the request is known to be
 Slack's; the action is applied afterwards, and its outcome goes back through
-the click's ``response_url``: the message redrawn in the alert's new state,
-naming who acted, with the buttons of the moves still open; or, when the
+the click's ``response_url``: the message redrawn in the alert's new state
+(in a grouped message, only that alert's part), naming who acted, with the
+buttons of the moves still open; or, when the
 lifecycle refuses the move, a message only the clicker sees, saying why.
 A click is applied once: a repeat of the same ``action_ts`` by the same
 person is dropped.
@@ -70,6 +71,8 @@ class _Payload(msgspec.Struct):
     user: _User
     actions: list[_Action] = []
     response_url: str = ""
+    #: The message the button was on, as Slack keeps it.
+    message: dict | None = None
 
 
 class _Refused(Exception):
@@ -184,7 +187,9 @@ async def _apply(hooks, channel: SlackChannel, payload: _Payload, action: _Actio
             "slack action applied",
             extra={"channel": channel.name, "alert": detail.alert.uid, "reason": actor},
         )
-        message = channel.render_alert(detail.alert, note=note, at=hooks.clock.time())
+        message = channel.render_alert(
+            detail.alert, note=note, at=hooks.clock.time(), original=payload.message
+        )
         answer = {**message, "replace_original": True}
     await _respond(hooks.session, payload.response_url, answer, channel.name)
 
