@@ -317,7 +317,7 @@ async def test_the_same_moment_by_another_person_is_another_click(served, slack)
     assert creators == ["slack:alice", "slack:bob"]
 
 
-@pytest.mark.parametrize("channel", ["nowhere", "plain", "hook"])
+@pytest.mark.parametrize("channel", ["nowhere", "plain", "hook", "a%0Ab"])
 async def test_only_a_slack_channel_with_a_signing_secret_takes_clicks(
     served, slack, channel
 ):

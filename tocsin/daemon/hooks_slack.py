@@ -90,7 +90,9 @@ async def receive(request: web.Request, hooks) -> web.StreamResponse:
     name = request.match_info["channel"]
     channel = hooks.channel(name)
     if not isinstance(channel, SlackChannel) or channel.signing_secret is None:
-        raise web.HTTPNotFound(reason=f"no Slack channel {name} takes actions")
+        # The name is not echoed: it comes decoded from the path, and a
+        # reason phrase may not hold what a path can.
+        raise web.HTTPNotFound(reason="no Slack channel of that name takes actions")
     body = await request.read()
     problem = check_signature(
         request.headers, body, channel.signing_secret, hooks.clock.time()
@@ -105,7 +107,9 @@ async def receive(request: web.Request, hooks) -> web.StreamResponse:
     if payload.type != "block_actions" or not ours:
         return web.Response(status=200)
 
-    # Answer now; the action, and what Slack shows of it, follow.
+    # Answer now. The action, and what Slack shows of it, follow in this
+    # handler rather than a loose task, so stopping the API waits for them
+    # as it waits for any request in progress.
     response = web.Response(status=200)
     await response.prepare(request)
     await response.write_eof()
