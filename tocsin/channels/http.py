@@ -98,8 +98,8 @@ def classify(
     408, 429 and 5xx may succeed later; every other 4xx, and any redirect, is
     final.
 
-    :param detail: what the destination said about the refusal, if anything;
-        added to the message.
+    :param detail: what the destination said about the failure, if the
+        channel could read it safely (Slack's ``channel_not_found``).
     """
     if 200 <= status < 300:
         return None
@@ -165,8 +165,9 @@ class HttpTarget:
     ) -> Reply:
         """Make one request; return the reply if it was a success (2xx).
 
-        :param explain: reads a refusal's body for what the destination said,
-            which the error then carries; it must leave out anything secret.
+        :param explain: reads a failed reply's body and returns what the
+            error should quote of it, or ``None``; it must return nothing
+            that may hold a secret.
         :raises DeliveryError: on a transport error, a timeout, or any other
             status, with what it means for a retry.
         """
@@ -204,9 +205,8 @@ class HttpTarget:
                 retryable=True,
             ) from None
         wait = requested_wait(reply.headers, self._clock.time())
-        detail = None
-        if explain is not None and not 200 <= reply.status < 300:
-            detail = explain(reply)
+        failed = not 200 <= reply.status < 300
+        detail = explain(reply) if explain is not None and failed else None
         error = classify(self.channel, reply.status, wait, detail)
         if error is not None:
             raise error
