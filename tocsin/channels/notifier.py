@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+from tocsin.channels.dedup import DedupCaps
 from tocsin.channels.grouping import Group, group_key, is_firing, plan_channel
 from tocsin.channels.routing import RouteSettings, group_labels, routing_labels
 from tocsin.clock import Clock
@@ -96,13 +96,10 @@ class Notifier:
         #: Alerts held back by a silence, mute window or inhibition (each
         #: time one starts to be).
         self.suppressed = 0
-        #: Messages the ``[dedup]`` caps dropped.
-        self.deduplicated = 0
         self._store = store
         self._groups_store = GroupStore(db, clock)
         self._policy = policy
         self._clock = clock
-        self._dedup = dedup
         self._on_queued = on_queued
         self._takes_resolves = takes_resolves or (lambda channel: True)
         self._takes_acks = takes_acknowledgements or (lambda channel: False)
@@ -115,11 +112,15 @@ class Notifier:
         #: is gone).
         self._doomed: set[str] = set()
         self._next_change: float | None = None
-        #: Messages the dedup caps count, by (channel, key): (event, sent_at).
-        self._recent: dict[tuple[str, str], deque[tuple[str, float]]] = {}
         self._limiter = RateLimiter(clock=clock.monotonic)
+        self._caps = DedupCaps(dedup, self._limiter)
         self._wakeup = asyncio.Event()
         self._stopping = False
+
+    @property
+    def deduplicated(self) -> int:
+        """Messages the ``[dedup]`` caps dropped."""
+        return self._caps.dropped
 
     async def start(self) -> None:
         """Rebuild the groups from the state database.
@@ -152,12 +153,12 @@ class Notifier:
                 self._route(alert, now, stored, entries, only=named[alert_id])
 
         self._doomed |= (stored.keys() | entries.keys()) - self._groups.keys()
-        horizon = self._horizon()
+        horizon = self._caps.horizon()
         if horizon is not None:
             for channel, key, event, sent_at in await self._groups_store.dedup_since(
                 now - horizon
             ):
-                self._remember(channel, key, event, sent_at)
+                self._caps.remember(channel, key, event, sent_at)
         self._next_change = self._policy.next_change(now)
         log.info(
             "notifier started",
@@ -306,7 +307,7 @@ class Notifier:
         """
         now = self._clock.time()
         self._policy = policy
-        self._dedup = dedup
+        self._caps.config = dedup
         known = {
             alert.id: alert
             for group in self._groups.values()
@@ -467,8 +468,10 @@ class Notifier:
             after = plan.entry
             if plan.reason is not None:
                 event = "trigger" if any(map(is_firing, plan.alerts)) else "resolve"
-                key = self._dedup_key(group, plan.alerts)
-                if self._is_capped(group, channel, key, event, now):
+                labels = {**routing_labels(plan.alerts[0]), **group.labels}
+                key = self._caps.key(labels)
+                context = {"route": route.id, "group": group.key}
+                if self._caps.is_capped(channel, key, event, now, context):
                     # Left as it was: the alerts are still news to the channel.
                     after = entry
                 else:
@@ -499,7 +502,9 @@ class Notifier:
             if delete and not group.is_stored and not messages:
                 pass  # never written, nothing to remove
             else:
-                flush = Flush(row, messages, changes, delete, self._forget_before(now))
+                flush = Flush(
+                    row, messages, changes, delete, self._caps.forget_before(now)
+                )
                 number = await self._groups_store.flush(flush)
 
         # Committed: the group follows what was written.
@@ -520,7 +525,7 @@ class Notifier:
         if delete:
             del self._groups[group.key]
         for message in messages:
-            self._remember(message.channel, message.dedup_key, message.event, now)
+            self._caps.remember(message.channel, message.dedup_key, message.event, now)
             log.debug(
                 "notification queued",
                 extra={
@@ -552,73 +557,6 @@ class Notifier:
                     },
                 )
         group.suppressed = suppressed
-
-    def _dedup_key(self, group: Group, alerts: Sequence[Alert]) -> str:
-        """Return the message's dedup key: the values of ``dedup.keys`` over
-        the group's labels (then its first alert's); empty with no keys."""
-        if not self._dedup.keys:
-            return ""
-        labels = {**routing_labels(alerts[0]), **group.labels}
-        return ",".join(f"{name}={labels.get(name, '')!r}" for name in self._dedup.keys)
-
-    def _is_capped(
-        self, group: Group, channel: str, key: str, event: str, now: float
-    ) -> bool:
-        """Return whether the dedup caps drop a message; count and log it."""
-        if not key:
-            return False
-        dedup = self._dedup
-        history = self._recent.get((channel, key), deque())
-        suppress_for = float(dedup.suppress_for)
-        window = float(dedup.window)
-        why = None
-        if event == "trigger" and any(
-            kind == "trigger" and now - at < suppress_for for kind, at in history
-        ):
-            why = "suppress_for"
-        elif dedup.max_per_window and (
-            sum(1 for _, at in history if now - at < window) >= dedup.max_per_window
-        ):
-            why = "max_per_window"
-        if why is None:
-            return False
-        self.deduplicated += 1
-        # Once per key and channel a while: a flapping model must not turn
-        # every dropped message into a log line.
-        allowed, held = self._limiter.allow(f"dedup:{channel}:{key}")
-        if allowed:
-            log.info(
-                "notification dropped by the dedup caps",
-                extra={
-                    "route": group.route.id,
-                    "group": group.key,
-                    "channel": channel,
-                    "reason": why,
-                    "key": key,
-                    "suppressed": held,
-                },
-            )
-        return True
-
-    def _remember(self, channel: str, key: str, event: str, at: float) -> None:
-        horizon = self._horizon()
-        if not key or horizon is None:
-            return
-        history = self._recent.setdefault((channel, key), deque())
-        history.append((event, at))
-        while history and history[0][1] < at - horizon:
-            history.popleft()
-
-    def _horizon(self) -> float | None:
-        """Return how far back the dedup caps look, or ``None`` when off."""
-        dedup = self._dedup
-        if not dedup.keys:
-            return None
-        return max(float(dedup.window), float(dedup.suppress_for))
-
-    def _forget_before(self, now: float) -> float | None:
-        horizon = self._horizon()
-        return None if horizon is None else now - horizon
 
 
 def _group_labels(route: RouteSettings, alert: Alert) -> dict[str, str]:
