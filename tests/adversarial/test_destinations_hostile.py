@@ -1,0 +1,153 @@
+"""The destinations against unlucky receivers: answers that trickle in or
+stop half way, and rate-limit headers that mean a date."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+import pytest
+
+from tests.channels.test_payload import notification
+from tests.standins.webhook import WebhookStandin
+from tocsin.channels.base import ChannelContext
+from tocsin.channels.slack import SlackChannel
+from tocsin.channels.webhook import WebhookChannel
+from tocsin.clock import ManualClock
+from tocsin.config import (
+    SlackChannelConfig,
+    WebhookChannelConfig,
+)
+from tocsin.errors import DeliveryError
+
+NOW = 1_750_000_000.0
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+def context(session, **fields) -> ChannelContext:
+    return ChannelContext(session, ManualClock(NOW), **fields)
+
+
+class RawReceiver:
+    """An HTTP server on a free port that writes exactly the bytes scripted:
+    a head, then body pieces with a pause between them, then maybe a close
+    before the promised length was sent."""
+
+    def __init__(self, head: bytes, pieces: list[bytes], *, gap: float = 0.0):
+        self.head = head
+        self.pieces = pieces
+        self.gap = gap
+        self.url = ""
+        self.requests = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawReceiver:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/hook"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader, writer) -> None:
+        self.requests += 1
+        with contextlib.suppress(ConnectionError):
+            await _read_request(reader)
+            writer.write(self.head)
+            for number, piece in enumerate(self.pieces):
+                if number:
+                    # The receiver is slow to write the rest; a client that
+                    # takes the first piece for the whole answer is wrong.
+                    await asyncio.sleep(self.gap)
+                writer.write(piece)
+                await writer.drain()
+        writer.close()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+
+
+def _head(length: int, content_type: bytes = b"text/html") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type + b"\r\n"
+        b"Content-Length: " + str(length).encode() + b"\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+
+
+# Answers that arrive in pieces, or not whole.
+
+
+async def test_a_slack_ok_written_in_two_pieces_is_a_success(session):
+    async with RawReceiver(_head(2), [b"o", b"k"], gap=0.2) as receiver:
+        config = SlackChannelConfig(name="alerts")
+        secrets = {"webhook_url": receiver.url}
+        channel = SlackChannel(config, secrets, context(session))
+
+        status = await channel.send(notification())
+
+    assert status == 200
+
+
+async def test_an_answer_cut_off_mid_body_is_a_retryable_failure(session):
+    """A receiver that promised 100 bytes and closed after 2 may not have
+    taken the message: it is tried again (with the same idempotency key)."""
+    async with RawReceiver(_head(100), [b"ok"]) as receiver:
+        config = WebhookChannelConfig(name="ops", url=receiver.url)
+        channel = WebhookChannel(config, {"url": receiver.url}, context(session))
+
+        with pytest.raises(DeliveryError) as raised:
+            await channel.send(notification())
+
+    assert raised.value.retryable
+    assert raised.value.reason == "transport"
+    assert receiver.url not in str(raised.value)
+
+
+# Rate-limit headers.
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [
+        ({"X-RateLimit-Reset": str(int(NOW) + 90)}, 90.0),
+        ({"X-RateLimit-Reset": "30"}, 30.0),
+        ({"Retry-After": "-5"}, 0.0),
+        ({"Retry-After": "1e400"}, None),
+        ({"Retry-After": "nan"}, None),
+        ({"Retry-After": "Sun, 15 Jun 2025 15:08:20 GMT"}, 100.0),
+        ({"Retry-After": "Sat, 01 Jan 2000 00:00:00 GMT"}, 0.0),
+        ({"Retry-After": "999999999999"}, 86400.0),
+        ({"Retry-After": "soon"}, None),
+    ],
+)
+async def test_a_429_waits_as_long_as_its_headers_mean(session, headers, wait):
+    """``X-RateLimit-Reset`` is seconds to wait for Datadog but a POSIX time
+    for many other services: a value that can only be a time is read as one,
+    instead of as a wait of a day."""
+    async with WebhookStandin() as hook:
+        hook.reply(429, headers=headers)
+        config = WebhookChannelConfig(name="ops", url=hook.url)
+        channel = WebhookChannel(config, {"url": hook.url}, context(session))
+
+        with pytest.raises(DeliveryError) as raised:
+            await channel.send(notification())
+
+    assert raised.value.retryable
+    assert raised.value.retry_after == wait
