@@ -1,5 +1,6 @@
-"""The destinations against unlucky receivers: answers that trickle in or
-stop half way, and rate-limit headers that mean a date."""
+"""The destinations against unlucky receivers and hostile alert texts: answers
+that trickle in or stop half way, rate-limit headers that mean a date, and texts
+that grow when escaped."""
 
 from __future__ import annotations
 
@@ -9,14 +10,19 @@ import contextlib
 import aiohttp
 import pytest
 
+from tests.channels.messages import alert, grouped
 from tests.channels.test_payload import notification
+from tests.standins.teams import SIZE_LIMIT, TeamsStandIn
 from tests.standins.webhook import WebhookStandin
 from tocsin.channels.base import ChannelContext
+from tocsin.channels.payload import encode
 from tocsin.channels.slack import SlackChannel
+from tocsin.channels.teams import MESSAGE_LIMIT, TeamsChannel, teams_message
 from tocsin.channels.webhook import WebhookChannel
 from tocsin.clock import ManualClock
 from tocsin.config import (
     SlackChannelConfig,
+    TeamsChannelConfig,
     WebhookChannelConfig,
 )
 from tocsin.errors import DeliveryError
@@ -151,3 +157,45 @@ async def test_a_429_waits_as_long_as_its_headers_mean(session, headers, wait):
 
     assert raised.value.retryable
     assert raised.value.retry_after == wait
+
+
+# Texts that grow when escaped.
+
+
+def test_a_teams_card_stays_under_its_limit_when_escaping_doubles_the_text():
+    quoted = alert(1, series="model=" + '"\\' * 20_000)
+    control = alert(2, series="model=" + "\x01" * 20_000)
+    message = teams_message(grouped([quoted, control, alert(3)]))
+
+    assert len(encode(message)) <= MESSAGE_LIMIT
+
+
+def test_a_teams_card_stays_under_its_limit_whatever_one_alert_holds():
+    """Every fact, the description and the links of one alert are hostile."""
+    huge = "\x02" * 50_000
+    sent = notification(
+        "acknowledge",
+        series="model=" + huge,
+        rule="r" + huge,
+        summary=huge,
+        description=huge,
+        reason=huge,
+        runbook="https://runbooks.example/" + "a" * 100_000,
+    )
+    message = teams_message(
+        sent, alert_url=lambda uid: "https://tocsin.example/" + "b" * 100_000
+    )
+
+    assert len(encode(message)) <= MESSAGE_LIMIT
+
+
+async def test_teams_takes_a_card_of_a_huge_runbook_link(session):
+    async with TeamsStandIn() as teams:
+        runbook = "https://runbooks.example/" + "a" * 100_000
+        config = TeamsChannelConfig(name="ops", webhook_url=teams.url)
+        channel = TeamsChannel(config, {"webhook_url": teams.url}, context(session))
+
+        await channel.send(grouped([alert(1, runbook=runbook), alert(2)]))
+
+        [received] = teams.accepted
+    assert len(received.body) <= SIZE_LIMIT
