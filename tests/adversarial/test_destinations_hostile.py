@@ -1,6 +1,6 @@
 """The destinations against unlucky receivers and hostile alert texts: answers
-that trickle in or stop half way, rate-limit headers that mean a date, and texts
-that grow when escaped."""
+that trickle in or stop half way, rate-limit headers that mean a date, texts
+that grow when escaped, and groups too large for one rate-limit window."""
 
 from __future__ import annotations
 
@@ -12,15 +12,18 @@ import pytest
 
 from tests.channels.messages import alert, grouped
 from tests.channels.test_payload import notification
+from tests.standins.pagerduty import PagerDutyStandIn
 from tests.standins.teams import SIZE_LIMIT, TeamsStandIn
 from tests.standins.webhook import WebhookStandin
 from tocsin.channels.base import ChannelContext
+from tocsin.channels.pagerduty import PagerDutyChannel, dedup_key
 from tocsin.channels.payload import encode
 from tocsin.channels.slack import SlackChannel
 from tocsin.channels.teams import MESSAGE_LIMIT, TeamsChannel, teams_message
 from tocsin.channels.webhook import WebhookChannel
 from tocsin.clock import ManualClock
 from tocsin.config import (
+    PagerDutyChannelConfig,
     SlackChannelConfig,
     TeamsChannelConfig,
     WebhookChannelConfig,
@@ -28,6 +31,7 @@ from tocsin.config import (
 from tocsin.errors import DeliveryError
 
 NOW = 1_750_000_000.0
+ROUTING_KEY = "R0utingKeyForHostileTests0123456"
 
 
 @pytest.fixture
@@ -199,3 +203,30 @@ async def test_teams_takes_a_card_of_a_huge_runbook_link(session):
 
         [received] = teams.accepted
     assert len(received.body) <= SIZE_LIMIT
+
+
+# A group too large for one rate-limit window.
+
+
+async def test_a_pagerduty_retry_sends_only_the_events_not_yet_taken(session):
+    """PagerDuty takes 120 events a minute: a group of many alerts must make
+    progress from one attempt to the next instead of starting over each time
+    and never getting past the first window."""
+    async with PagerDutyStandIn() as pd:
+        config = PagerDutyChannelConfig(name="page", url=pd.url)
+        channel = PagerDutyChannel(
+            config, {"routing_key": ROUTING_KEY}, context(session)
+        )
+        alerts = [alert(number) for number in range(1, 6)]
+        sent = grouped(alerts)
+        # The third event meets the rate limit.
+        pd.take(2)
+        pd.fail(429)
+        with pytest.raises(DeliveryError):
+            await channel.send(sent)
+
+        await channel.send(sent)
+
+    keys = [request.event["dedup_key"] for request in pd.accepted]
+    assert sorted(keys) == sorted(dedup_key(a) for a in alerts)
+    assert len(pd.requests) == 6

@@ -85,6 +85,9 @@ class Scripted:
     body: bytes = b""
     #: Do not answer until released.
     hold: bool = False
+    #: Take the event as PagerDuty would, answering 202 (a place in the
+    #: script before the failures that follow it).
+    take: bool = False
 
 
 @dataclass
@@ -186,6 +189,11 @@ class PagerDutyStandIn:
             body = _SCRIPTED_BODIES.get(status, b"")
         self.script.extend([Scripted(status, headers or {}, body, hold)] * times)
 
+    def take(self, times: int = 1) -> None:
+        """Take the next ``times`` valid events as usual, before what the
+        script says after them."""
+        self.script.extend([Scripted(202, take=True)] * times)
+
     def release(self) -> None:
         """Let every held answer (now and later) be sent."""
         self._released.set()
@@ -227,11 +235,13 @@ class PagerDutyStandIn:
         try:
             received.event = self._parse(request, body)
             _check(received.event)
-            if self.script:
+            if self.script and not self.script[0].take:
                 scripted = self.script.popleft()
                 received.status = scripted.status
                 received.reason = f"scripted {scripted.status}"
             else:
+                if self.script:
+                    self.script.popleft()
                 answer = self._apply(received.event, received)
         except Rejected as error:
             received.status, received.reason = error.status, error.error
