@@ -415,8 +415,17 @@ def _now() -> str:
 # Webhooks V3, as PagerDuty delivers them.
 
 
-def webhook_body(incident: Incident, event_type: str, *, agent: str | None) -> bytes:
-    """Return the Webhooks V3 body of ``event_type`` about ``incident``."""
+def webhook_body(
+    incident: Incident,
+    event_type: str,
+    *,
+    agent: str | None,
+    occurred_at: str | None = None,
+) -> bytes:
+    """Return the Webhooks V3 body of ``event_type`` about ``incident``.
+
+    :param occurred_at: when it happened (ISO 8601); now by default.
+    """
     person = None
     if agent is not None:
         person = {
@@ -450,7 +459,7 @@ def webhook_body(incident: Incident, event_type: str, *, agent: str | None) -> b
         "resolve_reason": None,
         "incident_type": {"name": "incident_default"},
     }
-    return _event(event_type, "incident", person, data)
+    return _event(event_type, "incident", person, data, occurred_at)
 
 
 def ping_body() -> bytes:
@@ -459,12 +468,18 @@ def ping_body() -> bytes:
     return _event("pagey.ping", "pagey", None, data)
 
 
-def _event(kind: str, resource: str, agent: dict | None, data: dict) -> bytes:
+def _event(
+    kind: str,
+    resource: str,
+    agent: dict | None,
+    data: dict,
+    occurred_at: str | None = None,
+) -> bytes:
     event = {
         "id": uuid.uuid4().hex.upper()[:26],
         "event_type": kind,
         "resource_type": resource,
-        "occurred_at": _now(),
+        "occurred_at": occurred_at or _now(),
         "agent": agent,
         "client": None,
         "data": data,
