@@ -230,3 +230,26 @@ async def test_a_pagerduty_retry_sends_only_the_events_not_yet_taken(session):
     keys = [request.event["dedup_key"] for request in pd.accepted]
     assert sorted(keys) == sorted(dedup_key(a) for a in alerts)
     assert len(pd.requests) == 6
+
+
+@pytest.mark.parametrize(
+    "body", [b"<html>captive portal</html>", b"", b"[]", b'{"dedup_key": "x"}']
+)
+async def test_a_pagerduty_success_status_without_its_answer_is_retried(session, body):
+    """Only ``{"status": "success"}`` says PagerDuty took an event; a 2xx
+    without it came from something else on the way (a proxy), and since a
+    trigger is deduplicated by its key, sending it again is safe."""
+    async with PagerDutyStandIn() as pd:
+        config = PagerDutyChannelConfig(name="page", url=pd.url)
+        channel = PagerDutyChannel(
+            config, {"routing_key": ROUTING_KEY}, context(session)
+        )
+        pd.fail(202, body=body)
+
+        with pytest.raises(DeliveryError) as raised:
+            await channel.send(notification())
+        await channel.send(notification())
+
+    assert (raised.value.retryable, raised.value.status) == (True, 202)
+    assert "an answer that is not PagerDuty's" in str(raised.value)
+    assert len(pd.incidents) == 1

@@ -312,11 +312,23 @@ class PagerDutyChannel(DeliverySettings):
         return truncate(text, _DETAIL_LIMIT) or None
 
     def _check_processed(self, reply: Reply) -> None:
-        """Refuse a success status whose body says the event was not taken."""
+        """Refuse a success status whose body does not say the event was taken.
+
+        PagerDuty answers ``{"status": "success", ...}``; another status in
+        its answer is final. A body that is not PagerDuty's answer at all
+        (a proxy's page, nothing) leaves it unknown whether the event
+        arrived, so it is retryable: the dedup key makes a repeat harmless.
+        """
         try:
             answer = orjson.loads(reply.body)
         except orjson.JSONDecodeError:
+            answer = None
+        status = answer.get("status") if isinstance(answer, dict) else None
+        if status == "success":
             return
-        if isinstance(answer, dict) and answer.get("status", "success") != "success":
-            said = self._explain(reply) or "no reason given"
-            raise self._target.refused(reply, said, retryable=False)
+        if not isinstance(status, str):
+            raise self._target.refused(
+                reply, "an answer that is not PagerDuty's", retryable=True
+            )
+        said = self._explain(reply) or "no reason given"
+        raise self._target.refused(reply, said, retryable=False)
