@@ -253,3 +253,27 @@ async def test_a_pagerduty_success_status_without_its_answer_is_retried(session,
     assert (raised.value.retryable, raised.value.status) == (True, 202)
     assert "an answer that is not PagerDuty's" in str(raised.value)
     assert len(pd.incidents) == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://files.example/s3cret-token",
+        "http://" + "a" * 64 + ".example/s3cret-token",
+        "http://127.0.0.1:99999/s3cret-token",
+        "s3cret-token",
+    ],
+)
+async def test_a_url_no_request_can_go_to_is_a_final_error_that_quotes_nothing(
+    session, url
+):
+    """Such a URL comes from a secret (an environment variable, a file)
+    that the config check cannot read in advance; no retry will mend it."""
+    config = WebhookChannelConfig(name="ops", url="https://placeholder.example/")
+    channel = WebhookChannel(config, {"url": url}, context(session))
+
+    with pytest.raises(DeliveryError) as raised:
+        await channel.send(notification())
+
+    assert (raised.value.reason, raised.value.retryable) == ("client_error", False)
+    assert str(raised.value) == "channel ops: the configured URL is not valid"

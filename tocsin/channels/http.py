@@ -207,7 +207,10 @@ class HttpTarget:
                 f"channel {self.channel}: no response within {self.timeout:g}s",
                 retryable=True,
             ) from None
-        except aiohttp.InvalidURL:
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError):
+            # A URL that is not http(s), or whose host cannot be written as a
+            # host name (a label over 63 characters fails IDNA with a
+            # UnicodeError, a ValueError), will be no better on a retry.
             raise DeliveryError(
                 "client_error",
                 f"channel {self.channel}: the configured URL is not valid",
