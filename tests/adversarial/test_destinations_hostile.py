@@ -13,6 +13,7 @@ import pytest
 from tests.channels.messages import alert, grouped
 from tests.channels.test_payload import notification
 from tests.standins.pagerduty import PagerDutyStandIn
+from tests.standins.slack import SlackStandin
 from tests.standins.teams import SIZE_LIMIT, TeamsStandIn
 from tests.standins.webhook import WebhookStandin
 from tocsin.channels.base import ChannelContext
@@ -29,6 +30,7 @@ from tocsin.config import (
     WebhookChannelConfig,
 )
 from tocsin.errors import DeliveryError
+from tocsin.state.models import Notification
 
 NOW = 1_750_000_000.0
 ROUTING_KEY = "R0utingKeyForHostileTests0123456"
@@ -277,3 +279,46 @@ async def test_a_url_no_request_can_go_to_is_a_final_error_that_quotes_nothing(
 
     assert (raised.value.reason, raised.value.retryable) == ("client_error", False)
     assert str(raised.value) == "channel ops: the configured URL is not valid"
+
+
+HOSTILE = '<!channel> & <https://evil.example|click> "}\n{\\u0000 \U0001f525'
+
+
+def hostile_group(count: int) -> Notification:
+    return grouped(
+        [
+            alert(
+                number,
+                series=f"model={HOSTILE}{number}",
+                labels={"model": HOSTILE},
+                description="d" * 100_000,
+            )
+            for number in range(count)
+        ]
+    )
+
+
+async def test_slack_takes_ten_thousand_hostile_alerts_in_one_message(session):
+    async with SlackStandin() as slack:
+        config = SlackChannelConfig(name="alerts")
+        secrets = {"webhook_url": slack.webhook_url}
+        channel = SlackChannel(config, secrets, context(session))
+
+        await channel.send(hostile_group(10_000))
+
+        [message] = slack.messages
+    # Escaped everywhere: no mention, no link of the label's making.
+    assert "<!channel>" not in str(message)
+    assert "<https://evil.example" not in str(message)
+    assert message["blocks"][-2]["text"]["text"].endswith(" more")
+
+
+async def test_teams_takes_ten_thousand_hostile_alerts_in_one_card(session):
+    async with TeamsStandIn() as teams:
+        config = TeamsChannelConfig(name="ops", webhook_url=teams.url)
+        channel = TeamsChannel(config, {"webhook_url": teams.url}, context(session))
+
+        await channel.send(hostile_group(10_000))
+
+        [received] = teams.accepted
+    assert len(received.body) <= MESSAGE_LIMIT
