@@ -429,9 +429,7 @@ class ResolvedMeanwhile(FakeBackend):
     """The engine resolves the alert right after a click's first move."""
 
     async def move_alert(self, ref, to_state, *, actor, comment):
-        detail = await super().move_alert(
-            ref, to_state, actor=actor, comment=comment
-        )
+        detail = await super().move_alert(ref, to_state, actor=actor, comment=comment)
         if actor.startswith("slack:") and to_state == "acknowledged":
             alert = detail.alert
             self.alerts[alert.id] = msgspec.structs.replace(alert, state="resolved")
