@@ -3,7 +3,9 @@ in a real state database."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import UTC, datetime
 
 import aiohttp
 import orjson
@@ -29,7 +31,7 @@ from tocsin.daemon.reload import ReloadOutcome
 from tocsin.errors import StateError, UnknownAlertError
 from tocsin.state.alerts import AlertStore
 from tocsin.state.db import Database
-from tocsin.state.inbound import InboundLog
+from tocsin.state.inbound import KEEP_FOR, InboundLog
 
 OLD, NEW = "old-webhook-secret-0001", "new-webhook-secret-0002"
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"
@@ -410,3 +412,73 @@ async def test_a_very_long_name_makes_a_bounded_comment(served):
     assert (state, actor) == ("acknowledged", "pagerduty")
     assert comment.startswith("acknowledged in PagerDuty by Ada Ada")
     assert len(comment) == 500 and comment.endswith("…")
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+
+
+async def test_a_captured_delivery_replayed_after_its_id_is_forgotten_does_nothing(
+    served, caplog
+):
+    """Ids are remembered for three days; a signed delivery kept longer and
+    sent again must not be taken as new. PagerDuty itself gives up retrying
+    after two days, so an event that old is never a genuine delivery."""
+    alert = await served.fire("a")
+    stale = webhook_body(
+        incident_of(alert),
+        "incident.resolved",
+        agent="Mallory",
+        occurred_at=iso(T0 - KEEP_FOR - 60),
+    )
+    late = webhook_body(
+        incident_of(alert),
+        "incident.acknowledged",
+        agent="Ada",
+        occurred_at=iso(T0 - 47 * 3600),
+    )
+
+    with caplog.at_level(logging.WARNING, logger="tocsin.daemon.hooks_pagerduty"):
+        replayed = await served.post("page", stale, signed(stale, NEW))
+    retried = await served.post("page", late, signed(late, NEW))
+
+    assert (replayed[0], replayed[1]["outcome"]) == (200, "stale")
+    assert (retried[0], retried[1]["outcome"]) == (200, "acknowledged")
+    assert [t[0] for t in await served.history(alert)] == ["triggered", "acknowledged"]
+    assert [r.message for r in caplog.records] == [
+        "PagerDuty webhook too old to be a delivery; ignored"
+    ]
+
+
+async def test_two_deliveries_of_one_id_at_once_are_applied_once(served):
+    alert = await served.fire("a")
+    body = event(alert, "incident.resolved")
+    headers = signed(body, NEW)
+
+    answers = await asyncio.gather(
+        served.post("page", body, headers), served.post("page", body, headers)
+    )
+
+    assert sorted(answer["outcome"] for _, answer in answers) == [
+        "repeated",
+        "resolved",
+    ]
+    states = [t[0] for t in await served.history(alert)]
+    assert states == ["triggered", "acknowledged", "investigating", "resolved"]
+
+
+async def test_a_delivery_for_a_closed_alert_changes_nothing(served):
+    alert = await served.fire("a")
+    for state in ("acknowledged", "investigating", "resolved", "closed"):
+        await served.store.move(alert.uid, state, actor="api:ops", comment="")
+    outcomes = []
+    for kind in ("incident.acknowledged", "incident.resolved", "incident.reopened"):
+        body = event(alert, kind)
+        outcomes.append((await served.post("page", body, signed(body, NEW)))[1])
+
+    assert [answer["outcome"] for answer in outcomes] == [
+        "refused",
+        "unchanged",
+        "refused",
+    ]
+    assert await served.state(alert) == "closed"

@@ -423,3 +423,40 @@ async def test_slack_hears_200_before_the_action_is_applied(
     finally:
         served.backend.gate.set()
         await served.stop()
+
+
+class ResolvedMeanwhile(FakeBackend):
+    """The engine resolves the alert right after a click's first move."""
+
+    async def move_alert(self, ref, to_state, *, actor, comment):
+        detail = await super().move_alert(ref, to_state, actor=actor, comment=comment)
+        if actor.startswith("slack:") and to_state == "acknowledged":
+            alert = detail.alert
+            self.alerts[alert.id] = msgspec.structs.replace(alert, state="resolved")
+            self.history[alert.id].append(
+                self._transition(alert, alert.state, "resolved", "engine", "")
+            )
+        return detail
+
+
+async def test_a_resolve_click_racing_the_engine_leaves_its_resolve_and_says_so(
+    tmp_path, slack, session, clock
+):
+    running = Served(tmp_path, slack, session, clock, backend=ResolvedMeanwhile)
+    await running.start()
+    try:
+        await running.post("alerts", click(slack, RESOLVE, action_ts="2.1"))
+        [update] = await slack.wait_for_updates(1)
+    finally:
+        await running.stop()
+
+    history = running.backend.history[1]
+    assert [(t.to_state, t.actor) for t in history][-2:] == [
+        ("acknowledged", "slack:alice"),
+        ("resolved", "engine"),
+    ]
+    assert update.json["response_type"] == "ephemeral"
+    assert update.json["replace_original"] is False
+    assert update.json["text"].startswith(
+        "Tocsin could not resolve this alert: alert 1 is resolved"
+    )

@@ -85,6 +85,9 @@ class Scripted:
     body: bytes = b""
     #: Do not answer until released.
     hold: bool = False
+    #: Take the event as PagerDuty would, answering 202 (a place in the
+    #: script before the failures that follow it).
+    take: bool = False
 
 
 @dataclass
@@ -186,6 +189,11 @@ class PagerDutyStandIn:
             body = _SCRIPTED_BODIES.get(status, b"")
         self.script.extend([Scripted(status, headers or {}, body, hold)] * times)
 
+    def take(self, times: int = 1) -> None:
+        """Take the next ``times`` valid events as usual, before what the
+        script says after them."""
+        self.script.extend([Scripted(202, take=True)] * times)
+
     def release(self) -> None:
         """Let every held answer (now and later) be sent."""
         self._released.set()
@@ -227,11 +235,13 @@ class PagerDutyStandIn:
         try:
             received.event = self._parse(request, body)
             _check(received.event)
-            if self.script:
+            if self.script and not self.script[0].take:
                 scripted = self.script.popleft()
                 received.status = scripted.status
                 received.reason = f"scripted {scripted.status}"
             else:
+                if self.script:
+                    self.script.popleft()
                 answer = self._apply(received.event, received)
         except Rejected as error:
             received.status, received.reason = error.status, error.error
@@ -405,8 +415,17 @@ def _now() -> str:
 # Webhooks V3, as PagerDuty delivers them.
 
 
-def webhook_body(incident: Incident, event_type: str, *, agent: str | None) -> bytes:
-    """Return the Webhooks V3 body of ``event_type`` about ``incident``."""
+def webhook_body(
+    incident: Incident,
+    event_type: str,
+    *,
+    agent: str | None,
+    occurred_at: str | None = None,
+) -> bytes:
+    """Return the Webhooks V3 body of ``event_type`` about ``incident``.
+
+    :param occurred_at: when it happened (ISO 8601); now by default.
+    """
     person = None
     if agent is not None:
         person = {
@@ -440,7 +459,7 @@ def webhook_body(incident: Incident, event_type: str, *, agent: str | None) -> b
         "resolve_reason": None,
         "incident_type": {"name": "incident_default"},
     }
-    return _event(event_type, "incident", person, data)
+    return _event(event_type, "incident", person, data, occurred_at)
 
 
 def ping_body() -> bytes:
@@ -449,12 +468,18 @@ def ping_body() -> bytes:
     return _event("pagey.ping", "pagey", None, data)
 
 
-def _event(kind: str, resource: str, agent: dict | None, data: dict) -> bytes:
+def _event(
+    kind: str,
+    resource: str,
+    agent: dict | None,
+    data: dict,
+    occurred_at: str | None = None,
+) -> bytes:
     event = {
         "id": uuid.uuid4().hex.upper()[:26],
         "event_type": kind,
         "resource_type": resource,
-        "occurred_at": _now(),
+        "occurred_at": occurred_at or _now(),
         "agent": agent,
         "client": None,
         "data": data,

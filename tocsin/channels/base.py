@@ -12,6 +12,7 @@ deduplication or idempotency key every time.
 from __future__ import annotations
 
 import socket
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -93,3 +94,32 @@ class DeliverySettings:
 
     async def close(self) -> None:
         """Release nothing: the session belongs to the daemon."""
+
+
+class Taken:
+    """The requests of a notification a destination has taken, remembered
+    so that a retry sends only the rest.
+
+    A notification about a group is one request per alert for some
+    destinations (PagerDuty, Datadog events), and those limit requests per
+    minute: a retry that started over from the first alert would spend each
+    window on the alerts already taken and never reach the last ones. The
+    memory is bounded and not kept across a restart, after which a retry
+    sends everything again, under the same keys.
+
+    :param size: marks remembered at most; the oldest are forgotten first.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._marks: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, mark: str) -> bool:
+        return mark in self._marks
+
+    def add(self, mark: str) -> None:
+        """Remember that the request ``mark`` names was taken."""
+        self._marks[mark] = None
+        self._marks.move_to_end(mark)
+        while len(self._marks) > self._size:
+            self._marks.popitem(last=False)

@@ -23,10 +23,9 @@ hours: a repeat of an alert that fired a day ago is dated now.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 
-from tocsin.channels.base import ChannelContext, DeliverySettings
+from tocsin.channels.base import ChannelContext, DeliverySettings, Taken
 from tocsin.channels.datadog_buffer import tags
 from tocsin.channels.http import HttpTarget
 from tocsin.channels.payload import encode
@@ -83,7 +82,7 @@ class DatadogEventsChannel(DeliverySettings):
         self._target = HttpTarget(
             self.name, context.session, context.clock, timeout=self.timeout
         )
-        self._accepted: OrderedDict[str, None] = OrderedDict()
+        self._accepted = Taken(REMEMBERED)
 
     async def send(self, notification: Notification) -> int | None:
         """Post the notification's events, the worst alert's first; return
@@ -99,15 +98,10 @@ class DatadogEventsChannel(DeliverySettings):
                 continue
             body = encode(self.event(notification, alert))
             reply = await self._target.request(self.url, body, self._headers)
-            self._remember(mark)
+            self._accepted.add(mark)
             status = reply.status
 
         return status
-
-    def _remember(self, mark: str) -> None:
-        self._accepted[mark] = None
-        while len(self._accepted) > REMEMBERED:
-            self._accepted.popitem(last=False)
 
     def event(self, notification: Notification, alert: Alert) -> dict:
         """Return the event that tells of ``alert`` in ``notification``."""

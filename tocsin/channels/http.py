@@ -72,16 +72,34 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
+def parse_reset(value: str | None, now: float) -> float | None:
+    """Return the seconds an ``X-RateLimit-Reset`` header asks for, or ``None``.
+
+    Datadog gives the seconds until its window resets; many other services
+    give the POSIX time at which it resets. A number larger than any wait
+    Tocsin honours can only be such a time, and is read as one.
+    """
+    try:
+        seconds = float((value or "").strip())
+    except ValueError:
+        return None
+    if not math.isfinite(seconds):
+        return None
+    if seconds > MAX_RETRY_AFTER:
+        seconds -= now
+
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
 def requested_wait(headers: Mapping[str, str], now: float) -> float | None:
     """Return how long a refusing destination asked us to wait, if it did.
 
-    ``Retry-After`` is the standard; Datadog says it with
-    ``X-RateLimit-Reset`` (seconds until its window resets) instead.
+    ``Retry-After`` is the standard; Datadog and others say it with
+    ``X-RateLimit-Reset`` instead (see :func:`parse_reset`).
     """
     wait = parse_retry_after(headers.get("Retry-After"), now)
     if wait is None:
-        reset = headers.get("X-RateLimit-Reset")
-        wait = parse_retry_after(reset, now) if reset else None
+        wait = parse_reset(headers.get("X-RateLimit-Reset"), now)
 
     return wait
 
@@ -181,18 +199,18 @@ class HttpTarget:
                 timeout=self._client_timeout,
                 allow_redirects=False,
             ) as response:
-                reply = Reply(
-                    response.status,
-                    response.headers,
-                    await response.content.read(BODY_LIMIT),
-                )
+                body = await _read_body(response.content)
+                reply = Reply(response.status, response.headers, body)
         except TimeoutError:
             raise DeliveryError(
                 "timeout",
                 f"channel {self.channel}: no response within {self.timeout:g}s",
                 retryable=True,
             ) from None
-        except aiohttp.InvalidURL:
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError):
+            # A URL that is not http(s), or whose host cannot be written as a
+            # host name (a label over 63 characters fails IDNA with a
+            # UnicodeError, a ValueError), will be no better on a retry.
             raise DeliveryError(
                 "client_error",
                 f"channel {self.channel}: the configured URL is not valid",
@@ -224,6 +242,27 @@ class HttpTarget:
         )
 
 
+async def _read_body(content: aiohttp.StreamReader) -> bytes:
+    """Read the body up to :data:`BODY_LIMIT` bytes.
+
+    One ``read`` returns whatever has arrived so far, which for a slow
+    destination is a first piece only (``o`` of ``ok``); reading goes on to
+    the end, and an answer cut off before its promised length raises.
+
+    :raises aiohttp.ClientPayloadError: if the connection closed mid-body.
+    """
+    pieces: list[bytes] = []
+    size = 0
+    while size < BODY_LIMIT:
+        piece = await content.read(BODY_LIMIT - size)
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+
+    return b"".join(pieces)
+
+
 def describe(error: aiohttp.ClientError) -> str:
     """Say what failed without quoting the exception, which may hold the URL."""
     if isinstance(error, aiohttp.ClientConnectorError):
@@ -234,5 +273,9 @@ def describe(error: aiohttp.ClientError) -> str:
         return f"cannot connect ({cause})"
     if isinstance(error, aiohttp.ServerDisconnectedError):
         return "the server closed the connection without answering"
+    if isinstance(error, aiohttp.ClientPayloadError):
+        # The status came, the body did not: the destination may or may not
+        # have taken the message, and only a retry (same key) makes sure.
+        return "the answer was cut off before its end"
 
     return f"request failed ({type(error).__name__})"

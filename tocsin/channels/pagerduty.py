@@ -23,11 +23,12 @@ error built here quotes it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 import orjson
 
-from tocsin.channels.base import ChannelContext, DeliverySettings
+from tocsin.channels.base import ChannelContext, DeliverySettings, Taken
 from tocsin.channels.http import HttpTarget, Reply
 from tocsin.channels.payload import finite, format_duration, iso_utc
 from tocsin.channels.summary import alerts_of, condition, truncate, value_text
@@ -214,12 +215,16 @@ class PagerDutyChannel(DeliverySettings):
         self._target = HttpTarget(
             self.name, context.session, context.clock, timeout=self.timeout
         )
+        self._taken = Taken()
 
     async def send(self, notification: Notification) -> int | None:
-        """Send one event per alert of ``notification``; return the last status.
+        """Send one event per alert of ``notification``; return the last status,
+        or ``None`` if there was nothing left to send.
 
-        Events go one after the other; a retry sends them all again, which
-        PagerDuty takes as the same events (same dedup keys).
+        Events go one after the other. A retry sends only those PagerDuty has
+        not taken yet (see :class:`~tocsin.channels.base.Taken`); after a
+        restart it sends them all, which PagerDuty takes as the same events
+        (same dedup keys).
 
         :raises DeliveryError: if PagerDuty refused an event (400 is final,
             429 and 5xx may succeed later) or could not be reached.
@@ -233,10 +238,16 @@ class PagerDutyChannel(DeliverySettings):
         status = None
         for alert in alerts_of(notification):
             body = fit_event(self.event(alert, notification))
+            # The body too: only the very event taken before is skipped.
+            digest = hashlib.sha256(body).hexdigest()
+            mark = f"{notification.key} {alert.uid} {digest}"
+            if mark in self._taken:
+                continue
             reply = await self._target.request(
                 self._url, body, {}, explain=self._explain
             )
             self._check_processed(reply)
+            self._taken.add(mark)
             status = reply.status
 
         return status
@@ -301,11 +312,23 @@ class PagerDutyChannel(DeliverySettings):
         return truncate(text, _DETAIL_LIMIT) or None
 
     def _check_processed(self, reply: Reply) -> None:
-        """Refuse a success status whose body says the event was not taken."""
+        """Refuse a success status whose body does not say the event was taken.
+
+        PagerDuty answers ``{"status": "success", ...}``; another status in
+        its answer is final. A body that is not PagerDuty's answer at all
+        (a proxy's page, nothing) leaves it unknown whether the event
+        arrived, so it is retryable: the dedup key makes a repeat harmless.
+        """
         try:
             answer = orjson.loads(reply.body)
         except orjson.JSONDecodeError:
+            answer = None
+        status = answer.get("status") if isinstance(answer, dict) else None
+        if status == "success":
             return
-        if isinstance(answer, dict) and answer.get("status", "success") != "success":
-            said = self._explain(reply) or "no reason given"
-            raise self._target.refused(reply, said, retryable=False)
+        if not isinstance(status, str):
+            raise self._target.refused(
+                reply, "an answer that is not PagerDuty's", retryable=True
+            )
+        said = self._explain(reply) or "no reason given"
+        raise self._target.refused(reply, said, retryable=False)

@@ -138,6 +138,31 @@ def truncate(text: str, limit: int) -> str:
     return text[: limit - len(ELLIPSIS)] + ELLIPSIS
 
 
+def truncate_to(text: str, limit: int, size: Callable[[str], int] = len) -> str:
+    """Cut ``text`` so that, marked, it measures at most ``limit`` by ``size``.
+
+    A destination that counts bytes, or JSON with its escapes, sees a text
+    grow past its character count (a quote is two bytes escaped, a control
+    character six); cutting characters to ``limit`` would not be enough.
+    """
+    if size(text) <= limit:
+        return text
+    if size is len:
+        return truncate(text, limit)
+    # The longest prefix that fits with its mark: measures only grow with
+    # the prefix, so a binary search finds it.
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if size(text[:middle] + ELLIPSIS) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    kept = text[:low] + ELLIPSIS
+
+    return kept if size(kept) <= limit else ""
+
+
 def more_marker(count: int) -> str:
     """The line that stands for ``count`` items left out."""
     return f"+{count} more"
@@ -172,7 +197,7 @@ def fit_lines(
             continue
         if not kept:
             room = limit - size(separator + more_marker(len(lines) - 1))
-            kept.append(truncate(line, max(room, 1)))
+            kept.append(truncate_to(line, max(room, 1), size))
         omitted = len(lines) - len(kept)
         if omitted:
             kept.append(more_marker(omitted))

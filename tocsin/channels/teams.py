@@ -43,6 +43,7 @@ from tocsin.channels.summary import (
     headline,
     status_word,
     truncate,
+    truncate_to,
 )
 from tocsin.errors import DeliveryError
 from tocsin.schema import TeamsChannelConfig
@@ -53,12 +54,16 @@ log = logging.getLogger(__name__)
 #: Most bytes of one request body; Teams refuses about 28 KB, some tenants
 #: less, and the flow adds its own wrapping.
 MESSAGE_LIMIT = 20_000
-#: Most characters of one fact or the title; the alert list gets the rest.
+#: Most bytes of one fact or the title, as JSON (escapes included); the
+#: alert list gets what the rest of the card leaves.
 FACT_LIMIT = 300
-#: Most characters of an alert's description shown.
+#: Most bytes of an alert's description shown, as JSON.
 DESCRIPTION_LIMIT = 1_000
 #: Most runbook links; each is a button, and Teams shows only a few.
 RUNBOOK_LINKS = 2
+#: Longest link made a button; a longer one is left out rather than cut,
+#: since a cut link leads nowhere.
+LINK_LIMIT = 2_000
 
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
@@ -163,7 +168,7 @@ def teams_message(
     items: list[dict] = [
         {
             "type": "TextBlock",
-            "text": truncate(headline(notification), FACT_LIMIT),
+            "text": truncate_to(headline(notification), FACT_LIMIT, _json_size),
             "size": "Large",
             "weight": "Bolder",
             "color": _color(notification, alerts[0]),
@@ -173,7 +178,7 @@ def teams_message(
     ]
     description = alerts[0].spec.description if len(alerts) == 1 else ""
     if description:
-        text = truncate(description, DESCRIPTION_LIMIT)
+        text = truncate_to(description, DESCRIPTION_LIMIT, _json_size)
         items.append({"type": "TextBlock", "text": text, "wrap": True})
     listing = {"type": "TextBlock", "text": "", "wrap": True, "separator": True}
     items.append(listing)
@@ -239,7 +244,8 @@ def _facts(notification: Notification, alerts: list[Alert]) -> list[dict]:
         facts.append(("Reason", reason))
 
     return [
-        {"title": title, "value": truncate(value, FACT_LIMIT)} for title, value in facts
+        {"title": title, "value": truncate_to(value, FACT_LIMIT, _json_size)}
+        for title, value in facts
     ]
 
 
@@ -269,6 +275,8 @@ def _open_url(title: str, url: str) -> dict:
 
 
 def _is_link(text: str) -> bool:
+    if len(text) > LINK_LIMIT:
+        return False
     try:
         parts = urlsplit(text)
     except ValueError:

@@ -22,6 +22,12 @@ What each event does:
   acknowledged, and whoever acknowledged it still owns the alert here.
 - any other event: ignored.
 
+PagerDuty signs no time, so a delivery captured on the way could be sent
+again by anyone at any time; the ``X-Webhook-Id`` of each delivery is
+remembered for :data:`~tocsin.state.inbound.KEEP_FOR`, and an event whose
+``occurred_at`` is older than that is answered 200 and ignored: PagerDuty
+stops retrying long before, so only a replay can be that old.
+
 A request for a channel that does not take webhooks is answered 404; a
 missing or malformed signature, id or body 400; a body over 2 MB 413; a
 signature that matches none of the channel's secrets 401, changing nothing.
@@ -36,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import orjson
@@ -44,6 +51,7 @@ from aiohttp import web
 from tocsin.channels.pagerduty import ACTOR, PagerDutyChannel, alert_uid
 from tocsin.channels.summary import truncate
 from tocsin.errors import LifecycleError, UnknownAlertError
+from tocsin.state.inbound import KEEP_FOR
 from tocsin.state.lifecycle import path_to
 from tocsin.state.models import OPEN_STATES, AlertState
 
@@ -100,6 +108,13 @@ async def receive(request: web.Request, hooks: Hooks) -> web.Response:
     if not webhook_id:
         raise web.HTTPBadRequest(reason=f"missing {ID_HEADER}")
     event = _event_of(body)
+    if is_stale(event, hooks.clock.time()):
+        # Warned: nothing but a replay of a captured delivery is this old.
+        log.warning(
+            "PagerDuty webhook too old to be a delivery; ignored",
+            extra={"channel": name, "event": event["event_type"], "reason": "stale"},
+        )
+        return _ok("stale")
 
     if not await hooks.seen.first_time(ACTOR, webhook_id):
         log.info(
@@ -135,6 +150,25 @@ def parse_signatures(header: str) -> list[bytes]:
             continue
 
     return found
+
+
+def is_stale(event: dict, now: float) -> bool:
+    """Tell whether ``event`` happened before the oldest delivery id still
+    remembered, so that its id may have been forgotten.
+
+    An event without a readable ``occurred_at`` is not judged by it.
+    """
+    occurred = event.get("occurred_at")
+    if not isinstance(occurred, str):
+        return False
+    try:
+        when = datetime.fromisoformat(occurred)
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        return False
+
+    return when.timestamp() < now - KEEP_FOR
 
 
 def is_signed(body: bytes, signatures: list[bytes], secrets: tuple[str, ...]) -> bool:
