@@ -215,7 +215,9 @@ def print_report(results: Results, args, wall: float, today: str) -> int:
     if results.repeats.get("peer"):
         print(
             f"- Alertmanager sent {results.repeats['peer']} notifications again "
-            "for breaches it had notified (only the first arrival is timed)"
+            "for breaches it had notified; only the first arrival is timed. "
+            "(At a 1 ms interval a scrape may miss its 1 ms timeout: the series "
+            "goes stale, and the alert resolves and fires again.)"
         )
     for failure in failures:
         print(f"- FAILED: {failure}")

@@ -295,10 +295,10 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--peer-intervals",
         type=_seconds_list,
-        default=[0.001, 1.0],
+        default=[0.001, 0.1, 1.0],
         help="Prometheus' scrape and evaluation intervals to run, in seconds, "
-        "comma-separated (default 0.001,1: the least Prometheus accepts, and "
-        "a second)",
+        "comma-separated (default 0.001,0.1,1: the least Prometheus accepts, "
+        "then intervals whose scrapes do not time out)",
     )
     parser.add_argument("--no-peer", dest="peer", action="store_false")
     parser.add_argument("--seed", type=int, default=7)
