@@ -175,6 +175,7 @@ async def measure_tocsin(
     env = {key: value for key, value in os.environ.items() if key != "DD_API_KEY"}
     env[HOOK_ENV] = f"{arrivals.url}/tocsin"
     argv = [sys.executable, "-m", "tocsin", "run", "--config", str(config)]
+    repeats = arrivals.repeats.get("tocsin", 0)
     daemon = await proc.start("tocsin", argv, env=env, follow="stderr")
     try:
         await daemon.wait_for(lambda record: record.get("message") == "ready")
@@ -203,6 +204,7 @@ async def measure_tocsin(
         await daemon.stop()
     finally:
         await daemon.kill()
+    latency.repeats = arrivals.repeats.get("tocsin", 0) - repeats
     results.daemon_warnings += [
         record.get("message", "")
         for _, record in daemon.records
@@ -228,6 +230,7 @@ async def measure_peer(
         peer.dir.mkdir()
         latency = Latency(f"p{number}-", "peer", interval=interval)
         results.peers.append(latency)
+        repeats = arrivals.repeats.get("peer", 0)
         async with contextlib.AsyncExitStack() as stack:
             await peer.start(stack, arrivals)
             results.peer_versions = peer.versions
@@ -240,6 +243,7 @@ async def measure_peer(
                 rng=random.Random(args.seed + 1 + number),
                 pids=peer.pids,
             )
+        latency.repeats = arrivals.repeats.get("peer", 0) - repeats
 
 
 async def run(args) -> Results:
@@ -277,8 +281,6 @@ async def run(args) -> Results:
             await measure_peer(directory, arrivals, args, results)
         finally:
             await arrivals.close()
-        results.repeats = dict(arrivals.repeats)
-
     return results
 
 

@@ -29,7 +29,7 @@ async def test_the_benchmark_runs_on_a_tiny_size_without_the_peer(capsys):
     assert all(value > 0 for value in results.tocsin.values)
     if MEMORY.is_dir():
         assert len(results.tocsin_memory.values) == 5
-    assert results.repeats == {}
+    assert results.tocsin.repeats == 0
     assert results.daemon_warnings == []
     assert (results.peers, results.peer_skipped) == ([], "--no-peer")
 
