@@ -231,6 +231,8 @@ async def measure_peer(
         latency = Latency(f"p{number}-", "peer", interval=interval)
         results.peers.append(latency)
         repeats = arrivals.repeats.get("peer", 0)
+        # A new Prometheus would fire the earlier runs' breaches again.
+        arrivals.gauges.clear()
         async with contextlib.AsyncExitStack() as stack:
             await peer.start(stack, arrivals)
             results.peer_versions = peer.versions
