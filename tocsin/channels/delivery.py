@@ -217,33 +217,40 @@ class Dispatcher:
         return delay
 
     async def _work(self, channel: Channel) -> None:
-        wakeup = self._wakeups[channel.name]
+        name = channel.name
+        wakeup = self._wakeups[name]
         refusals = 0
         while not self._stopping:
             wakeup.clear()
             try:
-                if await self._deliver_due(channel, self._clock.time()):
-                    refusals = 0
-                    continue
-                next_at = await self._outbox.next_due(channel.name)
+                delivered = await self._deliver_due(channel, self._clock.time())
+                next_at = None if delivered else await self._outbox.next_due(name)
+                if refusals:
+                    # The WARNING said it was retrying; this says it is over.
+                    log.info(
+                        "delivery records written again",
+                        extra={"channel": name, "refusals": refusals},
+                    )
                 refusals = 0
+                if delivered:
+                    continue
                 if next_at is not None:
                     # Due, but over the rate limit: wait for room, not for
                     # the due time that has already come.
-                    paced = self._clock.time() + self._pacing[channel.name].wait()
+                    paced = self._clock.time() + self._pacing[name].wait()
                     next_at = max(next_at, paced)
             except StateError as error:
                 # Retried with backoff: a database that stays unavailable must
                 # not write a line per second per channel.
                 refusals += 1
-                allowed, suppressed = self._limiter.allow(f"state:{channel.name}")
+                allowed, suppressed = self._limiter.allow(f"state:{name}")
                 if allowed:
                     log.warning(
                         "cannot read or record deliveries; retrying",
                         extra={
-                            "channel": channel.name,
+                            "channel": name,
                             "error": str(error),
-                            "unrecorded": len(self._unrecorded[channel.name]),
+                            "unrecorded": len(self._unrecorded[name]),
                             "suppressed": suppressed,
                         },
                     )
@@ -251,11 +258,11 @@ class Dispatcher:
             except Exception:
                 # A bug must not end the channel's deliveries for good, nor
                 # fill the log while it keeps failing.
-                allowed, suppressed = self._limiter.allow(f"bug:{channel.name}")
+                allowed, suppressed = self._limiter.allow(f"bug:{name}")
                 if allowed:
                     log.exception(
                         "delivery worker failed",
-                        extra={"channel": channel.name, "suppressed": suppressed},
+                        extra={"channel": name, "suppressed": suppressed},
                     )
                 next_at = self._clock.time() + _STATE_RETRY
             await _wait(wakeup, next_at, self._clock)
