@@ -172,3 +172,23 @@ async def test_a_dead_letter_shows_in_the_api_and_the_command(
     assert row.split()[1:4] == ["refusing", "trigger", "latency"]
     assert empty == "no dead letters\n"
     assert_no_url(daemon, json.dumps(letter), table)
+
+
+async def test_an_integration_added_at_run_time_can_be_tested_until_removed(
+    daemon, hooks, client
+):
+    url = hooks["good"].url + "/added"
+    await call(lambda: client.add_webhook_integration("added", url=url))
+
+    result = await call(client.test_integration, "added")
+    await call(client.delete_integration, "added")
+    with pytest.raises(TocsinAPIError) as removed:
+        await call(client.test_integration, "added")
+
+    assert result["ok"] is True
+    assert [r.path for r in hooks["good"].requests] == [
+        "/hook/secret-token-0123456789/added"
+    ]
+    assert removed.value.status == 404
+    daemon.urls.append(url)
+    assert_no_url(daemon, json.dumps(result))

@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 class DeliveryServices:
     """Dead letters and integration tests over a running daemon.
 
-    Expects ``self._daemon`` (its ``clock``) and ``self._parts`` (its
-    ``outbox`` and ``dispatcher``), as :class:`Services` has them.
+    Expects ``self._daemon`` (its ``clock`` and ``running`` config) and
+    ``self._parts`` (its ``outbox`` and ``dispatcher``), as :class:`Services`
+    has them.
     """
 
     async def dead_letters(
@@ -30,7 +31,10 @@ class DeliveryServices:
         return await self._parts.outbox.dead_letters(limit, channel=channel)
 
     async def test_integration(self, name: str) -> IntegrationTest:
-        channel = self._parts.dispatcher.channel(name)
+        # The running config decides: an integration removed through the API
+        # keeps its delivery worker until a restart, but is no integration.
+        configured = any(c.name == name for c in self._daemon.running.channels)
+        channel = self._parts.dispatcher.channel(name) if configured else None
         if channel is None:
             raise NotFoundError(f"no integration {name}")
         clock = self._daemon.clock
