@@ -223,8 +223,8 @@ class Dispatcher:
         while not self._stopping:
             wakeup.clear()
             try:
-                delivered = await self._deliver_due(channel, self._clock.time())
-                next_at = None if delivered else await self._outbox.next_due(name)
+                handled = await self._deliver_due(channel, self._clock.time())
+                next_at = None if handled else await self._outbox.next_due(name)
                 if refusals:
                     # The WARNING said it was retrying; this says it is over.
                     log.info(
@@ -232,7 +232,7 @@ class Dispatcher:
                         extra={"channel": name, "refusals": refusals},
                     )
                 refusals = 0
-                if delivered:
+                if handled:
                     continue
                 if next_at is not None:
                     # Due, but over the rate limit: wait for room, not for
