@@ -218,6 +218,35 @@ async def test_routes_test_and_status(client):
     assert status["alerts"] == {"triggered": 2}
 
 
+async def test_dead_letters_are_listed_with_filters(client):
+    everything = await run(client.list_dead_letters)
+    of_log = await run(client.list_dead_letters, "log")
+    newest = await run(client.list_dead_letters, limit=1)
+
+    assert [(d["id"], d["reason"]) for d in everything] == [
+        (2, "server_error"),
+        (1, "expired"),
+    ]
+    assert [d["id"] for d in of_log] == [1]
+    assert [d["id"] for d in newest] == [2]
+
+
+async def test_an_integration_test_returns_its_result(client, served):
+    result = await run(client.test_integration, "log")
+    with pytest.raises(TocsinAPIError) as unknown:
+        await run(client.test_integration, "nope")
+
+    assert result == {
+        "ok": True,
+        "status": 202,
+        "duration_ms": 12.5,
+        "reason": None,
+        "error": None,
+    }
+    assert served.backend.tested == ["log"]
+    assert unknown.value.status == 404
+
+
 async def test_tcp_with_a_token(served):
     with Client(url=served.url, token=TOKEN) as client:
         alerts = await run(client.list_alerts, limit=1)

@@ -298,6 +298,35 @@ class Client:
         """Remove a channel added through the API."""
         self.request("DELETE", f"{_API}/integrations/{name}")
 
+    def test_integration(self, name: str) -> dict[str, Any]:
+        """Send one test notification to the channel ``name`` now.
+
+        :return: ``ok``, the destination's HTTP ``status``, ``duration_ms``,
+            and for a failed send its ``reason`` and ``error``; a failed send
+            is a result, not an exception.
+        :raises TocsinAPIError: if there is no such channel (404).
+        """
+        return self.request("POST", f"{_API}/integrations/{name}/test")["result"]
+
+    # Delivery.
+
+    def list_dead_letters(
+        self, channel: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Return the notifications given up on, the last given up on first.
+
+        :param channel: only those of this channel.
+        :param limit: most returned (the daemon's default is 100).
+        """
+        params: dict[str, Any] = {}
+        if channel:
+            params["channel"] = channel
+        if limit is not None:
+            params["limit"] = limit
+        answer = self.request("GET", f"{_API}/deadletters", params=params or None)
+
+        return answer["dead_letters"]
+
     # Noise control.
 
     def configure_deduplication(self, **settings: Any) -> dict[str, Any]:

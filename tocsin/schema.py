@@ -190,7 +190,8 @@ class _ChannelBase(_Strict, tag_field="type"):
     #: default backoff, 15 attempts span about 40 minutes of outage.
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 15
     #: A notification still undelivered this long after it was queued is
-    #: dead-lettered, whatever its attempts.
+    #: dead-lettered, whatever its attempts; ``0`` keeps it until
+    #: ``max_attempts`` run out.
     max_age: Duration = Duration(86400.0)
     #: Delay before the first retry; doubled on each attempt, with jitter.
     backoff: Duration = Duration(1.0)

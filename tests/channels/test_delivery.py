@@ -59,64 +59,6 @@ def reference_delays(count: int, backoff: float, cap: float) -> list[float]:
     ]
 
 
-@pytest.mark.parametrize("outage", [1, 4, 7])
-async def test_f12_slow_receiver_then_outage_then_recovery(
-    hook, session, clock, db, store, outbox, outage
-):
-    # A receiver that answers after the client gave up, then 503 `outage`
-    # times, then 200.
-    hook.reply(200, hold=True)
-    hook.reply(503, times=outage)
-    channel = webhook("ops", hook, session, clock, timeout=0.2, max_attempts=10)
-    dispatcher = Dispatcher(outbox, {"ops": channel}, clock, rng=random.Random(SEED))
-    alert = await store.fire(make_spec(), ["ops"])
-
-    delays = await settle(dispatcher, outbox, clock)
-
-    # Every attempt carried the same key and the same body.
-    attempts = outage + 2
-    assert len(hook.requests) == attempts
-    key = hook.requests[0].headers["Idempotency-Key"]
-    assert key.startswith(f"tocsin-{alert.uid}-")
-    assert {r.headers["Idempotency-Key"] for r in hook.requests} == {key}
-    assert {r.headers["webhook-id"] for r in hook.requests} == {key}
-    assert len({r.body for r in hook.requests}) == 1
-
-    # Exponential backoff, exactly as the seeded jitter dictates.
-    assert delays == pytest.approx(reference_delays(attempts - 1, 1.0, 300.0))
-    assert delays == sorted(set(delays))
-
-    # Every attempt is in the audit log.
-    [row] = await db.fetchall("SELECT id FROM outbox")
-    audit = await outbox.attempts(row[0])
-    assert [a.attempt for a in audit] == list(range(1, attempts + 1))
-    assert [a.outcome for a in audit] == ["retry"] * (attempts - 1) + ["delivered"]
-    assert [a.reason for a in audit] == ["timeout"] + ["server_error"] * outage + [None]
-    assert [a.status for a in audit] == [None] + [503] * outage + [200]
-    assert all("secret-token" not in (a.error or "") for a in audit)
-    assert await outbox.pending_count() == 0
-
-
-async def test_f12_ten_minute_outage_costs_a_bounded_number_of_attempts(
-    hook, session, clock, store, outbox
-):
-    outage_ends = T0 + 600
-    hook.responder = lambda: Reply(503 if clock.time() < outage_ends else 200)
-    channel = webhook("ops", hook, session, clock, max_attempts=12)
-    dispatcher = Dispatcher(outbox, {"ops": channel}, clock, rng=random.Random(SEED))
-    await store.fire(make_spec(), ["ops"])
-
-    delays = await settle(dispatcher, outbox, clock)
-
-    statuses = [r.status for r in hook.requests]
-    assert statuses[-1] == 200
-    assert set(statuses[:-1]) == {503}
-    # 1 + 2 + 4 + ... with jitter reaches ten minutes after 10 retries.
-    assert len(hook.requests) == 11
-    assert sum(delays) >= 600
-    assert len({r.headers["Idempotency-Key"] for r in hook.requests}) == 1
-
-
 async def test_dead_letter_after_max_attempts_logs_one_warning_and_one_error(
     hook, session, clock, store, outbox, caplog
 ):
@@ -237,6 +179,10 @@ class Exploding:
     max_attempts = 3
     backoff = 1.0
     max_backoff = 10.0
+    max_age = 0.0
+    concurrency = 4
+    rate_limit = 0
+    rate_period = 1.0
 
     async def send(self, notification):
         raise ZeroDivisionError("bug")

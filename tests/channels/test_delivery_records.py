@@ -29,6 +29,10 @@ class Counting:
     max_attempts = 5
     backoff = 10.0
     max_backoff = 60.0
+    max_age = 0.0
+    concurrency = 4
+    rate_limit = 0
+    rate_period = 1.0
 
     def __init__(self, failure: DeliveryError | None = None) -> None:
         self.failure = failure

@@ -15,6 +15,7 @@ from tocsin.daemon.backend import (
     EscalationStep,
     GroupingSettings,
     IntegrationEntry,
+    IntegrationTest,
     RuleEntry,
     Status,
 )
@@ -29,6 +30,7 @@ from tocsin.errors import (
 )
 from tocsin.schema import DedupConfig, LogChannelConfig, RuleConfig
 from tocsin.state.models import Alert, AlertSpec, Silence, Transition
+from tocsin.state.outbox import DeadLetter
 
 NOW = 1_750_000_000.0
 TOKEN = "s3cret-token-for-tests"
@@ -64,6 +66,24 @@ def spec(rule: str = "drift", **labels: str) -> AlertSpec:
     )
 
 
+def dead_letter(id_: int, channel: str, reason: str, *, dead_at: float) -> DeadLetter:
+    return DeadLetter(
+        id=id_,
+        key=f"tocsin-uid-{id_}-{id_}-{channel}",
+        channel=channel,
+        event="trigger",
+        alert_uid=f"uid-{id_}",
+        rule="drift",
+        series="model=fraud-a",
+        attempts=0 if reason == "expired" else 15,
+        last_status=None if reason == "expired" else 503,
+        last_error=None if reason == "expired" else f"channel {channel}: HTTP 503",
+        created_at=NOW - 3600,
+        dead_at=dead_at,
+        reason=reason,
+    )
+
+
 class FakeBackend:
     """Keeps alerts, silences, rules, channels and settings in dicts."""
 
@@ -87,6 +107,13 @@ class FakeBackend:
             "digest": DigestSettings(),
         }
         self.moves: list[tuple[str, str, str, str]] = []
+        #: What a test of each integration gives; a success when not listed.
+        self.test_results: dict[str, IntegrationTest] = {}
+        self.tested: list[str] = []
+        self.letters = [
+            dead_letter(2, "hook", "server_error", dead_at=NOW - 10),
+            dead_letter(1, "log", "expired", dead_at=NOW - 60),
+        ]
         self.fire(spec("drift", model="fraud-a", team="ml"))
         self.fire(spec("latency", model="ranker", team="search"))
 
@@ -243,6 +270,17 @@ class FakeBackend:
                 f"{what} {name!r} comes from the config file: change the file"
             )
         return [e for e in entries if e is not entry]
+
+    async def test_integration(self, name):
+        if not any(entry.channel.name == name for entry in self.channels):
+            raise NotFoundError(f"no integration {name}")
+        self.tested.append(name)
+        return self.test_results.get(
+            name, IntegrationTest(ok=True, status=202, duration_ms=12.5)
+        )
+
+    async def dead_letters(self, *, channel=None, limit=100):
+        return [d for d in self.letters if channel in (None, d.channel)][:limit]
 
     async def get_settings(self, kind):
         return self.settings[kind]

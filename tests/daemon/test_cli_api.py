@@ -176,6 +176,7 @@ async def test_status(served_api, capsys):
         "rules                  0 api, 1 config",
         "channels               0 api, 1 config",
         "pending notifications  3",
+        "state database         0 transactions, 0 errors (0 locked), 0 slow",
     ]
 
 

@@ -12,7 +12,8 @@ Replies are used in order, one per request; when the queue is empty the
 ``default`` reply is used, or ``responder()`` when one is set (for replies
 that depend on something the test controls, such as a manual clock). A reply
 with ``hold=True`` never answers until :meth:`WebhookStandin.release` is called,
-which forces the client to time out.
+which forces the client to time out; one with ``delay`` answers that many
+seconds late, as a slow receiver that still processes the request does.
 
 Given a Standard Webhooks ``signing_secret`` (``whsec_...``), the stand-in
 checks every request as a receiver would: the three ``webhook-*`` headers, a
@@ -45,6 +46,8 @@ class Reply:
     body: bytes = b""
     #: Do not answer until released.
     hold: bool = False
+    #: Seconds to wait before answering.
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -158,11 +161,12 @@ class WebhookStandin:
         headers: dict[str, str] | None = None,
         body: bytes = b"",
         hold: bool = False,
+        delay: float = 0.0,
         times: int = 1,
     ) -> None:
         """Queue the answer to the next request (``times`` requests)."""
         for _ in range(times):
-            self._replies.append(Reply(status, headers or {}, body, hold))
+            self._replies.append(Reply(status, headers or {}, body, hold, delay))
 
     def release(self) -> None:
         """Let every held request (now and later) be answered."""
@@ -214,5 +218,7 @@ class WebhookStandin:
         self._arrived.set()
         if reply.hold:
             await self._released.wait()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
 
         return web.Response(status=reply.status, headers=reply.headers, body=reply.body)

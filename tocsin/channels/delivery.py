@@ -1,10 +1,18 @@
 """Delivery: outbox workers that send, retry with backoff, and dead-letter.
 
 One worker task per channel reads that channel's due notifications from the
-outbox and hands them to the channel, at most ``concurrency`` at a time, so a
-slow or dead destination only ever delays itself. A worker sleeps until the
-next notification is due or until :meth:`Dispatcher.wake` says new rows were
-written; the wake path is what keeps a breach-to-arrival time of milliseconds.
+outbox and hands them to the channel, at most the channel's ``concurrency`` at
+a time and no more than its rate limit lets start (see
+:mod:`tocsin.channels.pacing`), so a slow, dead or rate-limited destination
+only ever delays itself. A worker sleeps until the next notification is due
+(or the rate limit has room again) or until :meth:`Dispatcher.wake` says new
+rows were written; the wake path is what keeps a breach-to-arrival time of
+milliseconds.
+
+A notification still pending ``max_age`` seconds after it was queued is
+dead-lettered on its next turn, reason ``expired``, whatever attempts remain:
+an alert hours late misleads more than it helps. Expiry is no attempt, so it
+adds no row to the audit of attempts; the outbox row says when and why.
 
 An attempt's outcome is kept in memory until the outbox has recorded it. While
 the state database refuses the write (a full disk, a lock another process
@@ -39,6 +47,7 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from tocsin.channels.base import Channel
+from tocsin.channels.pacing import SlidingWindow
 from tocsin.clock import Clock
 from tocsin.errors import DeliveryError, StateError
 from tocsin.logs import RateLimiter, redact
@@ -58,13 +67,18 @@ _STATE_RETRY_MAX = 30.0
 
 #: Why a resolve was skipped, as recorded in the outbox and logged.
 _TRIGGER_NOT_DELIVERED = "trigger_not_delivered"
+#: Why a notification pending longer than its channel's ``max_age`` was
+#: dead-lettered.
+EXPIRED = "expired"
 
 
 class Dispatcher:
     """Deliver the outbox to the channels.
 
+    Each channel's own ``concurrency``, ``rate_limit``/``rate_period`` and
+    ``max_age`` apply to it alone.
+
     :param channels: the channels by name; rows for any other name stay queued.
-    :param concurrency: most notifications in flight per channel.
     :param rng: source of jitter; tests pass a seeded one.
     """
 
@@ -74,27 +88,23 @@ class Dispatcher:
         channels: Mapping[str, Channel],
         clock: Clock,
         *,
-        concurrency: int = 4,
         rng: random.Random | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
         self.delivered = 0
         self.retried = 0
         self.dead_lettered = 0
+        self.expired = 0
         self.skipped = 0
         self._outbox = outbox
-        self._channels = dict(channels)
+        self._channels: dict[str, Channel] = {}
         self._clock = clock
-        self._concurrency = concurrency
         self._rng = rng or random.Random()
-        self._wakeups = {name: asyncio.Event() for name in self._channels}
-        self._in_flight: dict[str, dict[int, Notification]] = {
-            name: {} for name in self._channels
-        }
-        self._unrecorded: dict[str, deque[_Attempt]] = {
-            name: deque() for name in self._channels
-        }
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._in_flight: dict[str, dict[int, Notification]] = {}
+        self._unrecorded: dict[str, deque[_Attempt]] = {}
+        self._pacing: dict[str, SlidingWindow] = {}
+        for name, channel in channels.items():
+            self._register(name, channel)
         self._last_failure: dict[str, tuple[str, int | None]] = {}
         self._limiter = RateLimiter(clock=clock.monotonic)
         self._tasks: list[asyncio.Task] = []
@@ -119,14 +129,20 @@ class Dispatcher:
         """
         if name in self._channels:
             raise ValueError(f"channel {name!r} exists")
-        self._channels[name] = channel
-        self._wakeups[name] = asyncio.Event()
-        self._in_flight[name] = {}
-        self._unrecorded[name] = deque()
+        self._register(name, channel)
         self._wakeups[name].set()
         task = asyncio.create_task(self._work(channel), name=f"delivery-{name}")
         self._tasks.append(task)
         log.info("delivery started", extra={"channels": [name]})
+
+    def _register(self, name: str, channel: Channel) -> None:
+        self._channels[name] = channel
+        self._wakeups[name] = asyncio.Event()
+        self._in_flight[name] = {}
+        self._unrecorded[name] = deque()
+        self._pacing[name] = SlidingWindow(
+            channel.rate_limit, channel.rate_period, self._clock
+        )
 
     def channel(self, name: str) -> Channel | None:
         """Return the channel called ``name``, or ``None``."""
@@ -165,7 +181,9 @@ class Dispatcher:
     async def run_once(self, now: float) -> int:
         """Deliver everything due at ``now``, channel by channel; for tests.
 
-        Times written to the outbox are read from the clock.
+        Times written to the outbox are read from the clock. A channel whose
+        rate limit is reached keeps the rest of its due notifications queued
+        for a later call.
 
         :return: how many notifications were attempted or skipped.
         """
@@ -199,28 +217,40 @@ class Dispatcher:
         return delay
 
     async def _work(self, channel: Channel) -> None:
-        wakeup = self._wakeups[channel.name]
+        name = channel.name
+        wakeup = self._wakeups[name]
         refusals = 0
         while not self._stopping:
             wakeup.clear()
             try:
-                if await self._deliver_due(channel, self._clock.time()):
-                    refusals = 0
-                    continue
-                next_at = await self._outbox.next_due(channel.name)
+                handled = await self._deliver_due(channel, self._clock.time())
+                next_at = None if handled else await self._outbox.next_due(name)
+                if refusals:
+                    # The WARNING said it was retrying; this says it is over.
+                    log.info(
+                        "delivery records written again",
+                        extra={"channel": name, "refusals": refusals},
+                    )
                 refusals = 0
+                if handled:
+                    continue
+                if next_at is not None:
+                    # Due, but over the rate limit: wait for room, not for
+                    # the due time that has already come.
+                    paced = self._clock.time() + self._pacing[name].wait()
+                    next_at = max(next_at, paced)
             except StateError as error:
                 # Retried with backoff: a database that stays unavailable must
                 # not write a line per second per channel.
                 refusals += 1
-                allowed, suppressed = self._limiter.allow(f"state:{channel.name}")
+                allowed, suppressed = self._limiter.allow(f"state:{name}")
                 if allowed:
                     log.warning(
                         "cannot read or record deliveries; retrying",
                         extra={
-                            "channel": channel.name,
+                            "channel": name,
                             "error": str(error),
-                            "unrecorded": len(self._unrecorded[channel.name]),
+                            "unrecorded": len(self._unrecorded[name]),
                             "suppressed": suppressed,
                         },
                     )
@@ -228,18 +258,20 @@ class Dispatcher:
             except Exception:
                 # A bug must not end the channel's deliveries for good, nor
                 # fill the log while it keeps failing.
-                allowed, suppressed = self._limiter.allow(f"bug:{channel.name}")
+                allowed, suppressed = self._limiter.allow(f"bug:{name}")
                 if allowed:
                     log.exception(
                         "delivery worker failed",
-                        extra={"channel": channel.name, "suppressed": suppressed},
+                        extra={"channel": name, "suppressed": suppressed},
                     )
                 next_at = self._clock.time() + _STATE_RETRY
             await _wait(wakeup, next_at, self._clock)
 
     async def _deliver_due(self, channel: Channel, now: float) -> int:
-        """Send (or skip) one batch of due notifications; return its size.
+        """Send, skip or expire one batch of due notifications; return its size.
 
+        The batch holds at most the channel's ``concurrency``, and no more
+        than its rate limit has room for; ``0`` when the limit is reached.
         Outcomes of earlier attempts not yet recorded are recorded first: until
         they are, the outbox still lists those notifications as due.
 
@@ -247,16 +279,28 @@ class Dispatcher:
             be recorded; the outcome is kept and recorded on the next call.
         """
         await self._record_outcomes(channel.name)
-        batch = await self._outbox.due(channel.name, now, self._concurrency)
+        window = self._pacing[channel.name]
+        room = window.room()
+        size = channel.concurrency if room is None else min(channel.concurrency, room)
+        if size <= 0:
+            return 0
+        batch = await self._outbox.due(channel.name, now, size)
         if not batch:
             return 0
+
+        # Expiry and skips first: neither is an attempt, nor takes a place
+        # under the rate limit.
+        sends = []
+        for notification in batch:
+            if not notification.announced:
+                await self._skip(channel, notification)
+            elif _is_expired(channel, notification, now):
+                await self._expire(channel, notification, now)
+            else:
+                sends.append(notification)
+        window.take(len(sends))
         results = await asyncio.gather(
-            *(
-                self._deliver(channel, notification)
-                if notification.announced
-                else self._skip(channel, notification)
-                for notification in batch
-            ),
+            *(self._deliver(channel, notification) for notification in sends),
             return_exceptions=True,
         )
         # Keep every outcome before raising anything: each one is an attempt
@@ -387,6 +431,23 @@ class Dispatcher:
             extra=context,
         )
 
+    async def _expire(
+        self, channel: Channel, notification: Notification, now: float
+    ) -> None:
+        """Dead-letter a notification pending for longer than ``max_age``."""
+        await self._outbox.expired(notification, reason=EXPIRED, at=now)
+        self.expired += 1
+        self.dead_lettered += 1
+        age = now - notification.created_at
+        context = _context(
+            channel.name, notification, reason=EXPIRED, age_s=round(age, 3)
+        )
+        # No attempt is made: the line names the attempts already made.
+        context["attempt"] = notification.attempts
+        log.error(
+            "notification dead-lettered: pending longer than max_age", extra=context
+        )
+
     def _warn_once(self, channel: str, failure: DeliveryError, context: dict) -> None:
         # One WARNING per change of error: an outage of an hour must not
         # produce an hour of identical lines.
@@ -442,6 +503,12 @@ class _Attempt(NamedTuple):
     notification: Notification
     outcome: Outcome
     fields: dict
+
+
+def _is_expired(channel: Channel, notification: Notification, now: float) -> bool:
+    """Tell whether ``notification`` waited longer than the channel's ``max_age``
+    (``0`` keeps it until its attempts run out)."""
+    return 0 < channel.max_age <= now - notification.created_at
 
 
 def _state_pause(refusals: int) -> float:

@@ -1,5 +1,5 @@
-"""The handlers of ``/api/v1``: alerts, silences, rules, integrations, settings,
-routes, groups and status.
+"""The handlers of ``/api/v1``: alerts, silences, rules, integrations (and a
+test of each), dead letters, settings, routes, groups and status.
 
 Each handler reads and checks its request (:mod:`tocsin.daemon.api_values`),
 asks the :class:`~tocsin.daemon.backend.Backend`, and answers one JSON object
@@ -121,6 +121,8 @@ class V1:
         router.add_get(PREFIX + "/integrations", self._integrations, **get)
         router.add_post(PREFIX + "/integrations", self._add_integration)
         router.add_delete(PREFIX + "/integrations/{name}", self._delete_integration)
+        router.add_post(PREFIX + "/integrations/{name}/test", self._test_integration)
+        router.add_get(PREFIX + "/deadletters", self._dead_letters, **get)
         router.add_get(PREFIX + "/settings/{kind}", self._settings, **get)
         router.add_put(PREFIX + "/settings/{kind}", self._put_settings)
         router.add_get(PREFIX + "/routes", self._routes, **get)
@@ -253,6 +255,21 @@ class V1:
         await self._backend.delete_integration(request.match_info["name"])
 
         return ok()
+
+    async def _test_integration(self, request: web.Request) -> web.Response:
+        # A failed send is still a 200: the test ran, and its result says how
+        # the destination answered.
+        result = await self._backend.test_integration(request.match_info["name"])
+
+        return ok({"result": values.builtins(result)})
+
+    async def _dead_letters(self, request: web.Request) -> web.Response:
+        query = request.query
+        letters = await self._backend.dead_letters(
+            channel=query.get("channel") or None, limit=_limit(query.get("limit"))
+        )
+
+        return ok({"dead_letters": [values.dead_letter_json(d) for d in letters]})
 
     async def _settings(self, request: web.Request) -> web.Response:
         kind = _settings_kind(request)

@@ -30,10 +30,11 @@ from tocsin.daemon.backend import (
     RuleEntry,
 )
 from tocsin.errors import ConfigError, InvalidValueError
-from tocsin.logs import register_secret
+from tocsin.logs import redact, register_secret
 from tocsin.rule_checks import check_rule
 from tocsin.schema import MAX_DURATION, ChannelConfig, Duration, RuleConfig
 from tocsin.state.models import Alert, Silence
+from tocsin.state.outbox import DeadLetter
 
 T = TypeVar("T")
 
@@ -282,3 +283,16 @@ def integration_json(entry: IntegrationEntry) -> dict[str, Any]:
         "created_by": entry.created_by,
         "settings": masked(entry.channel),
     }
+
+
+def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
+    """Return one dead letter as the API shows it.
+
+    Its error was kept free of secrets when it was recorded; it is redacted
+    again, since a secret added later may have been quoted before.
+    """
+    shown = builtins(letter)
+    if letter.last_error is not None:
+        shown["last_error"] = redact(letter.last_error)
+
+    return shown

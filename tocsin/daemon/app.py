@@ -271,7 +271,7 @@ class Daemon(NotificationParts):
         outbox = Outbox(database, clock)
         log.info("state database open", extra={"path": str(config.database_path)})
         parts = self.parts
-        parts.store, parts.outbox = store, outbox
+        parts.database, parts.store, parts.outbox = database, store, outbox
         parts.silences = SilenceStore(database, clock)
         parts.escalations = EscalationStore(database, clock)
         parts.catalog = Catalog(database, clock)

@@ -26,6 +26,7 @@ import msgspec
 
 from tocsin.schema import ChannelConfig, DedupConfig, Duration, Matcher, RuleConfig
 from tocsin.state.models import Alert, AlertState, Silence, Transition
+from tocsin.state.outbox import DeadLetter
 
 #: The settings the API may change, each a part of the running config.
 SettingsKind = Literal["grouping", "dedup", "digest"]
@@ -116,6 +117,32 @@ class IntegrationEntry(msgspec.Struct, frozen=True, kw_only=True):
     created_by: str = ""
 
 
+class IntegrationTest(msgspec.Struct, frozen=True, kw_only=True):
+    """How one test notification sent to an integration fared."""
+
+    ok: bool
+    #: The destination's HTTP status, when there was an answer.
+    status: int | None
+    duration_ms: float
+    #: Why it failed (``server_error``, ``auth``, ``timeout``...).
+    reason: str | None = None
+    #: What failed, free of secrets.
+    error: str | None = None
+
+
+class StateDatabaseStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The state database's own health counters, since the daemon started."""
+
+    transactions: int = 0
+    #: Statements and transactions that failed, whatever the cause.
+    errors: int = 0
+    #: Of those, the ones refused because another process held the database
+    #: locked for longer than Tocsin waits.
+    locked: int = 0
+    #: Transactions slower than a second, waits for a lock included.
+    slow: int = 0
+
+
 class Status(msgspec.Struct, frozen=True, kw_only=True):
     """What ``GET /api/v1/status`` reports, besides the version and uptime."""
 
@@ -133,6 +160,7 @@ class Status(msgspec.Struct, frozen=True, kw_only=True):
     channels: dict[str, int]
     #: Notifications queued and not yet delivered, dead or skipped.
     pending_notifications: int
+    state_database: StateDatabaseStatus = StateDatabaseStatus()
 
 
 class Backend(Protocol):
@@ -247,6 +275,25 @@ class Backend(Protocol):
         :raises NotFoundError: if no channel has that name.
         :raises ConflictError: if the channel comes from the config file, or
             a rule still names it.
+        """
+        ...
+
+    async def test_integration(self, name: str) -> IntegrationTest:
+        """Send one sample notification to the integration ``name`` at once.
+
+        It goes through the running channel, past the outbox, its retries
+        and its rate limit: one attempt, whose outcome is returned.
+
+        :raises NotFoundError: if no integration has that name.
+        """
+        ...
+
+    async def dead_letters(
+        self, *, channel: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Return the notifications given up on, the last given up on first.
+
+        :param channel: only those of this channel, when given.
         """
         ...
 

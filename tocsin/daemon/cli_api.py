@@ -1,7 +1,8 @@
 """The ``tocsin`` commands that work over the running daemon's API.
 
 ``alerts``, ``show``, ``ack``, ``investigate``, ``escalate``, ``resolve``,
-``close``, ``silence add|list|expire`` and ``status`` call the API through
+``close``, ``silence add|list|expire``, ``integrations list|test``,
+``deadletters`` and ``status`` call the API through
 :class:`tocsin.client.Client`. They find the daemon as ``tocsin reload`` does,
 from ``-c tocsin.toml``, or at ``--socket``, or from ``$TOCSIN_API`` (a socket
 path, or the ``http://`` URL of the TCP listener, whose token is read from
@@ -9,7 +10,8 @@ path, or the ``http://`` URL of the TCP listener, whose token is read from
 
 People get aligned tables, times in UTC (``2026-01-31 12:00:00Z``) whatever the
 host's zone; ``--json`` prints the API's JSON instead. Exit status: 0 done,
-1 refused (unknown alert, forbidden move, invalid value), 2 unreachable.
+1 refused (unknown alert, forbidden move, invalid value) or a test
+notification the destination did not take, 2 unreachable.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ MOVES = {
     "close": "close",
 }
 #: Every command this module adds.
-COMMANDS = frozenset({"alerts", "show", "silence", "status", *MOVES})
+COMMANDS = frozenset(
+    {"alerts", "show", "silence", "integrations", "deadletters", "status", *MOVES}
+)
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -90,6 +94,26 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     expire = silences.add_parser("expire", parents=[common], help="end a silence now")
     expire.add_argument("id", help="the silence's id")
 
+    integration = commands.add_parser(
+        "integrations", help="list the channels, or send one a test"
+    )
+    integrations = integration.add_subparsers(
+        dest="integrations_command", required=True
+    )
+    integrations.add_parser(
+        "list", parents=[common], help="list the channels and where each comes from"
+    )
+    test = integrations.add_parser(
+        "test", parents=[common], help="send a channel one test notification now"
+    )
+    test.add_argument("name", help="the channel's name")
+
+    dead = commands.add_parser(
+        "deadletters", parents=[common], help="list notifications given up on"
+    )
+    dead.add_argument("--channel", help="only those of this channel")
+    dead.add_argument("--limit", type=int, help="most listed")
+
     commands.add_parser("status", parents=[common], help="how the daemon is doing")
 
 
@@ -118,6 +142,9 @@ def main(
     except TocsinAPIError as error:
         print(f"tocsin: refused: {error.message}", file=sys.stderr)
         return EXIT_REFUSED
+    except _NotDelivered as failed:
+        print(failed.output)
+        return EXIT_REFUSED
     print(output)
 
     return 0
@@ -125,6 +152,15 @@ def main(
 
 class _NoAddress(Exception):
     """Raised when no option, config or environment says where the daemon is."""
+
+
+class _NotDelivered(Exception):
+    """Raised when a test notification was sent and the destination refused
+    it; ``output`` is what to print all the same."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+        super().__init__(output)
 
 
 def _client(
@@ -170,8 +206,40 @@ def _run(client: Client, arguments: argparse.Namespace) -> str:
     if command == "status":
         status = client.status()
         return _dump(status) if arguments.json else _status_text(status)
+    if command == "integrations":
+        return _integrations(client, arguments)
+    if command == "deadletters":
+        letters = client.list_dead_letters(arguments.channel, arguments.limit)
+        return _dump(letters) if arguments.json else _dead_letters_table(letters)
 
     return _silence(client, arguments)
+
+
+def _integrations(client: Client, arguments: argparse.Namespace) -> str:
+    if arguments.integrations_command == "list":
+        entries = client.list_integrations()
+        if arguments.json:
+            return _dump(entries)
+        rows = [(e["name"], e["type"], e["source"]) for e in entries]
+        return table(("NAME", "TYPE", "SOURCE"), rows) if rows else "no integrations"
+    result = client.test_integration(arguments.name)
+    if arguments.json:
+        output = _dump(result)
+    elif result["ok"]:
+        status = f"HTTP {result['status']}, " if result["status"] is not None else ""
+        output = (
+            f"integration {arguments.name}: delivered"
+            f" ({status}{result['duration_ms']:.0f} ms)"
+        )
+    else:
+        output = (
+            f"integration {arguments.name}: not delivered: {result['reason']}:"
+            f" {result['error']}"
+        )
+    if not result["ok"]:
+        raise _NotDelivered(output)
+
+    return output
 
 
 def _silence(client: Client, arguments: argparse.Namespace) -> str:
@@ -314,6 +382,38 @@ def _silences_table(silences: list[dict[str, Any]]) -> str:
     return table(header, rows)
 
 
+def _dead_letters_table(letters: list[dict[str, Any]]) -> str:
+    if not letters:
+        return "no dead letters"
+    rows = [
+        (
+            d["id"],
+            d["channel"],
+            d["event"],
+            d["rule"],
+            d["series"] or "-",
+            d["attempts"],
+            _time(d["dead_at"]),
+            d["reason"] or "-",
+            d["last_error"] or "-",
+        )
+        for d in letters
+    ]
+    header = (
+        "ID",
+        "CHANNEL",
+        "EVENT",
+        "RULE",
+        "SERIES",
+        "ATTEMPTS",
+        "GIVEN UP",
+        "REASON",
+        "LAST ERROR",
+    )
+
+    return table(header, rows)
+
+
 def _status_text(status: dict[str, Any]) -> str:
     def counts(by: dict[str, int]) -> str:
         return ", ".join(f"{n} {name}" for name, n in sorted(by.items())) or "none"
@@ -329,6 +429,15 @@ def _status_text(status: dict[str, Any]) -> str:
         ("channels", counts(status["channels"])),
         ("pending notifications", status["pending_notifications"]),
     ]
+    database = status.get("state_database")
+    if database:
+        facts.append(
+            (
+                "state database",
+                f"{database['transactions']} transactions, {database['errors']}"
+                f" errors ({database['locked']} locked), {database['slow']} slow",
+            )
+        )
     width = max(len(name) for name, _ in facts)
 
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in facts)

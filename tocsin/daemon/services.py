@@ -29,8 +29,10 @@ from tocsin.daemon.backend import (
     GroupingSettings,
     IntegrationEntry,
     RuleEntry,
+    StateDatabaseStatus,
     Status,
 )
+from tocsin.daemon.delivery_services import DeliveryServices
 from tocsin.daemon.effective import Additions, effective
 from tocsin.errors import (
     ConfigError,
@@ -60,7 +62,7 @@ def _encode(value: object) -> Any:
     return msgspec.to_builtins(value, enc_hook=_duration)
 
 
-class Services:
+class Services(DeliveryServices):
     """Everything the API reads or changes, over the daemon's running parts.
 
     :param daemon: the running :class:`~tocsin.daemon.app.Daemon`; its
@@ -366,6 +368,13 @@ class Services:
         )
         rules = Counter(entry.source for entry in await self.list_rules())
         channels = Counter(entry.source for entry in await self.list_integrations())
+        database = parts.database
+        state_database = StateDatabaseStatus(
+            transactions=database.transactions,
+            errors=database.errors,
+            locked=database.locked,
+            slow=database.slow,
+        )
 
         return Status(
             config=self._daemon.config_path,
@@ -375,6 +384,7 @@ class Services:
             rules=dict(rules),
             channels=dict(channels),
             pending_notifications=await parts.outbox.pending_count(),
+            state_database=state_database,
         )
 
 

@@ -1,9 +1,17 @@
 """The state database: one SQLite file in WAL mode, reached through aiosqlite.
 
-One connection serves the whole process. Its statements run on aiosqlite's
-thread, so a slow disk or a lock held by another process never blocks the event
-loop; an :class:`asyncio.Lock` keeps the coroutines that share the connection
-from interleaving their statements inside one another's transactions.
+Two connections serve the whole process: one writes, one reads. Their
+statements run on aiosqlite's threads, so a slow disk or a lock held by another
+process never blocks the event loop; an :class:`asyncio.Lock` per connection
+keeps the coroutines that share it from interleaving their statements inside
+one another's transactions.
+
+Reads have a connection of their own because a write may wait for a lock
+another process holds (up to ``busy_timeout``), and in WAL mode a read needs
+no lock at all: on a shared connection every read (the outbox's due
+notifications, the API's status) would queue behind that waiting write, and
+the whole daemon would stall exactly while it most needs to say why. A read
+sees every transaction committed before it began.
 """
 
 from __future__ import annotations
@@ -70,7 +78,11 @@ class Database:
     """
 
     def __init__(
-        self, connection: aiosqlite.Connection, path: Path, clock: Clock
+        self,
+        connection: aiosqlite.Connection,
+        path: Path,
+        clock: Clock,
+        reader: aiosqlite.Connection | None = None,
     ) -> None:
         self.path = path
         self.clock = clock
@@ -80,6 +92,9 @@ class Database:
         self.slow = 0
         self._connection: aiosqlite.Connection | None = connection
         self._lock = asyncio.Lock()
+        # Without a reader of its own, reads share the writer's connection.
+        self._reader = reader
+        self._read_lock = asyncio.Lock() if reader is not None else self._lock
         self._limiter = RateLimiter(clock=clock.monotonic)
 
     @classmethod
@@ -107,11 +122,10 @@ class Database:
                 f"cannot create the state directory {path.parent}: {error.strerror}"
             ) from None
         connection = await _connect(path)
+        reader = None
         try:
             # busy_timeout first: switching to WAL needs the lock too.
-            await connection.execute(
-                f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}"
-            )
+            await _configure(connection, busy_timeout)
             rows = await connection.execute_fetchall("PRAGMA journal_mode = WAL")
             mode = next(iter(rows))[0]
             if mode != "wal":
@@ -119,13 +133,14 @@ class Database:
                     f"state database {path}: cannot switch to WAL mode "
                     f"(journal mode is {mode})"
                 )
-            # FULL: under NORMAL a power loss can undo the last alerts; writes are rare.
-            await connection.execute("PRAGMA synchronous = FULL")
-            await connection.execute("PRAGMA foreign_keys = ON")
             version = await migrate(connection, str(path), migrations)
             await _check_usable(connection, path, version)
+            reader = await _connect(path)
+            await _configure(reader, busy_timeout)
         except (sqlite3.Error, StateError) as error:
-            await connection.close()
+            for opened in (reader, connection):
+                if opened is not None:
+                    await opened.close()
             if isinstance(error, StateError):
                 raise
             raise StateError(
@@ -135,20 +150,24 @@ class Database:
             "state database at schema version %d", version, extra={"path": str(path)}
         )
 
-        return cls(connection, path, clock)
+        return cls(connection, path, clock, reader)
 
     async def close(self) -> None:
-        """Close the connection; later calls do nothing."""
+        """Close the connections; later calls do nothing."""
         connection, self._connection = self._connection, None
+        reader, self._reader = self._reader, None
         if connection is None:
             return
-        async with self._lock:
-            try:
+        try:
+            if reader is not None:
+                async with self._read_lock:
+                    await reader.close()
+            async with self._lock:
                 await connection.close()
-            except sqlite3.Error as error:
-                raise StateError(
-                    f"state database {self.path}: close failed: {error}"
-                ) from None
+        except sqlite3.Error as error:
+            raise StateError(
+                f"state database {self.path}: close failed: {error}"
+            ) from None
 
     @property
     def is_open(self) -> bool:
@@ -202,8 +221,10 @@ class Database:
 
         :raises StateError: if the query fails.
         """
-        async with self._lock:
+        async with self._read_lock:
             connection = self._require()
+            if self._reader is not None:
+                connection = self._reader
             try:
                 return list(await connection.execute_fetchall(sql, params))
             except sqlite3.Error as error:
@@ -232,6 +253,14 @@ class Database:
             # SQLite may already have rolled back on its own (a full disk, an
             # I/O error); the transaction is over either way.
             log.debug("rollback after a failed transaction: %s", error)
+
+
+async def _configure(connection: aiosqlite.Connection, busy_timeout: float) -> None:
+    """Set what every connection of Tocsin's needs."""
+    await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    # FULL: under NORMAL a power loss can undo the last alerts; writes are rare.
+    await connection.execute("PRAGMA synchronous = FULL")
+    await connection.execute("PRAGMA foreign_keys = ON")
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:

@@ -394,7 +394,6 @@ CREATE TABLE api_settings (
 );
 """
 
-#: Every migration, oldest first; the schema version is the list's length.
 _V8 = """
 -- Requests received from other services (PagerDuty webhooks, Slack actions),
 -- by the id the sender gives each: a sender that retries is answered without
@@ -473,7 +472,17 @@ ALTER TABLE dedup_log_v8 RENAME TO dedup_log;
 CREATE INDEX dedup_log_sent ON dedup_log (sent_at);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+# A dead letter says when and why it was given up on: after its last attempt
+# (the reason is that attempt's, such as server_error or auth), or because it
+# waited longer than its channel's max_age ('expired'), which is no attempt
+# and so has no delivery_attempts row to tell the time by.
+_V9 = """
+ALTER TABLE outbox ADD COLUMN dead_at REAL;
+ALTER TABLE outbox ADD COLUMN dead_reason TEXT;
+"""
+
+#: Every migration, oldest first; the schema version is the list's length.
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 
 
 def statements(script: str) -> list[str]:

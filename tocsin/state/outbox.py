@@ -117,8 +117,11 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     last_status: int | None
     last_error: str | None
     created_at: float
-    #: When the last attempt was made.
+    #: When it was given up on: its last attempt, or its expiry.
     dead_at: float | None
+    #: Why: the last attempt's failure (``server_error``, ``auth``...), or
+    #: ``expired`` for one that waited longer than its channel's ``max_age``.
+    reason: str | None
 
 
 def _at_transition(alert: Alert, level: tuple) -> Alert:
@@ -335,6 +338,26 @@ class Outbox:
             at=at,
         )
 
+    async def expired(
+        self, notification: Notification, *, reason: str, at: float | None = None
+    ) -> None:
+        """Give up on a notification without attempting it again.
+
+        No ``delivery_attempts`` row is written: none was attempted. The row
+        keeps its attempt count and last error, and says when and why.
+
+        :param reason: why, in a word (``expired``).
+        :param at: when; now if not given.
+        """
+        now = self._clock.time() if at is None else at
+        async with self._db.transaction() as tx:
+            # From the attempt count it was read with, like every record.
+            await tx.execute(
+                "UPDATE outbox SET state = 'dead', dead_at = ?, dead_reason = ?"
+                " WHERE id = ? AND state = 'pending' AND attempts = ?",
+                (now, reason, notification.id, notification.attempts),
+            )
+
     async def skipped(self, notification: Notification, *, reason: str) -> None:
         """Take the notification out of the queue without sending it.
 
@@ -362,15 +385,28 @@ class Outbox:
         )
         return dict(rows)
 
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """Return up to ``limit`` dead notifications, most recent first."""
+    async def dead_letters(
+        self, limit: int = 100, *, channel: str | None = None
+    ) -> list[DeadLetter]:
+        """Return up to ``limit`` dead notifications, the last given up on first.
+
+        :param channel: only those of this channel, when given.
+        """
+        # Rows given up on before rows kept when and why take both from
+        # their last attempt.
+        last_attempt = (
+            "SELECT {} FROM delivery_attempts AS d WHERE d.outbox_id = o.id"
+            " ORDER BY d.attempt DESC LIMIT 1"
+        )
         rows = await self._db.fetchall(
             "SELECT o.id, o.key, o.channel, o.event, a.uid, a.rule, a.series,"
             " o.attempts, o.last_status, o.last_error, o.created_at,"
-            " (SELECT MAX(d.at) FROM delivery_attempts AS d WHERE d.outbox_id = o.id)"
+            f" COALESCE(o.dead_at, ({last_attempt.format('d.at')})) AS dead_at,"
+            f" COALESCE(o.dead_reason, ({last_attempt.format('d.reason')}))"
             " FROM outbox AS o JOIN alerts AS a ON a.id = o.alert_id"
-            " WHERE o.state = 'dead' ORDER BY o.id DESC LIMIT ?",
-            (limit,),
+            " WHERE o.state = 'dead' AND (?1 IS NULL OR o.channel = ?1)"
+            " ORDER BY dead_at DESC, o.id DESC LIMIT ?2",
+            (channel, limit),
         )
         fields = DeadLetter.__struct_fields__
         return [DeadLetter(**dict(zip(fields, row, strict=True))) for row in rows]
@@ -410,7 +446,8 @@ class Outbox:
             changed = await tx.execute(
                 "UPDATE outbox SET state = ?, attempts = ?, last_status = ?,"
                 " last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at),"
-                " delivered_at = ? WHERE id = ? AND attempts = ?",
+                " delivered_at = ?, dead_at = ?, dead_reason = ?"
+                " WHERE id = ? AND attempts = ?",
                 (
                     state,
                     attempt,
@@ -418,6 +455,8 @@ class Outbox:
                     error,
                     next_attempt_at,
                     now if outcome == "delivered" else None,
+                    now if outcome == "dead" else None,
+                    reason if outcome == "dead" else None,
                     notification.id,
                     notification.attempts,
                 ),
