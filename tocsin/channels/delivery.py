@@ -322,16 +322,20 @@ class Dispatcher:
         destination that gets the same notification every second.
         """
         unrecorded = self._unrecorded[channel]
-        while unrecorded:
-            attempt = unrecorded[0]
-            fields = attempt.fields
-            if attempt.outcome == "delivered":
-                await self._outbox.delivered(attempt.notification, **fields)
-            elif attempt.outcome == "retry":
-                await self._outbox.retry(attempt.notification, **fields)
-            else:
-                await self._outbox.dead(attempt.notification, **fields)
-            unrecorded.popleft()
+        if not unrecorded:
+            return
+        # One transaction for the batch: each outcome is in it or none is.
+        await self._outbox.record_all(
+            (attempt.notification, attempt.outcome, attempt.fields)
+            for attempt in unrecorded
+        )
+        # A dead letter is told once it is one on disk, where the API and
+        # ``tocsin deadletters`` read it.
+        for attempt in unrecorded:
+            if attempt.error_line is not None:
+                message, context = attempt.error_line
+                log.error(message, extra=context)
+        unrecorded.clear()
 
     async def _record_last_outcomes(self) -> None:
         """Try once more to record what the workers could not; log the rest."""
@@ -409,13 +413,11 @@ class Dispatcher:
             return _Attempt(notification, "retry", fields)
         self.dead_lettered += 1
         if failure.retryable:
-            log.error(
-                "notification dead-lettered after %d attempts", attempt, extra=context
-            )
+            said = f"notification dead-lettered after {attempt} attempts"
         else:
-            log.error("notification dead-lettered: final error", extra=context)
+            said = "notification dead-lettered: final error"
 
-        return _Attempt(notification, "dead", fields)
+        return _Attempt(notification, "dead", fields, (said, context))
 
     async def _skip(self, channel: Channel, notification: Notification) -> None:
         """Record a resolve of an alert the channel never received as skipped."""
@@ -503,6 +505,8 @@ class _Attempt(NamedTuple):
     notification: Notification
     outcome: Outcome
     fields: dict
+    #: The ERROR line (message, context) logged once the outcome is recorded.
+    error_line: tuple[str, dict] | None = None
 
 
 def _is_expired(channel: Channel, notification: Notification, now: float) -> bool:

@@ -23,7 +23,7 @@ the same idempotency key.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 import msgspec
@@ -421,59 +421,79 @@ class Outbox:
         fields = DeliveryAttempt.__struct_fields__
         return [DeliveryAttempt(**dict(zip(fields, row, strict=True))) for row in rows]
 
+    async def record_all(
+        self, attempts: Iterable[tuple[Notification, Outcome, dict]]
+    ) -> None:
+        """Record several attempts' outcomes in one transaction.
+
+        Each is ``(notification, outcome, fields)``, ``fields`` being the
+        keyword arguments :meth:`delivered`, :meth:`retry` or :meth:`dead`
+        take. One commit (one flush to disk) for a whole batch of deliveries
+        is what lets a destination that answers fast be sent to fast.
+        """
+        async with self._db.transaction() as tx:
+            for notification, outcome, fields in attempts:
+                await self._write(tx, notification, outcome, **fields)
+
     async def _record(
+        self, notification: Notification, outcome: Outcome, **fields: object
+    ) -> None:
+        async with self._db.transaction() as tx:
+            await self._write(tx, notification, outcome, **fields)
+
+    async def _write(
         self,
+        tx: Transaction,
         notification: Notification,
         outcome: Outcome,
         *,
         status: int | None,
-        reason: str | None,
-        error: str | None,
         duration_ms: float,
-        next_attempt_at: float | None,
-        at: float | None,
+        reason: str | None = None,
+        error: str | None = None,
+        next_attempt_at: float | None = None,
+        at: float | None = None,
     ) -> None:
         now = self._clock.time() if at is None else at
         attempt = notification.attempts + 1
         state = "pending" if outcome == "retry" else outcome
-        async with self._db.transaction() as tx:
-            # Only from the attempt count the notification was read with: a
-            # record repeated after a commit that failed late (and yet took
-            # effect) changes nothing, where it would otherwise fail for ever
-            # on the attempt's unique row. COALESCE keeps the due time of a
-            # finished row: it is never read again, but a NOT NULL column
-            # needs a value.
-            changed = await tx.execute(
-                "UPDATE outbox SET state = ?, attempts = ?, last_status = ?,"
-                " last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at),"
-                " delivered_at = ?, dead_at = ?, dead_reason = ?"
-                " WHERE id = ? AND attempts = ?",
-                (
-                    state,
-                    attempt,
-                    status,
-                    error,
-                    next_attempt_at,
-                    now if outcome == "delivered" else None,
-                    now if outcome == "dead" else None,
-                    reason if outcome == "dead" else None,
-                    notification.id,
-                    notification.attempts,
-                ),
-            )
-            if not changed:
-                return
-            await tx.execute(
-                "INSERT INTO delivery_attempts (outbox_id, attempt, at, outcome,"
-                " status, reason, error, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    notification.id,
-                    attempt,
-                    now,
-                    outcome,
-                    status,
-                    reason,
-                    error,
-                    duration_ms,
-                ),
-            )
+        # Only from the attempt count the notification was read with: a
+        # record repeated after a commit that failed late (and yet took
+        # effect) changes nothing, where it would otherwise fail for ever
+        # on the attempt's unique row. COALESCE keeps the due time of a
+        # finished row: it is never read again, but a NOT NULL column
+        # needs a value.
+        changed = await tx.execute(
+            "UPDATE outbox SET state = ?, attempts = ?, last_status = ?,"
+            " last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at),"
+            " delivered_at = ?, dead_at = ?, dead_reason = ?"
+            " WHERE id = ? AND attempts = ?",
+            (
+                state,
+                attempt,
+                status,
+                error,
+                next_attempt_at,
+                now if outcome == "delivered" else None,
+                now if outcome == "dead" else None,
+                reason if outcome == "dead" else None,
+                notification.id,
+                notification.attempts,
+            ),
+        )
+        if not changed:
+            return
+        await tx.execute(
+            "INSERT INTO delivery_attempts (outbox_id, attempt, at, outcome,"
+            " status, reason, error, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                notification.id,
+                attempt,
+                now,
+                outcome,
+                status,
+                reason,
+                error,
+                duration_ms,
+            ),
+        )
