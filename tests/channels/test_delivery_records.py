@@ -140,14 +140,14 @@ class RefusingRecords(Outbox):
         self.refused = asyncio.Event()
         self.recorded = asyncio.Event()
 
-    async def delivered(self, notification, **fields):
+    async def record_all(self, attempts):
         if self.refusals:
             self.refusals -= 1
             self.refused.set()
             self.clock.advance(1.0)
             self.wake()
             raise StateError("state database t.db: database or disk is full")
-        await super().delivered(notification, **fields)
+        await super().record_all(attempts)
         self.recorded.set()
 
 
