@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -72,6 +73,7 @@ class Client:
         if (socket is None) == (url is None):
             raise ValueError("give exactly one of socket and url")
         self.address = socket or url or ""
+        self._timeout = timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if socket is not None:
             # The host name is a placeholder: the socket decides where it goes.
@@ -107,15 +109,21 @@ class Client:
         *,
         json: object = None,
         params: Mapping[str, Any] | list[tuple[str, str]] | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> dict[str, Any]:
         """Make one call and return the daemon's JSON answer.
 
-        :param path: the path, like ``/api/v1/alerts``.
+        :param path: the path, like ``/api/v1/alerts``; a value in it is
+            written with :func:`segment`.
+        :param timeout: instead of the client's timeout, for this call.
         :raises TocsinAPIError: if the daemon answers with an error.
         :raises TocsinUnreachableError: if it cannot be reached.
         """
+        wait = httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
         try:
-            response = self._http.request(method, path, json=json, params=params)
+            response = self._http.request(
+                method, path, json=json, params=params, timeout=wait
+            )
         except httpx.TransportError as error:
             raise TocsinUnreachableError(
                 f"cannot reach the daemon at {self.address}: {_reason(error)}"
@@ -157,7 +165,7 @@ class Client:
 
     def get_alert(self, ref: int | str) -> dict[str, Any]:
         """Return one alert, by id or uid, with its ``history`` and ``escalation``."""
-        return self.request("GET", f"{_API}/alerts/{ref}")["alert"]
+        return self.request("GET", f"{_API}/alerts/{segment(ref)}")["alert"]
 
     def acknowledge(self, ref: int | str, comment: str | None = None) -> dict[str, Any]:
         """Acknowledge an alert: someone is on it; its escalation stops."""
@@ -181,7 +189,7 @@ class Client:
 
     def _move(self, ref: int | str, action: str, comment: str | None) -> dict[str, Any]:
         body = {"comment": comment} if comment else {}
-        path = f"{_API}/alerts/{ref}/{action}"
+        path = f"{_API}/alerts/{segment(ref)}/{action}"
 
         return self.request("POST", path, json=body)["alert"]
 
@@ -231,7 +239,7 @@ class Client:
 
     def delete_alert_rule(self, name: str) -> None:
         """Remove a rule added through the API (the file's stay: 409)."""
-        self.request("DELETE", f"{_API}/rules/{name}")
+        self.request("DELETE", f"{_API}/rules/{segment(name)}")
 
     # Integrations.
 
@@ -296,7 +304,7 @@ class Client:
 
     def delete_integration(self, name: str) -> None:
         """Remove a channel added through the API."""
-        self.request("DELETE", f"{_API}/integrations/{name}")
+        self.request("DELETE", f"{_API}/integrations/{segment(name)}")
 
     def test_integration(self, name: str) -> dict[str, Any]:
         """Send one test notification to the channel ``name`` now.
@@ -306,7 +314,13 @@ class Client:
             is a result, not an exception.
         :raises TocsinAPIError: if there is no such channel (404).
         """
-        return self.request("POST", f"{_API}/integrations/{name}/test")["result"]
+        # The daemon bounds a test by the channel's timeout, which may be
+        # longer than this client's: wait for its answer, which says what the
+        # destination did, rather than give up first and say nothing.
+        wait = httpx.Timeout(self._timeout, read=None)
+        path = f"{_API}/integrations/{segment(name)}/test"
+
+        return self.request("POST", path, timeout=wait)["result"]
 
     # Delivery.
 
@@ -354,7 +368,7 @@ class Client:
         return self._put_settings("digest", settings)
 
     def _put_settings(self, kind: str, settings: dict[str, Any]) -> dict[str, Any]:
-        path = f"{_API}/settings/{kind}"
+        path = f"{_API}/settings/{segment(kind)}"
 
         return self.request("PUT", path, json=settings)["settings"]
 
@@ -395,7 +409,9 @@ class Client:
 
     def expire_silence(self, silence_id: str) -> dict[str, Any]:
         """End a silence now."""
-        return self.request("DELETE", f"{_API}/silences/{silence_id}")["silence"]
+        path = f"{_API}/silences/{segment(silence_id)}"
+
+        return self.request("DELETE", path)["silence"]
 
     # Routing and status.
 
@@ -417,3 +433,16 @@ def _reason(error: httpx.TransportError) -> str:
     reason = getattr(cause, "strerror", None) or str(error) or type(error).__name__
 
     return reason
+
+
+def segment(value: object) -> str:
+    """Write ``value`` as one segment of a URL path, whatever it holds.
+
+    Slashes, ``?`` and ``#`` are escaped, and so is a segment of dots alone,
+    which HTTP clients would otherwise fold into the path around it.
+    """
+    text = quote(str(value), safe="")
+    if text.strip(".") == "":
+        text = text.replace(".", "%2E")
+
+    return text

@@ -38,6 +38,7 @@ from tocsin.rule_checks import check_rule
 from tocsin.schema import (
     CHANNEL_TYPES,
     DEFAULT_API_KEY_ENV,
+    NAME_PATTERN,
     Aggregation,
     AlertsConfig,
     ApiConfig,
@@ -137,6 +138,11 @@ def _split_msgspec_error(
         if allowed:
             message = f"{message}; expected one of {', '.join(allowed)}"
     message = message.replace(" | null`", "`")
+    if message == f"Expected `str` matching regex {NAME_PATTERN!r}":
+        message = (
+            "expected a name of 1 to 100 letters, digits, '_', '.' and '-',"
+            " not dots alone"
+        )
     if path and path.endswith("].type") and message.startswith("Invalid value"):
         known = ", ".join(sorted(CHANNEL_TYPES))
         message = (

@@ -82,7 +82,10 @@ Aggregation = Literal[
     "p99",
 ]
 Comparison = Literal[">", ">=", "<", "<=", "==", "!=", "inside", "outside"]
-Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{1,100}$")]
+#: A name is a segment of the API's paths too, so one of dots alone (which
+#: HTTP clients fold into the path around it) is not a name.
+NAME_PATTERN = r"^(?!\.+$)[A-Za-z0-9_.\-]{1,100}$"
+Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 

@@ -204,6 +204,17 @@ async def test_no_secret_escapes_when_every_destination_fails(tmp_path):
             sender(tmp_path).gauge("model.drift.psi", 0.5)
             await wait_for_all(daemon, "notification dead-lettered", CHANNELS)
             integrations = await _integrations(daemon)
+            # A test of each, each receiver failing once more the same way,
+            # and the dead letters: answers that quote what went wrong.
+            pd.fail(400, body=echoed)
+            slack.reply(500, slack.webhook_url.encode())
+            teams.fail(200, body=f"HTTP error 429 from {teams.url}".encode())
+            hook.reply(307, headers=moved, body=hook_url.encode())
+            datadog.fail_events(403, body=API_KEY.encode())
+            tests = [
+                await _api(daemon, "POST", f"integrations/{c}/test") for c in CHANNELS
+            ]
+            letters = await _api(daemon, "GET", "deadletters")
             assert await daemon.stop() == 0
         finally:
             await daemon.close()
@@ -216,6 +227,13 @@ async def test_no_secret_escapes_when_every_destination_fails(tmp_path):
         assert secret not in logged
         assert secret not in integrations
         assert secret not in stored
+        assert secret not in letters
+        assert not [answer for answer in tests if secret in answer]
+    # Every test failed, and says why.
+    results = [orjson.loads(answer)["result"] for answer in tests]
+    assert [result["ok"] for result in results] == [False] * len(CHANNELS)
+    assert all(result["error"] for result in results)
+    assert len(orjson.loads(letters)["dead_letters"]) == len(CHANNELS)
     # The failures were recorded, each under its channel.
     assert "dead" in stored
     assert {r["channel"] for r in daemon.find_prefix("notification dead")} == set(
@@ -224,12 +242,17 @@ async def test_no_secret_escapes_when_every_destination_fails(tmp_path):
 
 
 async def _integrations(daemon: DaemonProcess) -> str:
+    return await _api(daemon, "GET", "integrations")
+
+
+async def _api(daemon: DaemonProcess, method: str, path: str) -> str:
+    """Call ``/api/v1/{path}`` on the TCP listener; return the answer's text."""
     [bound] = daemon.find("listening", listener="api_tcp")
-    url = f"http://{bound['address']}/api/v1/integrations"
+    url = f"http://{bound['address']}/api/v1/{path}"
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with (
         aiohttp.ClientSession() as session,
-        session.get(url, headers=headers) as response,
+        session.request(method, url, headers=headers) as response,
     ):
         assert response.status == 200
         return await response.text()

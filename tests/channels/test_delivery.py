@@ -183,6 +183,7 @@ class Exploding:
     concurrency = 4
     rate_limit = 0
     rate_period = 1.0
+    timeout = 10.0
 
     async def send(self, notification):
         raise ZeroDivisionError("bug")

@@ -35,6 +35,7 @@ class Gated:
     max_backoff = 10.0
     rate_limit = 0
     rate_period = 1.0
+    timeout = 10.0
 
     def __init__(self, name: str, concurrency: int) -> None:
         self.name = name

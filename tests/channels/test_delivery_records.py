@@ -33,6 +33,7 @@ class Counting:
     concurrency = 4
     rate_limit = 0
     rate_period = 1.0
+    timeout = 10.0
 
     def __init__(self, failure: DeliveryError | None = None) -> None:
         self.failure = failure

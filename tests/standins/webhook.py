@@ -123,6 +123,9 @@ class WebhookStandin:
         self.clock = clock
         self.responder: Callable[[], Reply] | None = None
         self.requests: list[Received] = []
+        #: Requests being answered now, and the most there ever were at once.
+        self.in_flight = 0
+        self.most_in_flight = 0
         self._replies: deque[Reply] = deque()
         self._arrived = asyncio.Event()
         self._released = asyncio.Event()
@@ -216,9 +219,14 @@ class WebhookStandin:
             )
         )
         self._arrived.set()
-        if reply.hold:
-            await self._released.wait()
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if reply.hold:
+                await self._released.wait()
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+        finally:
+            self.in_flight -= 1
 
         return web.Response(status=reply.status, headers=reply.headers, body=reply.body)

@@ -44,6 +44,8 @@ class Channel(Protocol):
     #: Most attempts per ``rate_period`` seconds; ``0`` has no limit.
     rate_limit: int
     rate_period: float
+    #: Seconds one request may take (see :mod:`tocsin.channels.attempt`).
+    timeout: float
 
     async def send(self, notification: Notification) -> int | None:
         """Make one delivery attempt; return the HTTP status, if there is one.

@@ -46,6 +46,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+from tocsin.channels.attempt import bounded_send
 from tocsin.channels.base import Channel
 from tocsin.channels.pacing import SlidingWindow
 from tocsin.clock import Clock
@@ -366,7 +367,7 @@ class Dispatcher:
         status: int | None = None
         failure: DeliveryError | None = None
         try:
-            status = await channel.send(notification)
+            status = await bounded_send(channel, notification)
         except DeliveryError as error:
             failure = error
         except Exception as error:

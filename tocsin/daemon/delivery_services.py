@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from tocsin.channels.attempt import bounded_send
 from tocsin.channels.sample import sample_notification
 from tocsin.daemon.backend import IntegrationTest
 from tocsin.errors import DeliveryError, NotFoundError
@@ -41,10 +42,11 @@ class DeliveryServices:
         notification = sample_notification(name, clock.time())
 
         # One attempt, now: a test that waited behind the outbox or the rate
-        # limit would tell the person who asked nothing while they wait.
+        # limit would tell the person who asked nothing while they wait. It
+        # is bounded as every attempt is, by the channel's timeout.
         started = clock.monotonic()
         try:
-            status = await channel.send(notification)
+            status = await bounded_send(channel, notification)
         except DeliveryError as error:
             result = IntegrationTest(
                 ok=False,

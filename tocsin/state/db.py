@@ -12,11 +12,20 @@ no lock at all: on a shared connection every read (the outbox's due
 notifications, the API's status) would queue behind that waiting write, and
 the whole daemon would stall exactly while it most needs to say why. A read
 sees every transaction committed before it began.
+
+SQLite goes on writing to a file deleted under it, so a deleted database
+fails nothing: the daemon would look healthy while all it records vanishes at
+the next restart, and an alert still firing would then fire again as a new
+alert, under a new key. Each write transaction therefore first checks that
+the path still names the file that is open. A deleted database is written
+back from the open copy (``VACUUM INTO``), whole; a file someone put in its
+place is theirs, and writes are refused until a restart opens it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -96,6 +105,9 @@ class Database:
         self._reader = reader
         self._read_lock = asyncio.Lock() if reader is not None else self._lock
         self._limiter = RateLimiter(clock=clock.monotonic)
+        self._busy_timeout = 5.0
+        # The file the connections have open, as (device, inode).
+        self._identity = _identity(path)
 
     @classmethod
     async def open(
@@ -150,7 +162,10 @@ class Database:
             "state database at schema version %d", version, extra={"path": str(path)}
         )
 
-        return cls(connection, path, clock, reader)
+        database = cls(connection, path, clock, reader)
+        database._busy_timeout = busy_timeout
+
+        return database
 
     async def close(self) -> None:
         """Close the connections; later calls do nothing."""
@@ -185,6 +200,8 @@ class Database:
         """
         started = self.clock.monotonic()
         async with self._lock:
+            self._require()
+            await self._check_file()
             connection = self._require()
             try:
                 await connection.execute("BEGIN IMMEDIATE")
@@ -235,6 +252,67 @@ class Database:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
+    async def _check_file(self) -> None:
+        """Make sure the path still names the open file; see the module's text.
+
+        Called with the write lock held.
+
+        :raises StateError: if another file took the database's place, or a
+            deleted database cannot be written back.
+        """
+        found = _identity(self.path)
+        if found == self._identity:
+            return
+        if found is not None:
+            self.errors += 1
+            raise StateError(
+                f"state database {self.path} was replaced by another file while"
+                " Tocsin ran; restart Tocsin to use it, or move it aside"
+            )
+        try:
+            await self._write_back()
+        except (OSError, sqlite3.Error) as error:
+            self.errors += 1
+            raise StateError(
+                f"state database {self.path} was deleted while Tocsin ran and"
+                f" cannot be written back: {error}"
+            ) from None
+        # An ERROR: someone removed the file Tocsin keeps its alerts in, and
+        # should hear that it is back, or they will try again.
+        log.error(
+            "state database written back",
+            extra={
+                "path": str(self.path),
+                "detail": "the file was deleted while Tocsin ran",
+            },
+        )
+
+    async def _write_back(self) -> None:
+        """Write the open database back at its path, and reopen it there."""
+        copy = self.path.with_name(self.path.name + ".restore")
+        copy.unlink(missing_ok=True)
+        writer = self._require()
+        # The copy holds every committed transaction, the log's included.
+        await writer.execute("VACUUM INTO ?", (str(copy),))
+        # Closing checkpoints into the deleted file and removes its log by
+        # name: the log next to the path is still this database's, and must
+        # not be read as the copy's.
+        async with contextlib.AsyncExitStack() as stack:
+            if self._reader is not None:
+                await stack.enter_async_context(self._read_lock)
+                await self._reader.close()
+            await writer.close()
+            os.replace(copy, self.path)
+            _sync_directory(self.path.parent)
+            self._connection = await _connect(self.path)
+            await _configure(self._connection, self._busy_timeout)
+            # Fetched to the end: a statement left open keeps its lock.
+            await self._connection.execute_fetchall("PRAGMA journal_mode = WAL")
+            if self._reader is not None:
+                self._reader = await _connect(self.path)
+                await _configure(self._reader, self._busy_timeout)
+        self._identity = _identity(self.path)
+
     def _require(self) -> aiosqlite.Connection:
         if self._connection is None:
             raise StateError(f"state database {self.path} is closed")
@@ -253,6 +331,25 @@ class Database:
             # SQLite may already have rolled back on its own (a full disk, an
             # I/O error); the transaction is over either way.
             log.debug("rollback after a failed transaction: %s", error)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Return the (device, inode) of the file at ``path``, ``None`` if none."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+
+    return found.st_dev, found.st_ino
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` survive a power loss."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 async def _configure(connection: aiosqlite.Connection, busy_timeout: float) -> None:
