@@ -28,7 +28,7 @@ from tocsin.clock import SystemClock
 from tocsin.schema import WebhookChannelConfig
 from tocsin.state.alerts import AlertStore
 from tocsin.state.db import Database
-from tocsin.state.models import AlertSpec, Notification
+from tocsin.state.models import AlertSpec
 from tocsin.state.outbox import Outbox
 
 CHANNEL = "bench-hook"
@@ -60,9 +60,10 @@ class _CountingOutbox(Outbox):
         self.done = asyncio.Event()
         self._target = target
 
-    async def delivered(self, notification: Notification, **fields) -> None:
-        await super().delivered(notification, **fields)
-        self.recorded += 1
+    async def record_all(self, attempts) -> None:
+        attempts = list(attempts)
+        await super().record_all(attempts)
+        self.recorded += sum(1 for _, outcome, _ in attempts if outcome == "delivered")
         if self.recorded >= self._target:
             self.done.set()
 
