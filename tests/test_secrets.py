@@ -145,6 +145,35 @@ def test_a_non_http_url_is_refused_without_quoting_it(monkeypatch):
     assert "secret-token" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://hooks.example:99999/secret-token", "has a port that is not"),
+        ("http://hooks.example:0/secret-token", "has a port that is not"),
+        ("http:///secret-token", "must name a host"),
+        ("http://hooks example/secret-token", "must not hold white space"),
+        ("http://hooks.example/a b/secret-token", "must not hold white space"),
+        ("http://-hooks-/secret-token", "must name a host"),
+    ],
+)
+def test_a_url_that_can_never_be_reached_is_refused_where_it_is_read(
+    monkeypatch, url, problem
+):
+    monkeypatch.setenv("TOCSIN_TEST_HOOK", url)
+    from_env = load(HOOK + 'url_env = "TOCSIN_TEST_HOOK"\n')
+
+    with pytest.raises(ConfigError) as read:
+        read_secrets(from_env, "tocsin.toml")
+    with pytest.raises(ConfigError) as checked:
+        config.parse(HOOK + f"url = {url!r}\n", "t.toml")
+
+    assert read.value.key == "channels[0].url_env"
+    assert checked.value.key == "channels[0].url"
+    for error in (read.value, checked.value):
+        assert problem in str(error)
+        assert "secret-token" not in str(error)
+
+
 def test_a_routing_key_of_the_wrong_length_is_refused_unquoted(monkeypatch):
     monkeypatch.setenv("TOCSIN_TEST_PD", "short-routing-key")
     loaded = load(

@@ -356,10 +356,11 @@ def check_channel(channel: ChannelConfig, source: str, where: str) -> None:
             )
     # Written in the file, a URL is checked here; read from elsewhere, when
     # it is read (see tocsin.secrets).
-    for name in (*channel.secrets, "url"):
+    for name in (*channel.secrets, "url", "base_url"):
         value = getattr(channel, name, "")
-        if name.endswith("url") and value and not value.startswith(_HTTP):
-            raise ConfigError(source, _NOT_HTTP, f"{where}.{name}")
+        problem = url_problem(value) if name.endswith("url") and value else None
+        if problem:
+            raise ConfigError(source, problem, f"{where}.{name}")
     if isinstance(channel, WebhookChannelConfig):
         for name, value in channel.headers.items():
             _check_header(name, value, source, f"{where}.headers.{toml_key(name)}")
@@ -374,8 +375,29 @@ def check_channel(channel: ChannelConfig, source: str, where: str) -> None:
         _check_email(channel, source, where)
 
 
-_HTTP = ("http://", "https://")
-_NOT_HTTP = "must start with http:// or https://"
+def url_problem(url: str) -> str | None:
+    """Say what makes ``url`` unusable as a destination, or return ``None``.
+
+    The answer never quotes the URL: for most chat and paging services the
+    URL is the credential. ``urlsplit`` silently drops tabs and newlines and
+    accepts any port, so both are checked before and after it.
+    """
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    if not url.isprintable() or " " in url:
+        return "must not hold white space or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "has a port that is not a number from 0 to 65535"
+    host = parts.hostname or ""
+    if not (_is_host_name(host) or _is_ip_address(host)):
+        return "must name a host (a name such as hooks.example.com, or an address)"
+    if port == 0:
+        return "has a port that is not a number from 1 to 65535"
+
+    return None
 
 
 def _check_datadog_channel(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tocsin.channels.webhook_signing import SecretProblem, signing_key
-from tocsin.config import ChannelConfig, Config, WebhookChannelConfig
+from tocsin.config import ChannelConfig, Config, WebhookChannelConfig, url_problem
 from tocsin.errors import ConfigError
 from tocsin.logs import register_secret
 
@@ -149,13 +149,11 @@ def channel_secrets(channel: ChannelConfig, source: str, where: str) -> dict[str
                 else f"set one of {name}, {name}_env and {name}_file"
             )
             raise ConfigError(source, f"no {what}: {detail}", f"{where}.{given}")
-        if name.endswith("url") and not secret.startswith(("http://", "https://")):
+        problem = url_problem(secret) if name.endswith("url") else None
+        if problem:
             # The URL itself is the secret: say what is wrong, never what it is.
-            raise ConfigError(
-                source,
-                f"the {what} must start with http:// or https://",
-                f"{where}.{given}",
-            )
+            message = f"the {what} {problem}"
+            raise ConfigError(source, message, f"{where}.{given}")
         length = channel.secret_lengths.get(name)
         if length is not None and len(secret) != length:
             # Refused at start-up rather than by the destination at every send.
