@@ -409,6 +409,12 @@ def _check_datadog_channel(
             f"expected a host name like datadoghq.eu, got {channel.site!r}",
             f"{where}.site",
         )
+    if "?" in channel.base_url or "#" in channel.base_url:
+        raise ConfigError(
+            source,
+            "must not have a query or a fragment: the API path is appended to it",
+            f"{where}.base_url",
+        )
     for index, tag in enumerate(channel.tags):
         if not is_tag(tag):
             raise ConfigError(

@@ -364,8 +364,9 @@ class DatadogChannelConfig(_ChannelBase, tag="datadog"):
     api_key_env: str = ""
     api_key_file: str = ""
     site: str = "datadoghq.com"
-    #: The API's base URL; empty means ``https://api.SITE``.
-    url: str = ""
+    #: The API's base URL, to which ``/api/v1/events`` is appended (as the
+    #: export's ``base_url``); empty means ``https://api.SITE``.
+    base_url: str = ""
     priority: Literal["normal", "low"] = "normal"
     #: Added to every event; each must be a valid Datadog tag.
     tags: list[str] = []

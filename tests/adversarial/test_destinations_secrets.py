@@ -98,7 +98,7 @@ backoff = "100ms"
 [[channels]]
 name = "events"
 type = "datadog"
-url = "{dd_url}"
+base_url = "{dd_url}"
 api_key_env = "{env}_DD_KEY"
 max_attempts = 2
 backoff = "100ms"

@@ -210,7 +210,7 @@ def test_the_url_comes_from_the_site_unless_a_url_is_given(session, clock):
 
     assert url() == "https://api.datadoghq.com/api/v1/events"
     assert url(site="datadoghq.eu") == "https://api.datadoghq.eu/api/v1/events"
-    assert url(url="http://127.0.0.1:9/") == "http://127.0.0.1:9/api/v1/events"
+    assert url(base_url="http://127.0.0.1:9/") == "http://127.0.0.1:9/api/v1/events"
 
 
 def test_acknowledgements_are_sent_only_when_asked(session, clock):

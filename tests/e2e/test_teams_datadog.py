@@ -35,7 +35,7 @@ backoff = "100ms"
 [[channels]]
 name = "events"
 type = "datadog"
-url = "{dd_url}"
+base_url = "{dd_url}"
 api_key_env = "{key_env}"
 tags = ["env:test"]
 backoff = "100ms"

@@ -74,7 +74,7 @@ class DatadogEventsChannel(DeliverySettings):
     ) -> None:
         super().__init__(config)
         self.send_acknowledged = config.send_acknowledged
-        base = config.url or f"https://api.{config.site}"
+        base = config.base_url or f"https://api.{config.site}"
         self.url = base.rstrip("/") + EVENTS_PATH
         self._headers = {"DD-API-KEY": secrets["api_key"]}
         self._config = config
