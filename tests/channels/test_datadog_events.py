@@ -22,7 +22,7 @@ EXTERNAL = "https://tocsin.example"
 @pytest.fixture
 def make(standin, session, clock):
     def build(key: str = KEY, **fields) -> DatadogEventsChannel:
-        settings = {"name": "dd", "api_key": key, "url": standin.url, **fields}
+        settings = {"name": "dd", "api_key": key, "base_url": standin.url, **fields}
         config = DatadogChannelConfig(**settings)
         context = ChannelContext(session, clock, external_url=EXTERNAL, hostname=HOST)
         return DatadogEventsChannel(config, {"api_key": key}, context)
