@@ -309,3 +309,19 @@ async def test_a_migration_that_breaks_a_foreign_key_is_rolled_back(tmp_path):
     assert _user_version(path) == 1
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT id FROM parent").fetchall() == [(1,)]
+
+
+async def test_a_new_database_and_its_journal_are_readable_by_their_owner_only(
+    tmp_path,
+):
+    # What the API adds is kept here, integrations' secrets included.
+    path = tmp_path / "tocsin.db"
+    db = await Database.open(path, clock=ManualClock())
+    try:
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    finally:
+        await db.close()
+
+    assert modes == dict.fromkeys(
+        ["tocsin.db", "tocsin.db-wal", "tocsin.db-shm"], 0o600
+    )

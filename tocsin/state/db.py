@@ -133,6 +133,7 @@ class Database:
             raise StateError(
                 f"cannot create the state directory {path.parent}: {error.strerror}"
             ) from None
+        _create_private(path)
         connection = await _connect(path)
         reader = None
         try:
@@ -398,3 +399,21 @@ async def _check_usable(
     except sqlite3.Error as error:
         await connection.execute("ROLLBACK")
         raise StateError(f"state database {path} cannot be written: {error}") from None
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only, if it is new.
+
+    It holds what the API added, integrations' secrets included; SQLite gives
+    its ``-wal`` and ``-shm`` files the database file's permissions. An
+    existing file keeps the mode its owner chose.
+    """
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    except OSError as error:
+        raise StateError(
+            f"cannot create the state database {path}: {error.strerror}"
+        ) from None
+    os.close(descriptor)
