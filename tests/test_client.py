@@ -279,3 +279,18 @@ def test_a_missing_socket_is_unreachable(tmp_path):
 def test_exactly_one_address_is_needed(where):
     with pytest.raises(ValueError, match="exactly one of socket and url"):
         Client(**where)
+
+
+async def test_an_integration_shows_where_it_points_but_not_its_secrets(client):
+    added = await run(
+        client.add_pagerduty_integration,
+        "pd",
+        routing_key="R" * 32,
+        url="https://events.eu.pagerduty.com/v2/enqueue",
+        webhook_secret_env="PD_WEBHOOK_SECRET",
+    )
+
+    settings = added["settings"]
+    assert settings["routing_key"] == "********"
+    assert settings["url"] == "https://events.eu.pagerduty.com/v2/enqueue"
+    assert settings["webhook_secret_env"] == "PD_WEBHOOK_SECRET"

@@ -40,10 +40,6 @@ T = TypeVar("T")
 
 #: What stands in an answer for a secret.
 MASK = "********"
-#: Keys of a channel that hold a secret: URLs (a webhook URL is its own
-#: credential), keys, tokens and passwords; never ``url_env`` or ``url_file``,
-#: which only say where the secret is.
-_SECRET_KEY = re.compile(r"(?:^|_)(?:url|key|token|secret|password)$")
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
 _FIELD = re.compile(r"Object (?:contains unknown|missing required) field `(.+)`")
 
@@ -203,7 +199,7 @@ def check_new_channel(obj: object) -> ChannelConfig:
     channel = decode(obj, ChannelConfig, "channel")
     # Before any check that could quote it: from here on, no log line shows
     # the channel's secrets, whatever happens to them.
-    for secret in _secrets(builtins(channel)):
+    for secret in _secrets(channel, builtins(channel)):
         register_secret(secret)
     try:
         config.check_channel(channel, "api", "channel")
@@ -213,12 +209,13 @@ def check_new_channel(obj: object) -> ChannelConfig:
     return channel
 
 
-def _secrets(shown: dict[str, Any]) -> list[str]:
-    """Return the values of ``shown`` (a channel as JSON) that are secrets."""
+def _secrets(channel: ChannelConfig, shown: dict[str, Any]) -> list[str]:
+    """Return the values of ``shown`` (``channel`` as JSON) that are secrets:
+    those the channel's kind declares, and every header value."""
     found = [
         value
         for key, value in shown.items()
-        if _SECRET_KEY.search(key) and isinstance(value, str) and value
+        if key in channel.secrets and isinstance(value, str) and value
     ]
     headers = shown.get("headers")
     if isinstance(headers, dict):
@@ -228,10 +225,14 @@ def _secrets(shown: dict[str, Any]) -> list[str]:
 
 
 def masked(channel: ChannelConfig) -> dict[str, Any]:
-    """Return ``channel`` as JSON with every secret in it replaced by a mask."""
+    """Return ``channel`` as JSON with every secret in it replaced by a mask.
+
+    Where a secret is read from (``url_env``, ``routing_key_file``) is shown;
+    so are URLs that are no secret (PagerDuty's endpoint, a base URL).
+    """
     shown = builtins(channel)
     for key, value in shown.items():
-        if _SECRET_KEY.search(key) and isinstance(value, str) and value:
+        if key in channel.secrets and isinstance(value, str) and value:
             shown[key] = MASK
     # Header values are credentials as often as not (Authorization).
     if isinstance(shown.get("headers"), dict):
