@@ -192,6 +192,28 @@ async def test_the_command_prints_the_file_the_daemon_reloaded(
     assert err == ""
 
 
+async def test_the_command_finds_the_daemon_from_tocsin_api(
+    served, monkeypatch, capsys
+):
+    monkeypatch.setenv("TOCSIN_API", served)
+
+    assert await reload_command() == 0
+
+    out, _ = capsys.readouterr()
+    assert out.startswith("/etc/tocsin/tocsin.toml: reloaded (")
+
+
+async def test_the_command_without_a_way_to_the_daemon_says_how_to_give_one(
+    monkeypatch, capsys
+):
+    monkeypatch.delenv("TOCSIN_API", raising=False)
+
+    assert await reload_command() == 2
+
+    _, err = capsys.readouterr()
+    assert "give -c tocsin.toml, --socket, or set $TOCSIN_API" in err
+
+
 async def test_the_command_exits_1_with_the_error_of_a_refused_file(
     served, daemon, capsys
 ):

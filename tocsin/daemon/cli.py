@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -61,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     reload.add_argument(
         "--config",
         "-c",
-        required=True,
-        help="the daemon's tocsin.toml, where its API socket is found",
+        help="the daemon's tocsin.toml, where its API socket is found"
+        " (or give --socket, or set $TOCSIN_API to the socket)",
     )
     reload.add_argument(
         "--socket", help="the API socket, instead of the one the config names"
@@ -129,7 +130,16 @@ def _run(path: str) -> int:
     return uvloop.run(Daemon(loaded, path, secrets=secrets).run())
 
 
-def _reload(path: str, socket_path: str | None) -> int:
+def _reload(path: str | None, socket_path: str | None) -> int:
+    if socket_path is None and path is None:
+        socket_path = os.environ.get("TOCSIN_API", "")
+        if not socket_path or socket_path.startswith(("http://", "https://")):
+            print(
+                "tocsin: where is the daemon? give -c tocsin.toml, --socket,"
+                " or set $TOCSIN_API to its API socket",
+                file=sys.stderr,
+            )
+            return EXIT_UNREACHABLE
     if socket_path is None:
         try:
             socket_path = _api_socket(path)
@@ -160,7 +170,7 @@ def _reload(path: str, socket_path: str | None) -> int:
         summary = ", ".join(_fate(answer, fate) for fate in fates)
         # The daemon reads the file it was started with, whatever --config
         # named: say which one now runs.
-        print(f"{answer.get('config') or path}: reloaded ({summary})")
+        print(f"{answer.get('config') or path or socket_path}: reloaded ({summary})")
         return 0
     error = answer.get("error") or f"unexpected answer (HTTP {status})"
     print(f"tocsin: reload refused: {error}", file=sys.stderr)
