@@ -238,15 +238,19 @@ url = "https://hooks.example/secret-token"
 
 
 @pytest.mark.parametrize(
-    "channels",
+    ("channels", "named"),
     [
-        CHANNELS + WEBHOOK,
-        CHANNELS.replace('type = "log"', 'type = "log"\nlevel = "error"'),
-        WEBHOOK.replace('"hook"', '"log"'),
+        (CHANNELS + WEBHOOK, "hook"),
+        (CHANNELS.replace('type = "log"', 'type = "log"\nlevel = "error"'), "log"),
+        (WEBHOOK.replace('"hook"', '"log"'), "log"),
+        (
+            CHANNELS.replace('type = "log"', 'type = "log"\nlevel = "error"') + WEBHOOK,
+            "hook, log",
+        ),
     ],
-    ids=["added", "setting-changed", "type-changed"],
+    ids=["added", "setting-changed", "type-changed", "two-changed"],
 )
-async def test_a_changed_channel_list_is_refused(setup, caplog, channels):
+async def test_a_changed_channel_list_is_refused(setup, caplog, channels, named):
     reloader, engine, _, cleared, path = setup
     running = reloader.config
     path.write_text(config_text(("a", 1), channels=channels))
@@ -254,7 +258,7 @@ async def test_a_changed_channel_list_is_refused(setup, caplog, channels):
     outcome = await reloader.reload("api")
 
     assert outcome.error == (
-        f"{path}: channels: channels changed; restart tocsin to apply them"
+        f"{path}: channels: channels changed ({named}); restart tocsin to apply them"
     )
     assert reloader.config is running
     assert (engine.calls, cleared) == ([], [])
@@ -437,7 +441,7 @@ async def test_a_daemon_refuses_changed_channels(running):
     outcome = await daemon.reload("api")
 
     assert outcome.error.endswith(
-        "channels: channels changed; restart tocsin to apply them"
+        "channels: channels changed (hook); restart tocsin to apply them"
     )
 
 

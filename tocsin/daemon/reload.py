@@ -86,9 +86,15 @@ def restart_sections(running: Config, new: Config) -> list[str]:
     return changed
 
 
-def _channels(config: Config) -> dict[str, object]:
-    # By name: the order channels are listed in changes nothing that runs.
-    return {channel.name: channel for channel in config.channels}
+def _changed_channels(running: Config, new: Config) -> list[str]:
+    """Name the channels ``new`` adds, removes or changes, sorted.
+
+    By name: the order channels are listed in changes nothing that runs.
+    """
+    before = {channel.name: channel for channel in running.channels}
+    after = {channel.name: channel for channel in new.channels}
+    names = before.keys() | after.keys()
+    return sorted(name for name in names if before.get(name) != after.get(name))
 
 
 class Reloader:
@@ -147,9 +153,13 @@ class Reloader:
             # In a thread: validation resolves the UDP listener's host name,
             # which may wait on DNS, and the loop must go on ingesting.
             new = await asyncio.to_thread(config_file.load, path)
-            if _channels(new) != _channels(self.config):
+            changed = _changed_channels(self.config, new)
+            if changed:
                 raise ConfigError(
-                    path, "channels changed; restart tocsin to apply them", "channels"
+                    path,
+                    f"channels changed ({', '.join(changed)});"
+                    " restart tocsin to apply them",
+                    "channels",
                 )
             running_config = self.compose(new)
         except ConfigError as error:
