@@ -172,6 +172,29 @@ async def test_the_mails_of_one_alert_thread_together(
     assert second["Message-ID"] != first["Message-ID"]
 
 
+async def test_a_groups_first_mail_about_one_new_alert_opens_its_thread(
+    submission, session, certificates
+):
+    # The notifier sends every message as a group's, one alert a group by
+    # default: its first must start the thread its later mails refer to.
+    channel = mailer(submission, session, certificates)
+    group = {"group_key": 'root:{model="a"}', "group_labels": {"model": "a"}}
+    first = msgspec.structs.replace(
+        notification(), reason="first notification", **group
+    )
+    repeat = msgspec.structs.replace(
+        first, key=first.key + "-repeat", reason="repeat interval elapsed"
+    )
+
+    await channel.send(first)
+    await channel.send(repeat)
+
+    opened, repeated = (mail.message for mail in submission.mails)
+    assert "In-Reply-To" not in opened
+    assert repeated["In-Reply-To"] == opened["Message-ID"]
+    assert repeated["Message-ID"] != opened["Message-ID"]
+
+
 async def test_a_grouped_mail_refers_to_each_alerts_thread(
     submission, session, certificates
 ):

@@ -26,6 +26,7 @@ from email.utils import format_datetime
 
 import jinja2
 
+from tocsin.channels.grouping import FIRST
 from tocsin.channels.payload import iso_utc
 from tocsin.channels.summary import (
     alert_line,
@@ -111,10 +112,14 @@ def thread_id(alert: Alert, channel: str, domain: str) -> str:
 
 def opens_thread(notification: Notification) -> bool:
     """Tell whether this is the mail that starts its alert's thread: the
-    trigger of the alert's creation, about that alert alone."""
+    trigger of the alert's creation, about that alert alone, and (for a
+    group's message) the group's first, not a repeat that would carry the
+    same ``Message-ID`` again."""
+    first_of_group = not notification.group_key or notification.reason == FIRST
     return (
         notification.event == "trigger"
-        and not notification.group_key
+        and len(notification.alerts) <= 1
+        and first_of_group
         and notification.transition.from_state is None
     )
 
