@@ -14,6 +14,7 @@ from tests.standins.slack import ERROR_STATUS, SlackStandin
 from tests.state.test_alerts import T0, make_spec
 from tocsin.channels.base import ChannelContext
 from tocsin.channels.build import build_channels
+from tocsin.channels.sample import sample_notification
 from tocsin.channels.slack import SlackChannel
 from tocsin.channels.slack_blocks import cut, escape
 from tocsin.channels.summary import alert_line
@@ -98,6 +99,15 @@ async def test_without_buttons_no_actions_block_is_sent(slack, session):
 
     [message] = slack.messages
     assert of_type(message, "actions") == []
+
+
+async def test_a_test_notification_has_no_buttons_to_act_on(slack, session):
+    # Its alert is in no database: a click could only be refused.
+    await channel_for(slack, session).send(sample_notification("alerts", T0))
+
+    [message] = slack.messages
+    assert of_type(message, "actions") == []
+    assert "Test notification from Tocsin" in message["text"]
 
 
 async def test_the_snooze_button_says_the_configured_duration(slack, session):

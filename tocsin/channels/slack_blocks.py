@@ -24,6 +24,7 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from tocsin.channels.payload import format_duration, iso_utc
+from tocsin.channels.sample import TEST_RULE
 from tocsin.channels.summary import (
     ELLIPSIS,
     alert_line,
@@ -217,7 +218,9 @@ class MessageBuilder:
     def _actions(self, alert: Alert) -> list[dict]:
         """The actions block of an alert: the buttons of the moves still open
         to it, or nothing."""
-        if not self._buttons or alert.state not in OPEN_STATES:
+        # A test notification's alert is in no database: nothing to act on.
+        is_test = alert.spec.rule == TEST_RULE
+        if not self._buttons or is_test or alert.state not in OPEN_STATES:
             return []
         buttons = []
         if "acknowledged" in MANUAL_MOVES[alert.state]:
