@@ -194,20 +194,31 @@ async def test_snooze_silences_exactly_that_alert_from_now(served, slack, clock)
     assert action_ids(update.json) == [ACK, SNOOZE, RESOLVE]
 
 
-async def test_a_refused_move_answers_only_the_clicker_with_the_reason(served, slack):
+async def test_a_move_already_made_redraws_the_message_saying_so(served, slack):
     await served.post("alerts", click(slack, RESOLVE, action_ts="1.1"))
     await slack.wait_for_updates(1)
 
     await served.post("alerts", click(slack, ACK, action_ts="1.2"))
 
+    _, redrawn = await slack.wait_for_updates(2)
+    assert redrawn.json["replace_original"] is True
+    assert "Already resolved" in str(redrawn.json["blocks"])
+    assert [move[1] for move in served.backend.moves][-1] == "resolved"
+
+
+async def test_a_refused_action_answers_only_the_clicker_with_the_reason(served, slack):
+    await served.post("alerts", click(slack, RESOLVE, action_ts="1.1"))
+    await slack.wait_for_updates(1)
+
+    await served.post("alerts", click(slack, SNOOZE, action_ts="1.2"))
+
     _, refused = await slack.wait_for_updates(2)
     assert refused.json == {
         "response_type": "ephemeral",
         "replace_original": False,
-        "text": "Tocsin could not acknowledge this alert: alert 1 is resolved:"
-        " it can move to closed, not acknowledged",
+        "text": "Tocsin could not snooze this alert: alert 1 is resolved:"
+        " there is nothing to snooze",
     }
-    assert [move[1] for move in served.backend.moves][-1] == "resolved"
 
 
 async def test_an_unknown_alert_is_answered_with_the_reason(served, slack):
@@ -439,7 +450,7 @@ class ResolvedMeanwhile(FakeBackend):
         return detail
 
 
-async def test_a_resolve_click_racing_the_engine_leaves_its_resolve_and_says_so(
+async def test_a_resolve_click_racing_the_engine_says_it_is_already_resolved(
     tmp_path, slack, session, clock
 ):
     running = Served(tmp_path, slack, session, clock, backend=ResolvedMeanwhile)
@@ -455,8 +466,6 @@ async def test_a_resolve_click_racing_the_engine_leaves_its_resolve_and_says_so(
         ("acknowledged", "slack:alice"),
         ("resolved", "engine"),
     ]
-    assert update.json["response_type"] == "ephemeral"
-    assert update.json["replace_original"] is False
-    assert update.json["text"].startswith(
-        "Tocsin could not resolve this alert: alert 1 is resolved"
-    )
+    # The click's purpose holds: the message says so rather than refusing.
+    assert update.json["replace_original"] is True
+    assert "Already resolved" in str(update.json["blocks"])

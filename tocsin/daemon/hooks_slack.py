@@ -176,7 +176,20 @@ async def _apply(hooks, channel: SlackChannel, payload: _Payload, action: _Actio
     verb = _VERBS[action.action_id]
     try:
         detail, note = await _act(hooks, channel, action.action_id, action.value, actor)
-    except (_Refused, LifecycleError, UnknownAlertError, InvalidValueError) as error:
+    except LifecycleError as error:
+        # Someone (or the engine) may have done it first: then the click's
+        # intent holds, and the message is redrawn to say so.
+        detail = await hooks.backend.get_alert(action.value)
+        state = detail.alert.state
+        if state in _DONE.get(action.action_id, ()):
+            note, refusal = f"Already {state}", None
+        else:
+            refusal = error
+    except (_Refused, UnknownAlertError, InvalidValueError) as error:
+        refusal = error
+    else:
+        refusal = None
+    if refusal is not None:
         log.info(
             "slack action refused",
             extra={"channel": channel.name, "alert": action.value[:64], "reason": verb},
@@ -184,7 +197,7 @@ async def _apply(hooks, channel: SlackChannel, payload: _Payload, action: _Actio
         answer = {
             "response_type": "ephemeral",
             "replace_original": False,
-            "text": f"Tocsin could not {verb} this alert: {error}",
+            "text": f"Tocsin could not {verb} this alert: {refusal}",
         }
     else:
         log.info(
@@ -196,6 +209,13 @@ async def _apply(hooks, channel: SlackChannel, payload: _Payload, action: _Actio
         )
         answer = {**message, "replace_original": True}
     await _respond(hooks.session, payload.response_url, answer, channel.name)
+
+
+#: The states in which each move's purpose already holds.
+_DONE = {
+    ACKNOWLEDGE: frozenset({"acknowledged", "investigating", "resolved", "closed"}),
+    RESOLVE: frozenset({"resolved", "closed"}),
+}
 
 
 async def _act(
