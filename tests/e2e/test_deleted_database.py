@@ -84,7 +84,7 @@ async def test_a_database_deleted_under_the_daemon_is_written_back_whole(
     [restored] = await daemon.wait_for_log("state database written back")
 
     assert restored["level"] == "error"
-    assert database.exists()
+    assert database.stat().st_mode & 0o777 == 0o600
     # Restarted, then fed the same breaches: the same two alerts, still open,
     # and no trigger sent again under a new key.
     assert await daemon.stop() == 0

@@ -203,6 +203,7 @@ class Database:
         async with self._lock:
             self._require()
             await self._check_file()
+            # Again: a written-back database has a new connection.
             connection = self._require()
             try:
                 await connection.execute("BEGIN IMMEDIATE")
@@ -295,6 +296,8 @@ class Database:
         writer = self._require()
         # The copy holds every committed transaction, the log's included.
         await writer.execute("VACUUM INTO ?", (str(copy),))
+        # Readable by its owner only, as every database Tocsin creates.
+        os.chmod(copy, 0o600)
         # Closing checkpoints into the deleted file and removes its log by
         # name: the log next to the path is still this database's, and must
         # not be read as the copy's.
