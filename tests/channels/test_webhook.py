@@ -14,7 +14,7 @@ from tests.standins.webhook import WebhookStandin
 from tocsin import __version__
 from tocsin.channels.base import ChannelContext
 from tocsin.channels.build import build_channels
-from tocsin.channels.http import parse_retry_after
+from tocsin.channels.http import parse_retry_after, requested_wait
 from tocsin.channels.log import LogChannel
 from tocsin.channels.webhook import WebhookChannel
 from tocsin.clock import ManualClock
@@ -193,3 +193,11 @@ async def test_build_channels_builds_each_channel_with_its_url(hook, session):
     assert channels["ops"].max_attempts == 3
     assert await channels["ops"].send(notification()) == 200
     assert len(hook.requests) == 1
+
+
+@pytest.mark.parametrize(("status", "wait"), [(429, 3600.0), (503, None)])
+def test_a_rate_limit_reset_is_a_wait_only_on_a_429(status, wait):
+    # Datadog sends its window's reset on every answer, errors included.
+    headers = {"X-RateLimit-Reset": "3600"}
+
+    assert requested_wait(headers, NOW, status) == wait

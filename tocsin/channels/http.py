@@ -91,14 +91,18 @@ def parse_reset(value: str | None, now: float) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-def requested_wait(headers: Mapping[str, str], now: float) -> float | None:
+def requested_wait(
+    headers: Mapping[str, str], now: float, status: int = 429
+) -> float | None:
     """Return how long a refusing destination asked us to wait, if it did.
 
     ``Retry-After`` is the standard; Datadog and others say it with
-    ``X-RateLimit-Reset`` instead (see :func:`parse_reset`).
+    ``X-RateLimit-Reset`` instead (see :func:`parse_reset`). They send that
+    header on every answer, so it is read only on a 429: a 5xx is retried on
+    Tocsin's own backoff, not at the end of a rate-limit window.
     """
     wait = parse_retry_after(headers.get("Retry-After"), now)
-    if wait is None:
+    if wait is None and status == 429:
         wait = parse_reset(headers.get("X-RateLimit-Reset"), now)
 
     return wait
@@ -222,7 +226,7 @@ class HttpTarget:
                 f"channel {self.channel}: {describe(error)}",
                 retryable=True,
             ) from None
-        wait = requested_wait(reply.headers, self._clock.time())
+        wait = requested_wait(reply.headers, self._clock.time(), reply.status)
         failed = not 200 <= reply.status < 300
         detail = explain(reply) if explain is not None and failed else None
         error = classify(self.channel, reply.status, wait, detail)
