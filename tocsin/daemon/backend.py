@@ -24,7 +24,9 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from tocsin.errors import LifecycleError
 from tocsin.schema import ChannelConfig, DedupConfig, Duration, Matcher, RuleConfig
+from tocsin.state.lifecycle import MANUAL_MOVES, path_to
 from tocsin.state.models import Alert, AlertState, Silence, Transition
 from tocsin.state.outbox import DeadLetter
 
@@ -333,3 +335,27 @@ class Backend(Protocol):
     async def status(self) -> Status:
         """Return the counts of ``GET /api/v1/status``."""
         ...
+
+
+async def move_alert_to(
+    backend: Backend, alert: Alert, target: AlertState, *, actor: str, comment: str
+) -> AlertDetail:
+    """Move ``alert`` to ``target`` through the moves a person would make,
+    each recorded with ``actor`` and ``comment``; return it afterwards.
+
+    A service that only says "resolved" (PagerDuty, a Slack button) walks
+    an alert there this way, never through ``escalated``.
+
+    :raises LifecycleError: if no run of moves leads there, or someone moved
+        the alert meanwhile so that the next one is refused (their move
+        stands).
+    """
+    path = path_to(alert.state, target)
+    if not path:
+        raise LifecycleError(alert.id, alert.state, target, MANUAL_MOVES[alert.state])
+    for state in path:
+        detail = await backend.move_alert(
+            alert.uid, state, actor=actor, comment=comment
+        )
+
+    return detail

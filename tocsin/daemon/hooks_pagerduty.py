@@ -50,9 +50,9 @@ from aiohttp import web
 
 from tocsin.channels.pagerduty import ACTOR, PagerDutyChannel, alert_uid
 from tocsin.channels.summary import truncate
+from tocsin.daemon.backend import move_alert_to
 from tocsin.errors import LifecycleError, UnknownAlertError
 from tocsin.state.inbound import KEEP_FOR
-from tocsin.state.lifecycle import path_to
 from tocsin.state.models import OPEN_STATES, AlertState
 
 if TYPE_CHECKING:
@@ -249,26 +249,17 @@ async def _apply(event: dict, hooks: Hooks, channel: str) -> str:
             extra={**context, "reason": f"alert is {alert.state}"},
         )
         return "unchanged"
-    path = path_to(alert.state, target)
-    if not path:
+    comment = _comment(_VERBS[kind], event, incident)
+    try:
+        await move_alert_to(hooks.backend, alert, target, actor=ACTOR, comment=comment)
+    except LifecycleError as error:
+        # No way there from where the alert is, or someone moved it
+        # meanwhile: their move stands.
         log.info(
             "PagerDuty webhook asks a move the lifecycle refuses",
-            extra={**context, "reason": f"alert is {alert.state}, not {target}"},
+            extra={**context, "reason": str(error)},
         )
         return "refused"
-    comment = _comment(_VERBS[kind], event, incident)
-    for state in path:
-        try:
-            await hooks.backend.move_alert(
-                alert.uid, state, actor=ACTOR, comment=comment
-            )
-        except LifecycleError as error:
-            # Someone moved the alert meanwhile; their move stands.
-            log.info(
-                "PagerDuty webhook move refused",
-                extra={**context, "reason": str(error)},
-            )
-            return "refused"
     log.info("alert moved from PagerDuty", extra={**context, "transition": target})
 
     return target

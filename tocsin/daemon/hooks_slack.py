@@ -36,9 +36,8 @@ from tocsin.channels.matchers import Matcher
 from tocsin.channels.payload import format_duration
 from tocsin.channels.slack import SlackChannel
 from tocsin.channels.slack_blocks import ACKNOWLEDGE, RESOLVE, SNOOZE
-from tocsin.daemon.backend import AlertDetail
+from tocsin.daemon.backend import AlertDetail, move_alert_to
 from tocsin.errors import InvalidValueError, LifecycleError, UnknownAlertError
-from tocsin.state.lifecycle import MANUAL_MOVES, path_to
 from tocsin.state.models import OPEN_STATES
 
 log = logging.getLogger(__name__)
@@ -264,17 +263,8 @@ async def _resolve(backend, uid: str, actor: str) -> AlertDetail:
 
     :raises LifecycleError: if it is resolved already or cannot get there.
     """
-    detail = await backend.get_alert(uid)
-    alert = detail.alert
-    path = path_to(alert.state, "resolved")
-    if not path:
-        raise LifecycleError(
-            alert.id, alert.state, "resolved", MANUAL_MOVES[alert.state]
-        )
-    for state in path:
-        detail = await backend.move_alert(uid, state, actor=actor, comment=COMMENT)
-
-    return detail
+    alert = (await backend.get_alert(uid)).alert
+    return await move_alert_to(backend, alert, "resolved", actor=actor, comment=COMMENT)
 
 
 async def _respond(
