@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
+from tocsin.channel_checks import url_problem
 from tocsin.channels.webhook_signing import SecretProblem, signing_key
-from tocsin.config import ChannelConfig, Config, WebhookChannelConfig, url_problem
+from tocsin.config import ChannelConfig, Config, WebhookChannelConfig
 from tocsin.errors import ConfigError
 from tocsin.logs import register_secret
 

@@ -9,9 +9,9 @@ from tests.channels.conftest import KEY, NOW
 from tests.channels.messages import alert, big_group, grouped
 from tests.channels.test_payload import notification
 from tests.standins.datadog_events import TEXT_LIMIT, rate_limited
+from tocsin.channel_checks import check_channel
 from tocsin.channels.base import ChannelContext
 from tocsin.channels.datadog_events import DatadogEventsChannel
-from tocsin.config import check_channel
 from tocsin.errors import ConfigError, DeliveryError
 from tocsin.schema import DatadogChannelConfig
 

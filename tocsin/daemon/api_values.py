@@ -24,6 +24,7 @@ import msgspec
 from aiohttp import web
 
 from tocsin import config
+from tocsin.channel_checks import check_channel
 from tocsin.daemon.backend import (
     AlertDetail,
     IntegrationEntry,
@@ -202,7 +203,7 @@ def check_new_channel(obj: object) -> ChannelConfig:
     for secret in _secrets(channel, builtins(channel)):
         register_secret(secret)
     try:
-        config.check_channel(channel, "api", "channel")
+        check_channel(channel, "api", "channel")
     except ConfigError as error:
         raise InvalidValueError(error.detail, error.key) from None
 
