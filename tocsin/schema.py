@@ -1,99 +1,73 @@
 """The configuration's schema: msgspec Structs that forbid unknown keys.
 
 :mod:`tocsin.config` decodes a file into :class:`Config` and checks what the
-schema cannot express; everything else imports the types from there.
+schema cannot express; everything else imports the types from there. The
+building blocks (durations, names) are in :mod:`tocsin.schema_types`, the
+channels' Structs in :mod:`tocsin.schema_channels`.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 import msgspec
 
-#: The longest duration a config may give, in seconds (ten years).
-MAX_DURATION = 3650 * 86400.0
+from tocsin.schema_channels import (
+    CHANNEL_TYPES,
+    PAGERDUTY_SEVERITIES,
+    ChannelConfig,
+    DatadogChannelConfig,
+    EmailChannelConfig,
+    LogChannelConfig,
+    PagerDutyChannelConfig,
+    PagerDutySeverity,
+    SlackChannelConfig,
+    TeamsChannelConfig,
+    WebhookChannelConfig,
+)
+from tocsin.schema_types import (
+    LEVELS,
+    MAX_DURATION,
+    NAME_PATTERN,
+    Aggregation,
+    Comparison,
+    Duration,
+    Name,
+    PositiveInt,
+    Severity,
+    Strict,
+    decode_hook,
+)
 
-
-class Duration(float):
-    """Seconds, written in the file as ``30s``, ``5m``, ``1h``, ``1d`` or ``250ms``."""
-
-    _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    _PATTERN = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-
-    @classmethod
-    def parse(cls, text: str) -> Duration:
-        """Parse one duration, raising :class:`ValueError` if it is not one."""
-        if text == "0":
-            return cls(0.0)
-        match = cls._PATTERN.fullmatch(text)
-        if match is None:
-            raise ValueError(
-                f"invalid duration {text!r} (write it like 30s, 5m, 1h or 1d)"
-            )
-        seconds = float(match[1]) * cls._UNITS[match[2]]
-        # A bound, not a policy: beyond it, arithmetic on timestamps loses
-        # whole seconds, and a huge number of digits reads as infinity.
-        if not seconds <= MAX_DURATION:
-            raise ValueError(f"duration {text!r} is longer than 3650d")
-        return cls(seconds)
-
-    @classmethod
-    def format(cls, seconds: float) -> str:
-        """Write ``seconds`` as the file would (``30s``, ``5m``, ``1h``).
-
-        The largest unit that divides the duration exactly wins; anything
-        else is written in seconds.
-        """
-        for unit, size in sorted(cls._UNITS.items(), key=lambda item: -item[1]):
-            count = seconds / size
-            if count >= 1 and abs(count - round(count)) < 1e-9:
-                return f"{round(count)}{unit}"
-        # Plain decimals, never an exponent, so that ``parse`` reads it back.
-        text = f"{seconds:.9f}".rstrip("0").rstrip(".")
-        return "0s" if text in ("0", "") else f"{text}s"
-
-
-def decode_hook(kind: type, obj: object) -> object:
-    if kind is Duration:
-        if not isinstance(obj, str):
-            raise TypeError("expected a duration string like '30s', '5m' or '1h'")
-        return Duration.parse(obj)
-    raise NotImplementedError(kind)
-
-
-Severity = Literal["critical", "high", "warning", "medium", "low", "info"]
-#: Names of the two levels a rule may have, lowest first.
-LEVELS = ("warning", "critical")
-Aggregation = Literal[
-    "avg",
-    "min",
-    "max",
-    "sum",
-    "count",
-    "last",
-    "stddev",
-    "delta",
-    "rate",
-    "p50",
-    "p90",
-    "p95",
-    "p99",
+#: The schema's building blocks and channels are defined beside it and
+#: imported from here, as every other type is.
+__all__ = [
+    "CHANNEL_TYPES",
+    "LEVELS",
+    "MAX_DURATION",
+    "NAME_PATTERN",
+    "PAGERDUTY_SEVERITIES",
+    "Aggregation",
+    "ChannelConfig",
+    "Comparison",
+    "DatadogChannelConfig",
+    "Duration",
+    "EmailChannelConfig",
+    "LogChannelConfig",
+    "Name",
+    "PagerDutyChannelConfig",
+    "PagerDutySeverity",
+    "PositiveInt",
+    "Severity",
+    "SlackChannelConfig",
+    "TeamsChannelConfig",
+    "WebhookChannelConfig",
+    "decode_hook",
 ]
-Comparison = Literal[">", ">=", "<", "<=", "==", "!=", "inside", "outside"]
-#: A name is a segment of the API's paths too, so one of dots alone (which
-#: HTTP clients fold into the path around it) is not a name.
-NAME_PATTERN = r"^(?!\.+$)[A-Za-z0-9_.\-]{1,100}$"
-Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
-PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    pass
-
-
-class DaemonConfig(_Strict):
+class DaemonConfig(Strict):
     #: Directory of the state database; created if missing.
     state_dir: str = "./tocsin-state"
     #: Explicit database file; overrides ``state_dir``.
@@ -109,7 +83,7 @@ class DaemonConfig(_Strict):
     shutdown_timeout: Duration = Duration(10.0)
 
 
-class IngestConfig(_Strict):
+class IngestConfig(Strict):
     #: DogStatsD over UDP, ``host:port``; an empty string turns it off.
     udp: str = "127.0.0.1:8125"
     #: DogStatsD over a Unix datagram socket (a path); empty turns it off.
@@ -128,7 +102,7 @@ class IngestConfig(_Strict):
     idle_timeout: Duration = Duration(300.0)
 
 
-class AlertsConfig(_Strict):
+class AlertsConfig(Strict):
     #: A resolved alert is closed after this long; ``0`` closes by hand only.
     close_after: Duration = Duration(3600.0)
     #: A resolved alert whose series breaches again within this long reopens
@@ -143,7 +117,7 @@ class AlertsConfig(_Strict):
 DEFAULT_API_KEY_ENV = "DD_API_KEY"
 
 
-class DatadogExportConfig(_Strict):
+class DatadogExportConfig(Strict):
     #: The Datadog site, a host name (``datadoghq.eu``); the API is
     #: ``https://api.{site}``.
     site: str = "datadoghq.com"
@@ -183,218 +157,11 @@ class DatadogExportConfig(_Strict):
         return "" if self.api_key_file else DEFAULT_API_KEY_ENV
 
 
-class ExportConfig(_Strict):
+class ExportConfig(Strict):
     datadog: DatadogExportConfig = DatadogExportConfig()
 
 
-class _ChannelBase(_Strict, tag_field="type"):
-    name: Name
-    #: Delivery attempts before a notification is dead-lettered. With the
-    #: default backoff, 15 attempts span about 40 minutes of outage.
-    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 15
-    #: A notification still undelivered this long after it was queued is
-    #: dead-lettered, whatever its attempts; ``0`` keeps it until
-    #: ``max_attempts`` run out.
-    max_age: Duration = Duration(86400.0)
-    #: Delay before the first retry; doubled on each attempt, with jitter.
-    backoff: Duration = Duration(1.0)
-    max_backoff: Duration = Duration(300.0)
-    #: Whether resolve notifications go to this channel.
-    send_resolved: bool = True
-    #: Most requests in flight to this destination at once.
-    concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
-    #: Most requests per ``rate_period``; ``0`` has no limit. Each
-    #: destination's default is its service's published limit.
-    rate_limit: Annotated[int, msgspec.Meta(ge=0)] = 0
-    rate_period: Duration = Duration(1.0)
-    #: How long one request may take.
-    timeout: Duration = Duration(10.0)
-
-    #: The secrets of this kind of channel: each is given by one of the keys
-    #: ``NAME``, ``NAME_env`` (an environment variable) or ``NAME_file`` (a
-    #: file, looked up in ``$CREDENTIALS_DIRECTORY`` first), and maps to
-    #: what the secret is, for errors. Required ones are listed in
-    #: ``required_secrets``.
-    secrets: ClassVar[dict[str, str]] = {}
-    required_secrets: ClassVar[tuple[str, ...]] = ()
-    #: Secrets the destination accepts at one length only, by name.
-    secret_lengths: ClassVar[dict[str, int]] = {}
-
-
-class WebhookChannelConfig(_ChannelBase, tag="webhook"):
-    """Any HTTP endpoint: the alert JSON, or the body ``template`` renders."""
-
-    #: Destination URL. Prefer ``url_env`` or ``url_file``: a webhook URL is a
-    #: secret.
-    url: str = ""
-    url_env: str = ""
-    url_file: str = ""
-    method: Literal["POST", "PUT", "PATCH"] = "POST"
-    headers: dict[str, str] = {}
-    timeout: Duration = Duration(5.0)
-    #: The request body as a Jinja2 template (``{"text": {{ alert.name }}}``);
-    #: every ``{{ ... }}`` is written as a JSON value. Empty sends Tocsin's
-    #: own JSON payload.
-    template: str = ""
-    content_type: str = "application/json"
-    #: Standard Webhooks signing secret (``whsec_...``); when set, every
-    #: request carries a ``webhook-signature``.
-    secret: str = ""
-    secret_env: str = ""
-    secret_file: str = ""
-
-    secrets: ClassVar[dict[str, str]] = {
-        "url": "webhook URL",
-        "secret": "webhook signing secret",
-    }
-    required_secrets: ClassVar[tuple[str, ...]] = ("url",)
-
-
-#: PagerDuty's severities, which Tocsin's are mapped onto.
-PagerDutySeverity = Literal["critical", "error", "warning", "info"]
-#: The PagerDuty severity of each of Tocsin's, unless a channel says otherwise.
-PAGERDUTY_SEVERITIES: dict[str, str] = {
-    "critical": "critical",
-    "high": "error",
-    "warning": "warning",
-    "medium": "warning",
-    "low": "info",
-    "info": "info",
-}
-
-
-class PagerDutyChannelConfig(_ChannelBase, tag="pagerduty"):
-    """One PagerDuty service, through the Events API v2."""
-
-    #: The service's 32-character integration key.
-    routing_key: str = ""
-    routing_key_env: str = ""
-    routing_key_file: str = ""
-    #: Secret(s) of the service's Webhooks V3 subscription, comma-separated
-    #: during a rotation; set to take acknowledgements back from PagerDuty at
-    #: ``/hooks/pagerduty/NAME``.
-    webhook_secret: str = ""
-    webhook_secret_env: str = ""
-    webhook_secret_file: str = ""
-    url: str = "https://events.pagerduty.com/v2/enqueue"
-    #: PagerDuty severity per Tocsin severity, over :data:`PAGERDUTY_SEVERITIES`.
-    severities: dict[Severity, PagerDutySeverity] = {}
-    #: The event's ``source``; empty means this host's name.
-    source: str = ""
-    component: str = ""
-    group: str = ""
-    #: The event's ``class``; empty means the rule's metric.
-    event_class: str = msgspec.field(default="", name="class")
-    #: Send ``acknowledge`` when an alert is acknowledged in Tocsin.
-    send_acknowledged: bool = True
-    rate_limit: Annotated[int, msgspec.Meta(ge=0)] = 120
-    rate_period: Duration = Duration(60.0)
-
-    secrets: ClassVar[dict[str, str]] = {
-        "routing_key": "PagerDuty routing key",
-        "webhook_secret": "PagerDuty webhook secret",
-    }
-    required_secrets: ClassVar[tuple[str, ...]] = ("routing_key",)
-    secret_lengths: ClassVar[dict[str, int]] = {"routing_key": 32}
-
-
-class SlackChannelConfig(_ChannelBase, tag="slack"):
-    """One Slack channel, through an incoming webhook, with buttons."""
-
-    webhook_url: str = ""
-    webhook_url_env: str = ""
-    webhook_url_file: str = ""
-    #: The Slack app's signing secret; set to take the buttons' actions at
-    #: ``/hooks/slack/NAME``.
-    signing_secret: str = ""
-    signing_secret_env: str = ""
-    signing_secret_file: str = ""
-    #: How long the Snooze button silences the alert.
-    snooze: Duration = Duration(3600.0)
-    #: Show Acknowledge / Snooze / Resolve buttons.
-    buttons: bool = True
-    rate_limit: Annotated[int, msgspec.Meta(ge=0)] = 1
-    rate_period: Duration = Duration(1.0)
-
-    secrets: ClassVar[dict[str, str]] = {
-        "webhook_url": "Slack webhook URL",
-        "signing_secret": "Slack signing secret",
-    }
-    required_secrets: ClassVar[tuple[str, ...]] = ("webhook_url",)
-
-
-class TeamsChannelConfig(_ChannelBase, tag="teams"):
-    """One Microsoft Teams channel, through a Workflows webhook."""
-
-    webhook_url: str = ""
-    webhook_url_env: str = ""
-    webhook_url_file: str = ""
-    card_version: Literal["1.2", "1.3", "1.4", "1.5"] = "1.4"
-    rate_limit: Annotated[int, msgspec.Meta(ge=0)] = 4
-    rate_period: Duration = Duration(1.0)
-
-    secrets: ClassVar[dict[str, str]] = {"webhook_url": "Teams webhook URL"}
-    required_secrets: ClassVar[tuple[str, ...]] = ("webhook_url",)
-
-
-class EmailChannelConfig(_ChannelBase, tag="email"):
-    """Mail through an SMTP server."""
-
-    host: str = "localhost"
-    #: 0 means the security's usual port: 25, 587 for STARTTLS, 465 for TLS.
-    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
-    security: Literal["starttls", "tls", "none"] = "starttls"
-    username: str = ""
-    password: str = ""
-    password_env: str = ""
-    password_file: str = ""
-    #: The From address, ``Name <addr>`` or ``addr``.
-    sender: str = msgspec.field(default="", name="from")
-    to: list[str] = []
-    #: A CA bundle to verify the server with, instead of the system's.
-    ca_file: str = ""
-
-    secrets: ClassVar[dict[str, str]] = {"password": "SMTP password"}
-
-
-class DatadogChannelConfig(_ChannelBase, tag="datadog"):
-    """Datadog events, one per alert transition, grouped by alert."""
-
-    api_key: str = ""
-    api_key_env: str = ""
-    api_key_file: str = ""
-    site: str = "datadoghq.com"
-    #: The API's base URL, to which ``/api/v1/events`` is appended (as the
-    #: export's ``base_url``); empty means ``https://api.SITE``.
-    base_url: str = ""
-    priority: Literal["normal", "low"] = "normal"
-    #: Added to every event; each must be a valid Datadog tag.
-    tags: list[str] = []
-    source_type_name: str = "tocsin"
-    #: Send an ``info`` event when an alert is acknowledged in Tocsin.
-    send_acknowledged: bool = False
-
-    secrets: ClassVar[dict[str, str]] = {"api_key": "Datadog API key"}
-    required_secrets: ClassVar[tuple[str, ...]] = ("api_key",)
-
-
-class LogChannelConfig(_ChannelBase, tag="log"):
-    level: Literal["info", "warning", "error"] = "warning"
-
-
-ChannelConfig = (
-    WebhookChannelConfig
-    | PagerDutyChannelConfig
-    | SlackChannelConfig
-    | TeamsChannelConfig
-    | EmailChannelConfig
-    | DatadogChannelConfig
-    | LogChannelConfig
-)
-CHANNEL_TYPES = ("webhook", "pagerduty", "slack", "teams", "email", "datadog", "log")
-
-
-class LevelConfig(_Strict):
+class LevelConfig(Strict):
     """One severity level of a rule with both ``warning`` and ``critical``."""
 
     #: What the measured value is compared with (every ``op`` but the ranges).
@@ -406,7 +173,7 @@ class LevelConfig(_Strict):
     recover: float | None = None
 
 
-class CompareConfig(_Strict):
+class CompareConfig(Strict):
     """Compare a rule's value with its own past instead of as it is.
 
     The past is the value the rule measured at each *step*: each bin of a
@@ -427,7 +194,7 @@ class CompareConfig(_Strict):
     min_history: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
 
 
-class NoDataConfig(_Strict):
+class NoDataConfig(Strict):
     """What a series that stopped sending samples means."""
 
     #: How long a series must be silent before the policy applies.
@@ -438,7 +205,7 @@ class NoDataConfig(_Strict):
     action: Literal["alert", "keep_last", "resolve", "ignore"] = "alert"
 
 
-class FlappingConfig(_Strict):
+class FlappingConfig(Strict):
     """Flap detection over a weighted history of state changes."""
 
     #: Evaluations remembered (at least 2).
@@ -449,7 +216,7 @@ class FlappingConfig(_Strict):
     high: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.5
 
 
-class ConditionConfig(_Strict):
+class ConditionConfig(Strict):
     """One side of a composite rule: a metric, its window and its test."""
 
     metric: str
@@ -464,7 +231,7 @@ class ConditionConfig(_Strict):
     min_samples: PositiveInt = 1
 
 
-class RuleConfig(_Strict, kw_only=True):
+class RuleConfig(Strict, kw_only=True):
     name: Name
     #: The metric the rule measures; empty for a composite rule.
     metric: str = ""
@@ -560,7 +327,7 @@ class RuleConfig(_Strict, kw_only=True):
         return [(name, level) for name, level in named if level is not None]
 
 
-class ApiConfig(_Strict):
+class ApiConfig(Strict):
     """The HTTP API: on a Unix stream socket, and optionally on TCP."""
 
     #: Serve the API; off, only SIGHUP reloads the config.
@@ -587,7 +354,7 @@ class ApiConfig(_Strict):
 Matcher = str
 
 
-class TimeRangeConfig(_Strict):
+class TimeRangeConfig(Strict):
     """Times of day, ``HH:MM``; the start is included, the end is not."""
 
     start: str
@@ -595,7 +362,7 @@ class TimeRangeConfig(_Strict):
     end: str
 
 
-class MuteWindowConfig(_Strict):
+class MuteWindowConfig(Strict):
     """A recurring time range, like Alertmanager's ``time_intervals``.
 
     Each field is a list: any of its entries may match (OR); every field that
@@ -617,7 +384,7 @@ class MuteWindowConfig(_Strict):
     years: list[str] = []
 
 
-class RouteConfig(_Strict):
+class RouteConfig(Strict):
     """One node of the routing tree.
 
     Keys left unset are inherited from the parent route; the root's defaults
@@ -654,7 +421,7 @@ class RouteConfig(_Strict):
     routes: list[RouteConfig] = []
 
 
-class EscalationStepConfig(_Strict):
+class EscalationStepConfig(Strict):
     #: How long after the previous step (after the alert fired, for the
     #: first) this step is reached, unless the alert was acknowledged or
     #: resolved first.
@@ -664,7 +431,7 @@ class EscalationStepConfig(_Strict):
     channels: list[Name] = []
 
 
-class EscalationConfig(_Strict):
+class EscalationConfig(Strict):
     """An escalation policy: ordered steps. Reaching any step after the
     first moves the alert to ``escalated``."""
 
@@ -672,7 +439,7 @@ class EscalationConfig(_Strict):
     steps: list[EscalationStepConfig]
 
 
-class InhibitConfig(_Strict):
+class InhibitConfig(Strict):
     """While an alert matching ``source`` is open, alerts matching ``target``
     with the same values of the ``equal`` labels are not notified."""
 
@@ -681,7 +448,7 @@ class InhibitConfig(_Strict):
     equal: list[str] = []
 
 
-class DedupConfig(_Strict):
+class DedupConfig(Strict):
     """Caps on notifications that say the same thing, per channel.
 
     Two notifications are the same when their alerts have the same values of
@@ -724,7 +491,7 @@ class ConfigWarning(NamedTuple):
     message: str
 
 
-class Config(_Strict):
+class Config(Strict):
     daemon: DaemonConfig = DaemonConfig()
     ingest: IngestConfig = IngestConfig()
     alerts: AlertsConfig = AlertsConfig()
