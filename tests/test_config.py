@@ -489,42 +489,6 @@ def test_a_missing_file_names_the_file(tmp_path):
     assert str(raised.value).startswith(f"{missing}: cannot read the file")
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("30s", 30),
-        ("5m", 300),
-        ("1h", 3600),
-        ("1d", 86400),
-        ("250ms", 0.25),
-        ("0", 0),
-        ("3650d", 3650 * 86400),
-    ],
-)
-def test_durations(text, seconds):
-    assert config.Duration.parse(text) == seconds
-
-
-@pytest.mark.parametrize(
-    "seconds",
-    [0, 1e-05, 0.0015, 0.25, 1.5, 90, 3600.5, 86400, 123456.789, 3650 * 86400],
-)
-def test_a_formatted_duration_reads_back_as_itself(seconds):
-    # Durations the API stores are written back as text the file would hold.
-    text = config.Duration.format(seconds)
-
-    assert config.Duration.parse(text) == pytest.approx(seconds, abs=1e-9)
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["", "5", "5 m", "-5s", "1w", "5M", "1h30m", "s", "3651d", "9" * 400 + "s"],
-)
-def test_bad_durations(text):
-    with pytest.raises(ValueError, match="invalid duration|longer than 3650d"):
-        config.Duration.parse(text)
-
-
 def test_check_config_command_exits_non_zero_and_touches_nothing(tmp_path):
     state = tmp_path / "state"
     path = tmp_path / "tocsin.toml"
