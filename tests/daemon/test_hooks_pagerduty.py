@@ -55,6 +55,10 @@ class StoreBackend:
             raise UnknownAlertError(ref)
         return AlertDetail(alert=alert, history=await self.store.history(alert.id))
 
+    async def reopen_alert(self, ref, *, actor, comment):
+        alert = await self.store.reopen(ref, actor=actor, comment=comment)
+        return await self.get_alert(alert.uid)
+
     async def move_alert(self, ref, to_state, *, actor, comment):
         if self.fail_moves:
             self.fail_moves -= 1
@@ -362,17 +366,37 @@ async def test_an_incident_that_names_no_alert_is_answered_and_logged(
     assert await served.state(alert) == "triggered"
 
 
-async def test_a_reopened_incident_leaves_a_resolved_alert_resolved(served, caplog):
+async def test_a_reopened_incident_reopens_its_resolved_alert(served):
     alert = await served.fire("a")
     resolved = event(alert, "incident.resolved")
     await served.post("page", resolved, signed(resolved, NEW))
+    reopened = event(alert, "incident.reopened")
+
+    status, answer = await served.post("page", reopened, signed(reopened, NEW))
+
+    assert (status, answer["outcome"]) == (200, "triggered")
+    assert await served.state(alert) == "triggered"
+    [last] = (await served.store.history(alert.id))[-1:]
+    assert (last.from_state, last.to_state, last.actor) == (
+        "resolved",
+        "triggered",
+        "pagerduty",
+    )
+    assert last.comment.startswith("reopened in PagerDuty")
+
+
+async def test_a_reopened_incident_leaves_a_closed_alert_closed(served, caplog):
+    alert = await served.fire("a")
+    resolved = event(alert, "incident.resolved")
+    await served.post("page", resolved, signed(resolved, NEW))
+    await served.store.move(alert.uid, "closed", actor="api:alice")
     reopened = event(alert, "incident.reopened")
 
     with caplog.at_level(logging.INFO):
         status, answer = await served.post("page", reopened, signed(reopened, NEW))
 
     assert (status, answer["outcome"]) == (200, "refused")
-    assert await served.state(alert) == "resolved"
+    assert await served.state(alert) == "closed"
     assert "PagerDuty webhook asks a move the lifecycle refuses" in caplog.messages
 
 

@@ -390,3 +390,43 @@ async def test_list_alerts_filters(store, listed, filters, expected):
 )
 def test_a_path_of_manual_moves_never_passes_through_escalated(start, target, path):
     assert path_to(start, target) == path
+
+
+async def test_a_service_reopens_a_resolved_alert_as_the_same_alert(store):
+    alert = await alert_in(store, "resolved")
+
+    reopened = await store.reopen(alert.uid, actor="pagerduty", comment="not fixed")
+
+    assert (reopened.id, reopened.uid, reopened.state) == (
+        alert.id,
+        alert.uid,
+        "triggered",
+    )
+    assert reopened.resolved_at is None
+    [last] = (await store.history(alert.id))[-1:]
+    assert (last.from_state, last.to_state, last.actor, last.comment) == (
+        "resolved",
+        "triggered",
+        "pagerduty",
+        "not fixed",
+    )
+
+
+@pytest.mark.parametrize("state", ["triggered", "acknowledged", "closed"])
+async def test_only_a_resolved_alert_reopens(store, state):
+    alert = await alert_in(store, state)
+
+    with pytest.raises(LifecycleError):
+        await store.reopen(alert.uid, actor="pagerduty")
+
+    assert (await store.get(alert.id)).state == state
+
+
+async def test_an_alert_does_not_reopen_beside_another_open_one_of_its_series(store):
+    old = await alert_in(store, "resolved")
+    await store.fire(make_spec())
+
+    with pytest.raises(LifecycleError):
+        await store.reopen(old.uid, actor="pagerduty")
+
+    assert (await store.get(old.id)).state == "resolved"

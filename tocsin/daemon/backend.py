@@ -201,6 +201,15 @@ class Backend(Protocol):
         """
         ...
 
+    async def reopen_alert(self, ref: str, *, actor: str, comment: str) -> AlertDetail:
+        """Open the resolved alert ``ref`` again because a service says it is
+        not over, and tell its routes.
+
+        :raises UnknownAlertError: if there is no such alert.
+        :raises LifecycleError: if it is not resolved.
+        """
+        ...
+
     async def list_silences(self, *, state: str | None = None) -> list[Silence]:
         """Return the silences, those in ``state`` only when it is given."""
         ...

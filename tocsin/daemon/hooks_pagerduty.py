@@ -15,9 +15,9 @@ What each event does:
 - ``incident.resolved``: the alert is resolved through the moves a person
   would make in Tocsin (acknowledged, investigating, resolved), never through
   escalated.
-- ``incident.reopened``: a resolved alert goes back to triggered only if its
-  lifecycle has such a move; today it has none (an alert reopens when its rule
-  breaches again), so the event is logged and the alert left resolved.
+- ``incident.reopened``: a resolved alert reopens as the same alert (back to
+  triggered, its routes told), as a breach within its reopen window would
+  reopen it; a closed alert stays closed.
 - ``incident.unacknowledged``: logged and left: Tocsin has no move back from
   acknowledged, and whoever acknowledged it still owns the alert here.
 - any other event: ignored.
@@ -251,7 +251,14 @@ async def _apply(event: dict, hooks: Hooks, channel: str) -> str:
         return "unchanged"
     comment = _comment(_VERBS[kind], event, incident)
     try:
-        await move_alert_to(hooks.backend, alert, target, actor=ACTOR, comment=comment)
+        if target == "triggered":
+            # A resolved alert reopens as the same alert, as a breach within
+            # the reopen window reopens it; a closed one stays closed.
+            await hooks.backend.reopen_alert(alert.uid, actor=ACTOR, comment=comment)
+        else:
+            await move_alert_to(
+                hooks.backend, alert, target, actor=ACTOR, comment=comment
+            )
     except LifecycleError as error:
         # No way there from where the alert is, or someone moved it
         # meanwhile: their move stands.

@@ -107,6 +107,17 @@ class Services(DeliveryServices):
 
         return await self._detail(alert)
 
+    async def reopen_alert(self, ref, *, actor, comment) -> AlertDetail:
+        alert = await self._parts.store.reopen(ref, actor=actor, comment=comment)
+        log.info(
+            "alert reopened",
+            extra={"alert": alert.uid, "rule": alert.spec.rule, "reason": actor},
+        )
+        # As any reopened alert: its routes hear of it again.
+        await self._daemon._alert_changed(alert)
+
+        return await self._detail(alert)
+
     async def _reach_next_step(self, alert: Alert) -> None:
         """Notify the next pending step of an alert escalated by hand, now."""
         parts = self._parts

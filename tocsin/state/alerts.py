@@ -20,11 +20,12 @@ import msgspec
 import msgspec.structs
 
 from tocsin.clock import Clock
-from tocsin.errors import UnknownAlertError
+from tocsin.errors import LifecycleError, UnknownAlertError
 from tocsin.state.db import Database, Transaction
 from tocsin.state.lifecycle import (
     ENDS_ESCALATION,
     ENGINE,
+    MANUAL_MOVES,
     cancel_escalation,
     check_move,
     write_transition,
@@ -330,6 +331,60 @@ class AlertStore:
             )
             if to_state in ENDS_ESCALATION:
                 await cancel_escalation(tx, alert.id, at)
+
+        return alert
+
+    async def reopen(
+        self, ref: int | str, *, actor: str, comment: str = "", at: float | None = None
+    ) -> Alert:
+        """Open a resolved alert again because a service says it is not over
+        (an incident reopened in PagerDuty); notify nobody.
+
+        Like a breach within the reopen window, it is the same alert: same row
+        and uid, ``resolved`` to ``triggered``, ``resolved_at`` cleared, the
+        move in its history with ``actor``. People cannot make this move by
+        hand (see :data:`~tocsin.state.lifecycle.MANUAL_MOVES`): they fix the
+        cause, and a new breach reopens the alert.
+
+        :raises UnknownAlertError: if no alert has that id or uid.
+        :raises LifecycleError: if the alert is not resolved, or another alert
+            of its series is open; nothing is written then.
+        :raises StateError: if the write fails; nothing is written then.
+        """
+        now = self._clock.time()
+        at = now if at is None else at
+        async with self._db.transaction() as tx:
+            alert = await _by_ref(tx, ref)
+            if alert is None:
+                raise UnknownAlertError(ref)
+            if alert.state != "resolved":
+                raise LifecycleError(
+                    alert.id, alert.state, "triggered", MANUAL_MOVES[alert.state]
+                )
+            other = await tx.fetchone(
+                f"SELECT id FROM alerts WHERE rule = ? AND series = ? AND {_OPEN}",
+                (alert.spec.rule, alert.spec.series),
+            )
+            if other is not None:
+                # The series' one open alert is that other one.
+                raise LifecycleError(alert.id, alert.state, "triggered", ("closed",))
+            alert.state = "triggered"
+            alert.resolved_at = None
+            await tx.execute(
+                "UPDATE alerts SET state = 'triggered', resolved_at = NULL,"
+                " updated_at = ? WHERE id = ?",
+                (now, alert.id),
+            )
+            await write_transition(
+                tx,
+                alert.id,
+                "resolved",
+                "triggered",
+                at,
+                f"reopened by {actor}",
+                actor=actor,
+                comment=comment,
+            )
 
         return alert
 
