@@ -13,6 +13,8 @@ import pytest
 
 from tocsin import config
 from tocsin.daemon.systemd import LISTENER_OF
+from tocsin.errors import ConfigError
+from tocsin.secrets import read_secrets
 
 UNITS = Path(__file__).parent.parent / "systemd"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "tocsin.toml"
@@ -128,3 +130,25 @@ def test_the_service_is_hardened(installed):
     )
     assert found is not None, analyzed.stdout + analyzed.stderr
     assert float(found.group(1)) <= MOST_EXPOSURE
+
+
+def test_the_example_config_reads_every_secret_from_the_units_credentials(
+    tmp_path, monkeypatch
+):
+    service = read_unit(UNITS / "tocsin.service")["Service"]
+    names = [value.split(":")[0] for value in service["LoadCredential"]]
+    # What systemd would put in $CREDENTIALS_DIRECTORY.
+    for name in names:
+        secret = "https://hooks.example/x" if name.endswith("-url") else "k" * 32
+        (tmp_path / name).write_text(secret + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+
+    secrets = read_secrets(config.load(EXAMPLE), str(EXAMPLE))
+
+    assert secrets.datadog_api_key == "k" * 32
+    # Each credential is read, by one key of the config.
+    read = sum(len(channel) for channel in secrets.channels.values())
+    assert read + 1 == len(names)
+    (tmp_path / names[-1]).unlink()
+    with pytest.raises(ConfigError, match=names[-1]):
+        read_secrets(config.load(EXAMPLE), str(EXAMPLE))
