@@ -112,6 +112,9 @@ class Notifier:
         payload = "\n".join(assignments).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                # Never wait on the event loop: a manager too busy to read
+                # its queue loses this notification, not Tocsin its loop.
+                sock.setblocking(False)
                 sock.sendto(payload, self.address)
         except OSError as error:
             reason = error.strerror or str(error)
