@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 
 import pytest
 
@@ -137,6 +138,19 @@ def activation(manager: Manager, udp_port: int, tmp_path) -> list[str]:
     ]
 
 
+async def reload_command(api_socket) -> int:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tocsin",
+        "reload",
+        "--socket",
+        str(api_socket),
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    return await asyncio.wait_for(process.wait(), WAIT)
+
+
 async def call(function, *args):
     return await asyncio.to_thread(function, *args)
 
@@ -193,8 +207,15 @@ async def test_the_daemon_takes_its_sockets_and_notifies_systemd(tmp_path, manag
             f"reload refused: {daemon.config_path}"
         )
 
+        # As ExecReload= asks for one: through the passed API socket, waiting.
+        daemon.config_path.write_text(CONFIG.format(dir=tmp_path))
+        code = await reload_command(tmp_path / "api.sock")
+        reloading = await manager.wait_for(has("RELOADING", "1"), after=refused)
+        reloaded = await manager.wait_for(has("READY", "1"), after=reloading)
+        assert (code, manager.messages[reloaded]["STATUS"]) == (0, "reloaded")
+
         assert await daemon.stop(signal.SIGTERM) == 0
-        await manager.wait_for(has("STOPPING", "1"), after=refused)
+        await manager.wait_for(has("STOPPING", "1"), after=reloaded)
         # The socket files are systemd's: Tocsin leaves them in place.
         for name in ("dsd.sock", "ingest.sock", "api.sock"):
             assert (tmp_path / name).is_socket()
