@@ -41,6 +41,21 @@ class ListenerError(TocsinError):
         super().__init__(f"cannot bind the {listener} listener to {address}: {reason}")
 
 
+class ActivationError(TocsinError):
+    """Raised when systemd passes a socket at start-up that Tocsin cannot use.
+
+    :param name: the socket's ``FileDescriptorName=``.
+    :param fd: the file descriptor it was passed as.
+    :param reason: what is wrong with it.
+    """
+
+    def __init__(self, name: str, fd: int, reason: str) -> None:
+        self.name = name
+        self.fd = fd
+        self.reason = reason
+        super().__init__(f"systemd passed the socket {name!r} (fd {fd}): {reason}")
+
+
 class DeliveryError(TocsinError):
     """Raised by a channel when one delivery attempt fails.
 

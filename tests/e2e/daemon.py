@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 #: Upper bound for any single wait; reaching it fails the test, it is not timing.
@@ -41,10 +42,20 @@ class DaemonProcess:
 
     :param config_text: the TOML config, written to ``directory/tocsin.toml``.
     :param env: extra environment variables for the process.
+    :param launcher: a command that runs ``tocsin run ...`` as its arguments,
+        such as ``systemd-socket-activate`` and its options.
     """
 
-    def __init__(self, directory: Path, config_text: str, env: dict | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        config_text: str,
+        env: dict | None = None,
+        *,
+        launcher: Sequence[str] = (),
+    ):
         self.directory = directory
+        self.launcher = tuple(launcher)
         self.config_path = directory / "tocsin.toml"
         self.config_path.write_text(config_text)
         self.env = {**os.environ, **(env or {})}
@@ -57,6 +68,7 @@ class DaemonProcess:
     async def start(self, *, wait_ready: bool = True) -> None:
         self.logs.clear()
         self.process = await asyncio.create_subprocess_exec(
+            *self.launcher,
             sys.executable,
             "-m",
             "tocsin",

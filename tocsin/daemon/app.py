@@ -28,7 +28,8 @@ from tocsin.daemon.listener_parts import ListenerParts
 from tocsin.daemon.notifications import NotificationParts
 from tocsin.daemon.reload import Reloader, ReloadOutcome
 from tocsin.daemon.services import Services
-from tocsin.errors import ConfigError, ListenerError, StateError
+from tocsin.daemon.systemd import StatusFigures, Supervision
+from tocsin.errors import ActivationError, ConfigError, ListenerError, StateError
 from tocsin.rules.engine import RuleEngine
 from tocsin.secrets import Secrets, read_secrets
 from tocsin.state.alerts import AlertStore
@@ -111,6 +112,8 @@ class Daemon(ListenerParts, NotificationParts):
         self.running = config
         self._token: str | None = None
         self._channel_configs: dict = {}
+        #: What systemd is told, when it supervises Tocsin.
+        self.supervision = Supervision.from_environ()
 
     @property
     def is_ready(self) -> bool:
@@ -131,7 +134,14 @@ class Daemon(ListenerParts, NotificationParts):
                 extra={"reason": source},
             )
             return ReloadOutcome(error=f"tocsin is {state}; nothing was reloaded")
-        outcome = await self._reloader.reload(source)
+        self.supervision.reloading()
+        error: str | None = "the reload failed"
+        try:
+            outcome = await self._reloader.reload(source)
+            error = outcome.error
+        finally:
+            # systemd waits for READY=1 after RELOADING=1, whatever came of it.
+            self.supervision.reloaded(error)
         self.config = self._reloader.config
 
         return outcome
@@ -164,9 +174,15 @@ class Daemon(ListenerParts, NotificationParts):
                 extra={"path": self.config_path},
             )
         self._install_signal_handlers()
+        # Pinged from start-up on: opening a large database counts too.
+        self.supervision.start_watchdog()
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(self.supervision.close)
             try:
                 await self._start(stack)
+            except ActivationError as error:
+                log.error("%s", error, extra={"listener": error.name})
+                return 1
             except StateError as error:
                 log.error("cannot open the state database", extra={"error": str(error)})
                 return 1
@@ -194,10 +210,12 @@ class Daemon(ListenerParts, NotificationParts):
                     "listeners": [
                         f"{item.name} {item.address}" for item in self._listeners
                     ]
-                    + ([f"api {self.config.api_socket_path}"] if self._api else [])
+                    + ([f"api {self._api.address}"] if self._api else [])
                 },
             )
+            await self.supervision.ready(StatusFigures(self))
             await self.should_exit.wait()
+            self.supervision.stopping()
             self.budget.start()
             log.info(
                 "shutting down",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from contextlib import AsyncExitStack
 
-from tocsin.daemon import api, listeners
+from tocsin.daemon import api, listeners, systemd
 from tocsin.daemon.dogstatsd import BoundedCache, DogStatsDParser
 from tocsin.daemon.ingest import IngestRouter, IngestStats
 from tocsin.daemon.ndjson import NdjsonDecoder
@@ -29,8 +29,13 @@ class ListenerParts:
     ``_cache_clearers`` and ``_listeners``."""
 
     def _bind_listeners(self, stack: AsyncExitStack) -> dict[str, listeners.Binding]:
-        """Bind the socket of every listener the config turns on.
+        """Bind the socket of every listener the config turns on, unless
+        systemd passed it one (see :mod:`tocsin.daemon.systemd`).
 
+        A passed socket turns its listener on, whatever the config says.
+
+        :raises ActivationError: if systemd passed a socket that cannot be
+            used.
         :raises ListenerError: if one cannot be bound; those bound before it
             are released by ``stack``.
         """
@@ -45,8 +50,18 @@ class ListenerParts:
             if self.config.api.tcp:
                 wanted["api_tcp"] = self.config.api.tcp
         bindings = {}
+        passed = systemd.passed_sockets()
+        for name, sock in passed.items():
+            # No file to remove: a passed Unix socket is systemd's.
+            binding = listeners.Binding(name, sock, None)
+            stack.callback(binding.close)
+            bindings[name] = binding
+            log.info(
+                "using the socket systemd passed",
+                extra={"listener": name, "address": binding.address},
+            )
         for name, address in wanted.items():
-            if not address:
+            if not address or name in bindings:
                 continue
             try:
                 if name == "api":

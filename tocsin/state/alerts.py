@@ -431,6 +431,11 @@ class AlertStore:
         )
         return [alert_from_row(row) for row in rows]
 
+    async def open_count(self) -> int:
+        """Return how many alerts are open."""
+        row = await self._db.fetchone(f"SELECT COUNT(*) FROM alerts WHERE {_OPEN}")
+        return 0 if row is None else row[0]
+
     async def get(self, alert_id: int) -> Alert | None:
         """Return the alert with id ``alert_id``, or ``None``."""
         row = await self._db.fetchone(
