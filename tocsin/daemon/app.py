@@ -25,8 +25,10 @@ from tocsin.daemon.effective import Additions
 from tocsin.daemon.hooks import Hooks
 from tocsin.daemon.ingest import IngestRouter, IngestStats
 from tocsin.daemon.listener_parts import ListenerParts
+from tocsin.daemon.loop_lag import LoopLag
 from tocsin.daemon.notifications import NotificationParts
 from tocsin.daemon.reload import Reloader, ReloadOutcome
+from tocsin.daemon.self_metrics import SelfMetrics
 from tocsin.daemon.services import Services
 from tocsin.errors import ConfigError, ListenerError, StateError
 from tocsin.rules.engine import RuleEngine
@@ -239,6 +241,7 @@ class Daemon(ListenerParts, NotificationParts):
     async def _start(self, stack: AsyncExitStack) -> None:
         config = self.config
         clock = self.clock
+        started_at = clock.time()
 
         # Secrets first: a webhook URL that cannot be read is a config error,
         # found before anything is created on disk.
@@ -322,6 +325,12 @@ class Daemon(ListenerParts, NotificationParts):
 
         self._listeners = await self._open_listeners(router, bindings)
         stack.push_async_callback(self._close_listeners)
+        parts.listeners = self._listeners
+
+        # How late the loop runs, for the self-metrics.
+        loop_lag = LoopLag()
+        lag_task = asyncio.create_task(loop_lag.run(), name="loop-lag")
+        stack.push_async_callback(_cancel, lag_task)
 
         self.engine = parts.engine = engine
         self.pipeline = parts.pipeline = pipeline
@@ -336,6 +345,7 @@ class Daemon(ListenerParts, NotificationParts):
             compose=self._compose,
             on_applied=self._applied,
         )
+        parts.reloader = self._reloader
 
         # The API last, so that it stops first: no reload starts once the
         # listeners, the pipeline or the engine may be gone.
@@ -357,6 +367,13 @@ class Daemon(ListenerParts, NotificationParts):
                 clock=clock,
                 stop_timeout=min(api.STOP_TIMEOUT, self.budget.seconds / 10),
                 hooks=hooks,
+                metrics=SelfMetrics(
+                    parts,
+                    self.stats,
+                    clock=clock,
+                    loop_lag=loop_lag,
+                    started_at=started_at,
+                ),
             )
             await self._api.start(bindings["api"], bindings.get("api_tcp"))
 
@@ -384,6 +401,7 @@ class Daemon(ListenerParts, NotificationParts):
             settings, key, buffer, clock=self.clock, session=session
         )
         task = asyncio.create_task(exporter.run(), name="datadog-export")
+        self.parts.exporter, self.parts.export_buffer = exporter, buffer
 
         async def stop_export() -> None:
             # Let a send in progress finish: its series already left the buffer.
