@@ -66,7 +66,8 @@ def running_parts() -> tuple[SimpleNamespace, dict[str, IngestStats]]:
         engine=engine,
         pipeline=SimpleNamespace(fired=3, resolved=1),
         dispatcher=SimpleNamespace(
-            outcomes={("hook", "delivered"): 2, ("page", "dead_lettered"): 1}
+            outcomes={("hook", "delivered"): 2, ("page", "dead_lettered"): 1},
+            channel_names=["hook", "page"],
         ),
         exporter=SimpleNamespace(
             stats=SimpleNamespace(
@@ -121,6 +122,9 @@ async def test_every_counter_of_the_running_parts_is_exposed():
     notifications = "tocsin_notifications_total"
     assert value(found, notifications, channel="hook", outcome="delivered") == 2
     assert value(found, notifications, channel="page", outcome="dead_lettered") == 1
+    pending = "tocsin_outbox_pending_notifications"
+    assert value(found, pending, channel="hook") == 0
+    assert value(found, pending, channel="page") == 0
     assert value(found, "tocsin_datadog_export_lag_seconds") == 70
     assert value(found, "tocsin_datadog_export_buffered_series") == 6
     assert value(found, "tocsin_datadog_export_points_total") == 40

@@ -149,6 +149,11 @@ class Dispatcher:
             channel.rate_limit, channel.rate_period, self._clock
         )
 
+    @property
+    def channel_names(self) -> list[str]:
+        """Return the name of every channel delivered to."""
+        return list(self._channels)
+
     def channel(self, name: str) -> Channel | None:
         """Return the channel called ``name``, or ``None``."""
         return self._channels.get(name)

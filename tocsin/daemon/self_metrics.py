@@ -240,7 +240,10 @@ class SelfMetrics:
             "Notifications waiting for delivery, by channel.",
             labels=["channel"],
         )
-        for channel, count in sorted(self._pending.items()):
+        # A channel with nothing pending has no row to count, yet shows 0.
+        names = getattr(dispatcher, "channel_names", ())
+        depths = {**dict.fromkeys(names, 0), **self._pending}
+        for channel, count in sorted(depths.items()):
             pending.add_metric([channel], count)
         yield pending
 
