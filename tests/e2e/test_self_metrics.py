@@ -1,7 +1,7 @@
 """Tocsin's own metrics through the running daemon: DogStatsD lines move the
 ingest counters by exactly what was sent, a breach shows as an alert under
-its state and a notification under its channel and outcome, and on TCP the
-scrape needs the API's token."""
+its state and a notification under its channel and outcome, on TCP the
+scrape needs the API's token, and the export can send them to Datadog."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.daemon import DAEMON_HEAD, WAIT, DaemonProcess
 from tests.e2e.test_lifecycle import sender
+from tests.standins.datadog import DatadogStandIn
 from tests.standins.webhook import WebhookStandin
 from tocsin import __version__
 
@@ -218,3 +219,53 @@ async def test_promtool_accepts_the_scrape(daemon, unix_session):
     )
 
     assert checked.returncode == 0, checked.stderr.decode()
+
+
+EXPORTING = (
+    DAEMON_HEAD
+    + """
+[export.datadog]
+base_url = "{url}"
+interval = "1s"
+tags = ["service:tocsin-e2e"]
+metrics = ["model.latency"]
+self_metrics = true
+"""
+)
+
+
+async def test_the_export_sends_the_self_metrics_to_datadog(tmp_path):
+    async with DatadogStandIn() as datadog:
+        text = EXPORTING.format(dir=tmp_path, url=datadog.url)
+        daemon = DaemonProcess(tmp_path, text, {"DD_API_KEY": datadog.api_key})
+        await daemon.start()
+        try:
+            statsd = sender(tmp_path)
+            for value in (1.0, 2.0, 3.0):
+                statsd.gauge("model.drift.psi", value)
+
+            def exported() -> float:
+                wanted = ["service:tocsin-e2e", "listener:unix_dgram"]
+                return sum(
+                    item["points"][0]["value"]
+                    for item in datadog.accepted_series()
+                    if item["metric"] == "tocsin.ingest_samples"
+                    and item["tags"] == wanted
+                )
+
+            # Each export counts what was ingested since the one before.
+            accepted = 1
+            async with asyncio.timeout(WAIT):
+                while exported() < 3:
+                    await datadog.wait_accepted(accepted, timeout=WAIT)
+                    accepted += 1
+            # One export more: nothing new was ingested, so it adds nothing.
+            await datadog.wait_accepted(len(datadog.accepted) + 1, timeout=WAIT)
+        finally:
+            await daemon.close()
+
+    assert exported() == 3
+    names = {item["metric"] for item in datadog.accepted_series()}
+    assert {"tocsin.build_info", "tocsin.process_open_fds"} <= names
+    # Their selection is the ingested metrics': the self-metrics pass anyway.
+    assert "model.drift.psi" not in names

@@ -29,6 +29,7 @@ from tocsin.daemon.loop_lag import LoopLag
 from tocsin.daemon.notifications import NotificationParts
 from tocsin.daemon.reload import Reloader, ReloadOutcome
 from tocsin.daemon.self_metrics import SelfMetrics
+from tocsin.daemon.self_metrics_export import SelfMetricsExport
 from tocsin.daemon.services import Services
 from tocsin.errors import ConfigError, ListenerError, StateError
 from tocsin.rules.engine import RuleEngine
@@ -102,6 +103,8 @@ class Daemon(ListenerParts, NotificationParts):
         self._stop_signal: str | None = None
         self._reloader: Reloader | None = None
         self._api: api.ControlApi | None = None
+        #: Tocsin's own metrics, from start-up on (:mod:`~tocsin.daemon.self_metrics`).
+        self.metrics: SelfMetrics | None = None
         # Functions that each forget the series handles a parser cached.
         self._cache_clearers: list = []
         self._reload_tasks: set[asyncio.Task] = set()
@@ -277,6 +280,15 @@ class Daemon(ListenerParts, NotificationParts):
         parts.escalations = EscalationStore(database, clock)
         parts.catalog = Catalog(database, clock)
 
+        # Tocsin's own metrics read the parts as they join; the loop's lag is
+        # measured from here on.
+        loop_lag = LoopLag()
+        lag_task = asyncio.create_task(loop_lag.run(), name="loop-lag")
+        stack.push_async_callback(_cancel, lag_task)
+        self.metrics = SelfMetrics(
+            parts, self.stats, clock=clock, loop_lag=loop_lag, started_at=started_at
+        )
+
         # What the API added at run time, laid over the file.
         self.additions = await self._load_additions(parts.catalog)
         running = self.running = self._compose(config)
@@ -327,11 +339,6 @@ class Daemon(ListenerParts, NotificationParts):
         stack.push_async_callback(self._close_listeners)
         parts.listeners = self._listeners
 
-        # How late the loop runs, for the self-metrics.
-        loop_lag = LoopLag()
-        lag_task = asyncio.create_task(loop_lag.run(), name="loop-lag")
-        stack.push_async_callback(_cancel, lag_task)
-
         self.engine = parts.engine = engine
         self.pipeline = parts.pipeline = pipeline
         self.dispatcher = dispatcher
@@ -367,13 +374,7 @@ class Daemon(ListenerParts, NotificationParts):
                 clock=clock,
                 stop_timeout=min(api.STOP_TIMEOUT, self.budget.seconds / 10),
                 hooks=hooks,
-                metrics=SelfMetrics(
-                    parts,
-                    self.stats,
-                    clock=clock,
-                    loop_lag=loop_lag,
-                    started_at=started_at,
-                ),
+                metrics=self.metrics,
             )
             await self._api.start(bindings["api"], bindings.get("api_tcp"))
 
@@ -397,8 +398,13 @@ class Daemon(ListenerParts, NotificationParts):
             log.info("datadog export off: no API key", extra={"detail": detail})
             return None
         buffer = ExportBuffer.from_config(settings)
+        extra = None
+        if settings.self_metrics:
+            extra = SelfMetricsExport(
+                self.metrics, tags=settings.tags, host=settings.host
+            ).series
         exporter = DatadogExporter(
-            settings, key, buffer, clock=self.clock, session=session
+            settings, key, buffer, clock=self.clock, session=session, extra=extra
         )
         task = asyncio.create_task(exporter.run(), name="datadog-export")
         self.parts.exporter, self.parts.export_buffer = exporter, buffer

@@ -92,10 +92,14 @@ class SelfMetrics:
 
         :raises StateError: if the database cannot be read.
         """
-        await self._read_state()
+        await self.read_state()
         return generate_latest(self.registry)
 
-    async def _read_state(self) -> None:
+    async def read_state(self) -> None:
+        """Read the alerts by state and the outbox's depth from the database.
+
+        :raises StateError: if the database cannot be read.
+        """
         database = getattr(self.parts, "database", None)
         if database is None:
             return
