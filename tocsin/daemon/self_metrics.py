@@ -10,6 +10,8 @@ the table, are never scanned, and are not counted.
 
 Each daemon has a registry of its own, with the process collector (CPU,
 memory, file descriptors), so several daemons in one process never collide.
+The Datadog export can send the same figures
+(:mod:`tocsin.daemon.self_metrics_export`).
 """
 
 from __future__ import annotations
@@ -80,12 +82,12 @@ class SelfMetrics:
         self.clock = clock
         self.loop_lag = loop_lag
         self.started_at = started_at
+        #: Read from the state database by :meth:`read_state`.
+        self._alerts: dict[str, int] = {}
+        self._pending: dict[str, int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
         self.registry.register(self)
-        #: Read from the state database by :meth:`scrape`.
-        self._alerts: dict[str, int] = {}
-        self._pending: dict[str, int] = {}
 
     async def scrape(self) -> bytes:
         """Read what the state database knows, then render every metric.
