@@ -144,6 +144,9 @@ class DatadogExportConfig(Strict):
     #: been idle for 5 intervals); samples of further series are counted and
     #: left out, so a flood of new tag values stays bounded.
     max_series: PositiveInt = 100_000
+    #: Also export Tocsin's own metrics (those of ``/metrics``), named
+    #: ``tocsin.<name>``, with ``tags`` and ``host`` but no ``metric_prefix``.
+    self_metrics: bool = False
 
     @property
     def key_env(self) -> str:

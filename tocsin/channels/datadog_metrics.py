@@ -133,6 +133,8 @@ class DatadogExporter:
     :param session: owned by the caller, who also closes it.
     :param rng: source of backoff jitter.
     :param sleep: awaited for every wait, so tests can skip real time.
+    :param extra: awaited at each export with its POSIX time; the series it
+        returns are sent with the buffer's (Tocsin's own metrics).
     """
 
     def __init__(
@@ -145,8 +147,10 @@ class DatadogExporter:
         session: aiohttp.ClientSession,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        extra: Callable[[int], Awaitable[list[dict]]] | None = None,
     ) -> None:
         register_secret(api_key)
+        self._extra = extra
         self._config = config
         self._buffer = buffer
         self._clock = clock
@@ -196,7 +200,7 @@ class DatadogExporter:
 
     async def flush(self, timeout: float) -> None:
         """Drain and send now, giving up after ``timeout`` seconds (at shutdown)."""
-        series = self._drain()
+        series = await self._collect()
         if not series:
             return
         before = self.stats.dropped
@@ -274,9 +278,21 @@ class DatadogExporter:
         return None
 
     async def _export(self) -> None:
-        series = self._drain()
+        series = await self._collect()
         if series:
             await self.send_series(series)
+
+    async def _collect(self) -> list[dict]:
+        series = self._drain()
+        if self._extra is None:
+            return series
+
+        try:
+            series += await self._extra(int(self._clock.time()))
+        except Exception:
+            # The buffer's series are drained already: they go out regardless.
+            log.exception("cannot collect the extra series", extra=_EXTRA)
+        return series
 
     def _drain(self) -> list[dict]:
         """Return the buffer's series of the time since the previous drain."""

@@ -96,6 +96,10 @@ class Dispatcher:
         self.dead_lettered = 0
         self.expired = 0
         self.skipped = 0
+        #: Notifications by (channel, outcome): ``delivered``, ``retried`` (an
+        #: attempt failed; another follows), ``dead_lettered`` (the last
+        #: attempt failed), ``expired`` and ``skipped``.
+        self.outcomes: dict[tuple[str, str], int] = {}
         self._outbox = outbox
         self._channels: dict[str, Channel] = {}
         self._clock = clock
@@ -144,6 +148,11 @@ class Dispatcher:
         self._pacing[name] = SlidingWindow(
             channel.rate_limit, channel.rate_period, self._clock
         )
+
+    @property
+    def channel_names(self) -> list[str]:
+        """Return the name of every channel delivered to."""
+        return list(self._channels)
 
     def channel(self, name: str) -> Channel | None:
         """Return the channel called ``name``, or ``None``."""
@@ -388,6 +397,7 @@ class Dispatcher:
         # Success.
         if failure is None:
             self.delivered += 1
+            self._count(channel.name, "delivered")
             self._recovered(channel.name)
             log.debug(
                 "notification delivered",
@@ -407,12 +417,14 @@ class Dispatcher:
         if failure.retryable and attempt < channel.max_attempts:
             delay = self.retry_delay(channel, attempt, failure.retry_after)
             self.retried += 1
+            self._count(channel.name, "retried")
             self._warn_once(
                 channel.name, failure, {**context, "delay_s": round(delay, 3)}
             )
             fields["next_attempt_at"] = ended + delay
             return _Attempt(notification, "retry", fields)
         self.dead_lettered += 1
+        self._count(channel.name, "dead_lettered")
         if failure.retryable:
             said = f"notification dead-lettered after {attempt} attempts"
         else:
@@ -420,10 +432,15 @@ class Dispatcher:
 
         return _Attempt(notification, "dead", fields, (said, context))
 
+    def _count(self, channel: str, outcome: str) -> None:
+        key = (channel, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
     async def _skip(self, channel: Channel, notification: Notification) -> None:
         """Record a resolve of an alert the channel never received as skipped."""
         await self._outbox.skipped(notification, reason=_TRIGGER_NOT_DELIVERED)
         self.skipped += 1
+        self._count(channel.name, "skipped")
         context = _context(channel.name, notification, reason=_TRIGGER_NOT_DELIVERED)
         del context["attempt"]
         # A WARNING, not an ERROR: the failure was the trigger's, already
@@ -441,6 +458,7 @@ class Dispatcher:
         await self._outbox.expired(notification, reason=EXPIRED, at=now)
         self.expired += 1
         self.dead_lettered += 1
+        self._count(channel.name, "expired")
         age = now - notification.created_at
         context = _context(
             channel.name, notification, reason=EXPIRED, age_s=round(age, 3)

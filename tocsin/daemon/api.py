@@ -7,7 +7,9 @@ unchanged:
 - ``POST /-/reload`` reads the config file again and applies its rules; 200
   with what became of each rule, or 400 with the error when nothing changed;
 - ``GET /-/healthy`` answers 200 while the process runs;
-- ``GET /-/ready`` answers 200 once Tocsin has started, 503 once it stops.
+- ``GET /-/ready`` answers 200 once Tocsin has started, 503 once it stops;
+- ``GET /metrics`` answers Tocsin's own metrics in Prometheus's text format
+  (:mod:`tocsin.daemon.self_metrics`).
 
 ``/api/v1`` lists and moves alerts, and manages silences, runtime rules and
 integrations, settings, routes and groups (:mod:`tocsin.daemon.api_v1`,
@@ -44,6 +46,8 @@ from tocsin.daemon.backend import Backend
 from tocsin.daemon.hooks import PREFIX as HOOKS_PREFIX
 from tocsin.daemon.hooks import Hooks
 from tocsin.daemon.reload import ReloadOutcome
+from tocsin.daemon.self_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from tocsin.daemon.self_metrics import SelfMetrics
 from tocsin.daemon.sockets import OwnedPath
 from tocsin.errors import (
     ConflictError,
@@ -181,6 +185,7 @@ class ControlApi:
     :param clock: the time of silences and of the uptime.
     :param stop_timeout: most seconds :meth:`stop` waits for a request in
         progress.
+    :param metrics: the self-metrics served at ``/metrics``; none without.
     """
 
     def __init__(
@@ -193,6 +198,7 @@ class ControlApi:
         clock: Clock | None = None,
         stop_timeout: float = STOP_TIMEOUT,
         hooks: Hooks | None = None,
+        metrics: SelfMetrics | None = None,
     ) -> None:
         self._reload_rules = reload
         self._is_ready = is_ready
@@ -201,6 +207,8 @@ class ControlApi:
         app.router.add_post("/-/reload", self._reload)
         app.router.add_get("/-/healthy", self._healthy)
         app.router.add_get("/-/ready", self._ready)
+        if metrics is not None:
+            app.router.add_get("/metrics", _scraper(metrics))
         if backend is not None:
             V1(backend, self._reload, clock or SystemClock()).add_routes(app.router)
         if hooks is not None:
@@ -300,3 +308,14 @@ class ControlApi:
             return _json({"status": "ready"})
 
         return _json({"status": "not ready"}, 503)
+
+
+def _scraper(metrics: SelfMetrics) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Return the handler of ``GET /metrics``."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        body = await metrics.scrape()
+
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    return scrape

@@ -25,8 +25,11 @@ from tocsin.daemon.effective import Additions
 from tocsin.daemon.hooks import Hooks
 from tocsin.daemon.ingest import IngestRouter, IngestStats
 from tocsin.daemon.listener_parts import ListenerParts
+from tocsin.daemon.loop_lag import LoopLag
 from tocsin.daemon.notifications import NotificationParts
 from tocsin.daemon.reload import Reloader, ReloadOutcome
+from tocsin.daemon.self_metrics import SelfMetrics
+from tocsin.daemon.self_metrics_export import SelfMetricsExport
 from tocsin.daemon.services import Services
 from tocsin.daemon.systemd import StatusFigures, Supervision
 from tocsin.errors import ActivationError, ConfigError, ListenerError, StateError
@@ -101,6 +104,8 @@ class Daemon(ListenerParts, NotificationParts):
         self._stop_signal: str | None = None
         self._reloader: Reloader | None = None
         self._api: api.ControlApi | None = None
+        #: Tocsin's own metrics, from start-up on (:mod:`~tocsin.daemon.self_metrics`).
+        self.metrics: SelfMetrics | None = None
         # Functions that each forget the series handles a parser cached.
         self._cache_clearers: list = []
         self._reload_tasks: set[asyncio.Task] = set()
@@ -257,6 +262,7 @@ class Daemon(ListenerParts, NotificationParts):
     async def _start(self, stack: AsyncExitStack) -> None:
         config = self.config
         clock = self.clock
+        started_at = clock.time()
 
         # Secrets first: a webhook URL that cannot be read is a config error,
         # found before anything is created on disk.
@@ -291,6 +297,15 @@ class Daemon(ListenerParts, NotificationParts):
         parts.silences = SilenceStore(database, clock)
         parts.escalations = EscalationStore(database, clock)
         parts.catalog = Catalog(database, clock)
+
+        # Tocsin's own metrics read the parts as they join; the loop's lag is
+        # measured from here on.
+        loop_lag = LoopLag()
+        lag_task = asyncio.create_task(loop_lag.run(), name="loop-lag")
+        stack.push_async_callback(_cancel, lag_task)
+        self.metrics = SelfMetrics(
+            parts, self.stats, clock=clock, loop_lag=loop_lag, started_at=started_at
+        )
 
         # What the API added at run time, laid over the file.
         self.additions = await self._load_additions(parts.catalog)
@@ -340,6 +355,7 @@ class Daemon(ListenerParts, NotificationParts):
 
         self._listeners = await self._open_listeners(router, bindings)
         stack.push_async_callback(self._close_listeners)
+        parts.listeners = self._listeners
 
         self.engine = parts.engine = engine
         self.pipeline = parts.pipeline = pipeline
@@ -354,6 +370,7 @@ class Daemon(ListenerParts, NotificationParts):
             compose=self._compose,
             on_applied=self._applied,
         )
+        parts.reloader = self._reloader
 
         # The API last, so that it stops first: no reload starts once the
         # listeners, the pipeline or the engine may be gone.
@@ -375,6 +392,7 @@ class Daemon(ListenerParts, NotificationParts):
                 clock=clock,
                 stop_timeout=min(api.STOP_TIMEOUT, self.budget.seconds / 10),
                 hooks=hooks,
+                metrics=self.metrics,
             )
             await self._api.start(bindings["api"], bindings.get("api_tcp"))
 
@@ -398,10 +416,16 @@ class Daemon(ListenerParts, NotificationParts):
             log.info("datadog export off: no API key", extra={"detail": detail})
             return None
         buffer = ExportBuffer.from_config(settings)
+        extra = None
+        if settings.self_metrics:
+            extra = SelfMetricsExport(
+                self.metrics, tags=settings.tags, host=settings.host
+            ).series
         exporter = DatadogExporter(
-            settings, key, buffer, clock=self.clock, session=session
+            settings, key, buffer, clock=self.clock, session=session, extra=extra
         )
         task = asyncio.create_task(exporter.run(), name="datadog-export")
+        self.parts.exporter, self.parts.export_buffer = exporter, buffer
 
         async def stop_export() -> None:
             # Let a send in progress finish: its series already left the buffer.

@@ -133,6 +133,9 @@ class Reloader:
         self.pipeline = pipeline
         self.clock = clock
         self.clear_caches = list(clear_caches)
+        #: Reloads applied, and reloads refused (the config ran on unchanged).
+        self.applied = 0
+        self.refused = 0
         self._lock = asyncio.Lock()
 
     async def reload(self, source: str) -> ReloadOutcome:
@@ -144,7 +147,13 @@ class Reloader:
         :param source: what asked for it (``SIGHUP``, ``api``), for the logs.
         """
         async with self._lock:
-            return await self._reload(source)
+            outcome = await self._reload(source)
+        if outcome.is_reloaded:
+            self.applied += 1
+        else:
+            self.refused += 1
+
+        return outcome
 
     async def _reload(self, source: str) -> ReloadOutcome:
         path = self.config_path

@@ -115,6 +115,10 @@ class RuleEngine:
         """Return, per rule that refused any, how many new series it refused."""
         return {rule.name: rule.refused for rule in self._rules if rule.refused}
 
+    def series_by_rule(self) -> dict[str, int]:
+        """Return the number of live series of every rule, by rule name."""
+        return {rule.name: len(rule.series) for rule in self._rules}
+
     @property
     def dirty_count(self) -> int:
         """Return how many series wait for :meth:`evaluate_dirty`."""
@@ -184,6 +188,7 @@ class RuleEngine:
         if self._census.decisions:
             decisions.extend(self._census.decisions)
             self._census.decisions.clear()
+        self.stats.evaluations += len(self._changed)
         for series in self._changed:
             series.evaluate(now, decisions)
         self._changed.clear()
@@ -202,6 +207,7 @@ class RuleEngine:
         self._timeline.release(now)
         self._evaluate_changed(now, decisions)
         for rule in self._rules:
+            self.stats.evaluations += len(rule.series)
             self.stats.forgotten_series += rule.tick(now, decisions)
         census = self._census
         quiet = now - census.refused_at >= LIMIT_QUIET

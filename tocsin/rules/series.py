@@ -38,6 +38,7 @@ class EngineStats:
         "held_fires",
         "refused_series",
         "forgotten_series",
+        "evaluations",
     )
 
     def __init__(self) -> None:
@@ -55,6 +56,8 @@ class EngineStats:
         self.refused_series = 0
         #: Idle series dropped by ticks.
         self.forgotten_series = 0
+        #: Series evaluated, after samples arrived or on a tick.
+        self.evaluations = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
