@@ -1,8 +1,11 @@
 """The detectors of personal data, the redactor's uses and ``[privacy]``."""
 
+import json
+import logging
+
 import pytest
 
-from tocsin import config
+from tocsin import config, logs
 from tocsin.errors import ConfigError
 from tocsin.redaction import DETECTORS, Redactor, luhn_ok
 
@@ -214,3 +217,36 @@ def test_a_bad_privacy_table_names_the_file_and_the_key(table, expected):
         config.parse(f"[privacy]\n{table}\n", "bad.toml")
 
     assert str(raised.value) == expected
+
+
+def test_every_string_of_a_log_line_is_redacted(monkeypatch):
+    monkeypatch.setattr(logs, "_personal", None)
+    logs.redact_personal_data(Redactor(["user_email"]))
+    record = logging.LogRecord(
+        "tocsin.test",
+        logging.WARNING,
+        __file__,
+        1,
+        "bad line %r",
+        ("x|#user_email:zed",),
+        None,
+    )
+    record.reason = "from bob@example.com"
+    record.listeners = ["card 4111111111111111"]
+
+    line = json.loads(logs.JsonFormatter().format(record))
+
+    assert line["message"] == f"bad line 'x|#user_email:{MARK}'"
+    assert line["reason"] == f"from {MARK}"
+    assert line["listeners"] == [f"card {MARK}"]
+
+
+def test_log_lines_are_left_alone_without_a_redactor(monkeypatch):
+    monkeypatch.setattr(logs, "_personal", None)
+    record = logging.LogRecord(
+        "tocsin.test", logging.INFO, __file__, 1, "bob@example.com", (), None
+    )
+
+    assert json.loads(logs.JsonFormatter().format(record))["message"] == (
+        "bob@example.com"
+    )
