@@ -91,10 +91,13 @@ def _clean(text: str) -> str:
 
 
 def _clean_value(value: object) -> object:
+    """Return a context value with its strings cleaned, however nested."""
     if isinstance(value, str):
         return _clean(value)
+    if isinstance(value, dict):
+        return {key: _clean_value(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(item) if isinstance(item, str) else item for item in value]
+        return [_clean_value(item) for item in value]
     return value
 
 
