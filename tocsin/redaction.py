@@ -105,6 +105,10 @@ def _is_card(match: re.Match[str]) -> bool:
     return bool(_CARD_PREFIX.match(digits)) and luhn_ok(digits)
 
 
+# Every detector needs an ``@`` or at least six digits (a UK NI number has
+# six): a value with neither is answered without running any of them.
+_CANDIDATE = re.compile(r"@|\d(?:\D*\d){5}")
+
 #: Each detector's patterns, each with the test a match must also pass.
 _PATTERNS: dict[str, tuple[tuple[re.Pattern[str], Callable | None], ...]] = {
     "email": ((_EMAIL, None),),
@@ -158,7 +162,7 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """Return ``text`` with every detected piece replaced by the marker."""
-        if not text:
+        if not text or _CANDIDATE.search(text) is None:
             return text
         for pattern, test in self._patterns:
             text = pattern.sub(self._replacer(test), text)
