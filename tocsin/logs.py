@@ -95,7 +95,14 @@ def _clean_value(value: object) -> object:
     if isinstance(value, str):
         return _clean(value)
     if isinstance(value, dict):
-        return {key: _clean_value(item) for key, item in value.items()}
+        return {
+            key: _personal.marker
+            if _personal is not None
+            and isinstance(key, str)
+            and _personal.is_field(key)
+            else _clean_value(item)
+            for key, item in value.items()
+        }
     if isinstance(value, list | tuple):
         return [_clean_value(item) for item in value]
     return value

@@ -2,8 +2,8 @@
 
 A :class:`Redactor` does two things. It replaces the whole value of a
 configured field (``user_email``, matched case-insensitively) wherever that
-field appears as a tag's key, a label, a metadata key or a key of a JSON body,
-and it runs detectors over every other value:
+field appears as a tag's key, a label, a metadata key or a key of a log line's
+context, and it runs detectors over every other value:
 
 ``email``
     ``local@domain.tld``.
@@ -124,7 +124,7 @@ _PATTERNS: dict[str, tuple[tuple[re.Pattern[str], Callable | None], ...]] = {
 
 
 class Redactor:
-    """Replace personal data with ``marker`` in tags, labels, bodies and text.
+    """Replace personal data with ``marker`` in tags, labels and text.
 
     :param fields: names whose values are always replaced, in any case.
     :param detectors: which of :data:`DETECTORS` run over other values.
@@ -171,7 +171,7 @@ class Redactor:
 
     def value(self, key: str, value: str) -> str:
         """Return ``value`` as it may be kept under ``key``."""
-        if key.casefold() in self.fields:
+        if self.is_field(key):
             return self.marker
         return self.text(value)
 
@@ -199,21 +199,9 @@ class Redactor:
         """Return labels (or metadata) with their values made safe to keep."""
         return {key: self.value(key, value) for key, value in labels.items()}
 
-    def body(self, body: object) -> object:
-        """Return a JSON-like value with personal data replaced throughout:
-        the values under configured keys, and detected pieces of strings."""
-        if isinstance(body, str):
-            return self.text(body)
-        if isinstance(body, Mapping):
-            return {
-                key: self.marker
-                if isinstance(key, str) and key.casefold() in self.fields
-                else self.body(value)
-                for key, value in body.items()
-            }
-        if isinstance(body, list | tuple):
-            return [self.body(item) for item in body]
-        return body
+    def is_field(self, key: str) -> bool:
+        """Tell whether values under ``key`` are always replaced."""
+        return key.casefold() in self.fields
 
     def log_line(self, text: str) -> str:
         """Return a formatted log line with personal data replaced: detected
