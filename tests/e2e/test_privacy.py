@@ -8,11 +8,13 @@ import asyncio
 import socket
 import sqlite3
 
+import aiohttp
 import orjson
 import pytest
 
-from tests.e2e.daemon import DAEMON_HEAD, DaemonProcess
+from tests.e2e.daemon import DAEMON_HEAD, WAIT, DaemonProcess
 from tests.e2e.test_escalation import call, client_of
+from tests.standins.slack import SlackStandin, signed_action
 from tests.standins.webhook import WebhookStandin
 
 MARKER = "[REDACTED]"
@@ -26,6 +28,8 @@ NINO = "AB 12 34 56 C"
 CUSTOMER = "cust-88231-zeta"
 PLANTED = (EMAIL, PHONE, SSN, CARD, CARD_DIGITS, NINO, CUSTOMER)
 ENV = "TOCSIN_TEST_PRIVACY_URL"
+SLACK_ENV = "TOCSIN_TEST_PRIVACY_SLACK"
+SLACK_SECRET = "0cc175b9c0f1b6a831c399e269772661"
 
 CONFIG = (
     DAEMON_HEAD
@@ -42,6 +46,12 @@ url_env = "{env}"
 [[channels]]
 name = "log"
 type = "log"
+
+[[channels]]
+name = "team-slack"
+type = "slack"
+webhook_url_env = "{slack_env}"
+signing_secret_env = "{slack_env}_SECRET"
 
 [[rules]]
 name = "spend"
@@ -60,7 +70,7 @@ group_by = ["phone", "ssn", "ni", "CUSTOMER_ID", "version"]
 aggregation = "max"
 window = "1m"
 threshold = 1
-channels = ["hook", "log"]
+channels = ["hook", "team-slack"]
 """
 )
 
@@ -68,6 +78,12 @@ channels = ["hook", "log"]
 @pytest.fixture
 async def hook():
     async with WebhookStandin() as standin:
+        yield standin
+
+
+@pytest.fixture
+async def slack():
+    async with SlackStandin() as standin:
         yield standin
 
 
@@ -128,9 +144,37 @@ def raw_files(path) -> bytes:
     return found
 
 
-async def test_planted_personal_data_is_stored_sent_and_logged_nowhere(tmp_path, hook):
-    text = CONFIG.format(dir=tmp_path, env=ENV)
-    daemon = DaemonProcess(tmp_path, text, {ENV: hook.url})
+async def click(directory, uid: str, slack: SlackStandin) -> None:
+    """Acknowledge an alert from Slack as a user whose name is an email."""
+    action = signed_action(
+        SLACK_SECRET,
+        "tocsin.acknowledge",
+        uid,
+        username=EMAIL,
+        response_url=slack.response_url(),
+    )
+    connector = aiohttp.UnixConnector(path=str(directory / "state" / "api.sock"))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(
+            "http://tocsin/hooks/slack/team-slack",
+            data=action.body,
+            headers=action.headers,
+        ) as response,
+    ):
+        assert response.status == 200
+
+
+async def test_planted_personal_data_is_stored_sent_and_logged_nowhere(
+    tmp_path, hook, slack
+):
+    text = CONFIG.format(dir=tmp_path, env=ENV, slack_env=SLACK_ENV)
+    env = {
+        ENV: hook.url,
+        SLACK_ENV: slack.webhook_url,
+        f"{SLACK_ENV}_SECRET": SLACK_SECRET,
+    }
+    daemon = DaemonProcess(tmp_path, text, env)
     await daemon.start()
     try:
         # A bad line first, quoted in a warning, then the good one, in one
@@ -174,6 +218,20 @@ async def test_planted_personal_data_is_stored_sent_and_logged_nowhere(tmp_path,
         )
         detail = await call(client.get_alert, spend["id"])
         await hook.wait_for(2)
+        [message] = await slack.wait_for_messages(1, timeout=WAIT)
+        [refunds] = [
+            alert
+            for alert in await call(client.list_alerts)
+            if alert["spec"]["rule"] == "refunds"
+        ]
+        await click(tmp_path, refunds["uid"], slack)
+        [update] = await slack.wait_for_updates(1, timeout=WAIT)
+        clicked = await call(client.get_alert, refunds["id"])
+        digest = await call(
+            client.configure_digest,
+            interval="1h",
+            matchers=[f'customer_id="{CUSTOMER}"'],
+        )
     finally:
         await daemon.stop()
         await daemon.close()
@@ -196,6 +254,7 @@ async def test_planted_personal_data_is_stored_sent_and_logged_nowhere(tmp_path,
     ]
     assert silence["comment"] == f"per {MARKER}, SSN {MARKER}"
     assert silence["created_by"] == MARKER
+    assert digest["matchers"] == [f'customer_id="{MARKER}"']
     assert added["rule"]["labels"] == {"owner": MARKER}
     assert added["rule"]["metadata"] == {"customer_id": MARKER, "ni": MARKER}
     assert added["rule"]["summary"] == f"ask {MARKER}"
@@ -209,12 +268,18 @@ async def test_planted_personal_data_is_stored_sent_and_logged_nowhere(tmp_path,
         "CUSTOMER_ID": MARKER,
         "version": "2024.11.03",
     }
+    assert clicked["history"][-1]["actor"] == f"slack:{MARKER}"
+    redrawn = orjson.dumps(update.json).decode()
+    assert f"Acknowledged by slack:{MARKER}" in redrawn
     [warning] = daemon.find_prefix("dropped a DogStatsD line")
     assert f"user_email:{MARKER}" in warning["message"]
 
     # And the values themselves are nowhere.
-    sent = [request.body.decode() for request in hook.requests] + [
-        str(dict(request.headers)) for request in hook.requests
+    sent = [
+        *(request.body.decode() for request in hook.requests),
+        *(str(dict(request.headers)) for request in hook.requests),
+        *(orjson.dumps(message).decode() for message in slack.messages),
+        *(orjson.dumps(update.json).decode() for update in slack.updates),
     ]
     database = tmp_path / "state" / "tocsin.db"
     before_checkpoint = raw_files(database)

@@ -352,6 +352,7 @@ class Daemon(ListenerParts, NotificationParts):
                 InboundLog(database, clock),
                 clock,
                 session,
+                self.redactor,
             )
             self._api = api.ControlApi(
                 self.reload,

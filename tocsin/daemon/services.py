@@ -349,6 +349,11 @@ class Services(DeliveryServices):
                     parse_matcher(text)
                 except ValueError as error:
                     raise InvalidValueError(str(error), f"matchers[{index}]") from None
+            matchers = [
+                clean_matcher(self._daemon.redactor, text) for text in value.matchers
+            ]
+            value = msgspec.structs.replace(value, matchers=matchers)
+            changed = msgspec.structs.replace(additions, **{kind: value})
         self._check(changed)
         await self._parts.catalog.put_setting(kind, _encode(value))
         await self._daemon.apply_additions(changed, "api")
