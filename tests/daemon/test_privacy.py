@@ -1,11 +1,14 @@
 """What people type, made safe to keep: matchers and rules added at run time."""
 
+import msgspec
 import pytest
 
 from tocsin.channels.matchers import parse_matcher
-from tocsin.config import ConditionConfig, Duration, RuleConfig
+from tocsin.config import ConditionConfig, Config, Duration, RuleConfig
 from tocsin.daemon.privacy import clean_matcher, clean_rule
+from tocsin.daemon.reload import restart_sections
 from tocsin.redaction import Redactor
+from tocsin.schema import PrivacyConfig
 
 REDACTOR = Redactor(["user_email"])
 
@@ -53,3 +56,10 @@ def test_a_rule_added_at_run_time_keeps_no_personal_data():
     assert clean.summary == "call [REDACTED]"
     assert clean.description == "{{ labels.model }} for [REDACTED]"
     assert clean.conditions[0].match == {"user_email": "[REDACTED]"}
+
+
+def test_a_changed_privacy_table_needs_a_restart():
+    running = Config()
+    changed = msgspec.structs.replace(running, privacy=PrivacyConfig(marker="***"))
+
+    assert restart_sections(running, changed) == ["privacy"]
