@@ -155,11 +155,6 @@ class Redactor:
         """Build the redactor of a ``[privacy]`` table."""
         return cls(privacy.redact_fields, privacy.detectors, privacy.marker)
 
-    @property
-    def is_active(self) -> bool:
-        """Tell whether anything would ever be replaced."""
-        return bool(self.fields or self._patterns)
-
     def text(self, text: str) -> str:
         """Return ``text`` with every detected piece replaced by the marker."""
         if not text or _CANDIDATE.search(text) is None:
