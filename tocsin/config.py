@@ -34,6 +34,7 @@ from tocsin.channel_checks import (
 from tocsin.datadog_names import NAME_LIMIT, metric_name
 from tocsin.errors import ConfigError
 from tocsin.keypaths import name_entries, toml_key
+from tocsin.privacy_checks import check_privacy
 from tocsin.routing_checks import check_routing
 from tocsin.rule_checks import check_rule
 from tocsin.schema import (
@@ -284,6 +285,7 @@ def _check(config: Config, source: str) -> None:
                 f"alerts.internal_channels[{position}]",
             )
     check_routing(config, source)
+    check_privacy(config.privacy, source)
 
     ingest = config.ingest
     if ingest.unix_dgram and ingest.unix_dgram == ingest.unix_stream:

@@ -47,6 +47,8 @@ CONTEXT_KEYS = (
 )
 
 _secrets: set[str] = set()
+#: Replaces personal data in every line; see :func:`redact_personal_data`.
+_personal = None
 
 
 def register_secret(value: str | None) -> None:
@@ -69,6 +71,43 @@ def redact(text: str) -> str:
     return text
 
 
+def redact_personal_data(redactor) -> None:
+    """Run ``redactor`` (a :class:`~tocsin.redaction.Redactor`) over every
+    string of every log line from now on; ``None`` stops it.
+
+    Labels and typed text are redacted before they reach any log call; this
+    is the last line of defence, for a malformed line quoted in a warning or
+    a value in an exception text.
+    """
+    global _personal
+    _personal = redactor
+
+
+def _clean(text: str) -> str:
+    text = redact(text)
+    if _personal is not None:
+        text = _personal.log_line(text)
+    return text
+
+
+def _clean_value(value: object) -> object:
+    """Return a context value with its strings cleaned, however nested."""
+    if isinstance(value, str):
+        return _clean(value)
+    if isinstance(value, dict):
+        return {
+            key: _personal.marker
+            if _personal is not None
+            and isinstance(key, str)
+            and _personal.is_field(key)
+            else _clean_value(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_clean_value(item) for item in value]
+    return value
+
+
 class JsonFormatter(logging.Formatter):
     """Format a record as one JSON object on one line."""
 
@@ -78,15 +117,15 @@ class JsonFormatter(logging.Formatter):
             "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": _clean(record.getMessage()),
         }
         fields = record.__dict__
         for key in CONTEXT_KEYS:
             if key in fields:
                 value = fields[key]
-                line[key] = redact(value) if isinstance(value, str) else value
+                line[key] = _clean_value(value)
         if record.exc_info:
-            line["exception"] = redact(self.formatException(record.exc_info))
+            line["exception"] = _clean(self.formatException(record.exc_info))
         return orjson.dumps(line, default=str).decode()
 
 

@@ -486,6 +486,21 @@ class RoutingConfig(RouteConfig):
     digest: Duration = Duration(0.0)
 
 
+class PrivacyConfig(Strict):
+    """Personal data replaced before anything is stored, sent or logged (see
+    :mod:`tocsin.redaction`)."""
+
+    #: Names whose values are always replaced, matched case-insensitively,
+    #: as a tag's or label's key, a metadata key or a key of a JSON body.
+    redact_fields: list[str] = []
+    #: Detectors run over every other value; all of them unless listed.
+    detectors: list[Literal["email", "phone", "national_id", "card"]] = msgspec.field(
+        default_factory=lambda: ["email", "phone", "national_id", "card"]
+    )
+    #: What a redacted value, or a detected part of one, becomes.
+    marker: str = "[REDACTED]"
+
+
 class ConfigWarning(NamedTuple):
     """Something a config may say that is likely a mistake; it still loads."""
 
@@ -507,6 +522,7 @@ class Config(Strict):
     inhibit: list[InhibitConfig] = []
     escalations: list[EscalationConfig] = []
     dedup: DedupConfig = DedupConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @property
     def database_path(self) -> Path:

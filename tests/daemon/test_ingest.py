@@ -8,13 +8,14 @@ from tocsin.clock import ManualClock
 from tocsin.config import Duration, RuleConfig
 from tocsin.daemon.dogstatsd import DogStatsDParser
 from tocsin.daemon.ingest import IngestRouter, IngestStats, tag_labels
+from tocsin.redaction import Redactor
 from tocsin.rules.engine import RuleEngine
 
 
-def pipeline(*rules: RuleConfig, buffer: ExportBuffer | None = None):
+def pipeline(*rules: RuleConfig, buffer: ExportBuffer | None = None, redactor=None):
     """Return a parser feeding a router over ``rules``, and the decisions list."""
     decisions = []
-    router = IngestRouter(RuleEngine(list(rules)), buffer, decisions.extend)
+    router = IngestRouter(RuleEngine(list(rules)), buffer, decisions.extend, redactor)
     parser = DogStatsDParser(router, IngestStats(), ManualClock(NOW))
 
     def feed(datagram: bytes) -> None:
@@ -90,3 +91,28 @@ def test_sampled_counters_reach_rules_scaled_by_their_rate():
 
     (decision,) = decisions
     assert decision.value == 10.0
+
+
+def test_personal_data_in_tags_is_redacted_before_rules_and_the_export_see_it():
+    buffer = ExportBuffer()
+    feed, decisions = pipeline(
+        rule(metric="req", aggregation="sum", group_by=["user_email", "who", "model"]),
+        buffer=buffer,
+        redactor=Redactor(["user_email"]),
+    )
+
+    feed(b"req:1|c|#user_email:anyone,who:bob@example.com,model:fraud-v2")
+
+    (decision,) = decisions
+    assert decision.labels == {
+        "user_email": "[REDACTED]",
+        "who": "[REDACTED]",
+        "model": "fraud-v2",
+    }
+    (series,) = buffer.drain(NOW, 10.0)
+    # The export writes the marker as Datadog's tag rules allow.
+    assert sorted(series["tags"]) == [
+        "model:fraud-v2",
+        "user_email:_REDACTED_",
+        "who:_REDACTED_",
+    ]

@@ -33,6 +33,7 @@ from tocsin.daemon.self_metrics_export import SelfMetricsExport
 from tocsin.daemon.services import Services
 from tocsin.daemon.systemd import StatusFigures, Supervision
 from tocsin.errors import ActivationError, ConfigError, ListenerError, StateError
+from tocsin.redaction import Redactor
 from tocsin.rules.engine import RuleEngine
 from tocsin.secrets import Secrets, read_secrets
 from tocsin.state.alerts import AlertStore
@@ -94,6 +95,9 @@ class Daemon(ListenerParts, NotificationParts):
         self.config_path = config_path
         self.secrets = secrets
         self.clock = clock or SystemClock()
+        # Applied to tags and to what people type; a reload does not change
+        # it, since labels already stored were redacted by the one in force.
+        self.redactor = Redactor.from_config(config.privacy)
         self.stats: dict[str, IngestStats] = {}
         self.should_exit = asyncio.Event()
         #: Set once every part has started and Tocsin is ready.
@@ -346,7 +350,7 @@ class Daemon(ListenerParts, NotificationParts):
         )
         pipeline_task = asyncio.create_task(pipeline.run(), name="alert-pipeline")
         stack.push_async_callback(self._stop_pipeline, pipeline, pipeline_task)
-        router = IngestRouter(engine, buffer, pipeline.submit)
+        router = IngestRouter(engine, buffer, pipeline.submit, self.redactor)
 
         background = asyncio.create_task(
             self._tick(engine, pipeline, store), name="rule-tick"
@@ -383,6 +387,7 @@ class Daemon(ListenerParts, NotificationParts):
                 InboundLog(database, clock),
                 clock,
                 session,
+                self.redactor,
             )
             self._api = api.ControlApi(
                 self.reload,

@@ -18,6 +18,7 @@ from tocsin import __version__, config, logs
 from tocsin.channels.routing import RouteMatch, RoutingTree
 from tocsin.daemon import cli_api
 from tocsin.errors import ConfigError
+from tocsin.redaction import Redactor
 from tocsin.rules.conditions import format_duration
 from tocsin.schema import ApiConfig, DaemonConfig
 from tocsin.secrets import read_secrets
@@ -122,6 +123,7 @@ def _run(path: str) -> int:
         )
         return EXIT_CONFIG
     logs.setup(loaded.daemon.log_level)
+    logs.redact_personal_data(Redactor.from_config(loaded.privacy))
 
     import uvloop
 

@@ -11,7 +11,7 @@ match changes nothing (401).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -19,6 +19,7 @@ from aiohttp import web
 from tocsin.clock import Clock
 from tocsin.daemon import hooks_pagerduty, hooks_slack
 from tocsin.daemon.backend import Backend
+from tocsin.redaction import Redactor
 from tocsin.state.inbound import InboundLog
 
 #: Where inbound webhooks are served.
@@ -31,6 +32,8 @@ class Hooks:
 
     :param channel: returns the running channel of a name, or ``None``.
     :param session: for answering Slack through a message's ``response_url``.
+    :param redactor: applied to the names a service sends before they are
+        written anywhere, Slack's own answer included.
     """
 
     backend: Backend
@@ -38,6 +41,7 @@ class Hooks:
     seen: InboundLog
     clock: Clock
     session: aiohttp.ClientSession
+    redactor: Redactor = field(default_factory=Redactor)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Add the ``/hooks`` paths to ``router``."""

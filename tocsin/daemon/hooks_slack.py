@@ -171,7 +171,9 @@ async def _apply(hooks, channel: SlackChannel, payload: _Payload, action: _Actio
         )
         return
 
-    actor = f"slack:{(user.username or user.id)[:100]}"
+    # Redacted here, not only where it is stored: it is also sent back to
+    # Slack in the redrawn message.
+    actor = hooks.redactor.text(f"slack:{(user.username or user.id)[:100]}")
     verb = _VERBS[action.action_id]
     try:
         detail, note = await _act(hooks, channel, action.action_id, action.value, actor)

@@ -142,14 +142,21 @@ class IngestRouter:
     :param buffer: the Datadog export buffer, or ``None`` when export is off.
     :param on_decisions: called with the decisions of each evaluation that
         produced any.
+    :param redactor: replaces personal data in the tags of each new series,
+        before any series key, label or exported tag is made of them; a
+        :class:`~tocsin.redaction.Redactor`, or ``None`` to keep tags as sent.
     """
 
-    def __init__(self, engine, buffer, on_decisions) -> None:
+    def __init__(self, engine, buffer, on_decisions, redactor=None) -> None:
         self.engine = engine
         self.buffer = buffer
         self.on_decisions = on_decisions
+        self.redactor = redactor
 
     def resolve(self, name: str, kind: str, tags: tuple[str, ...]) -> SeriesHandle:
+        if self.redactor is not None:
+            # Once per new series: the parsers cache the handle this returns.
+            tags = self.redactor.tags(tags)
         export = (
             self.buffer.series(name, kind, tags) if self.buffer is not None else None
         )

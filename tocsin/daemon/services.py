@@ -34,6 +34,7 @@ from tocsin.daemon.backend import (
 )
 from tocsin.daemon.delivery_services import DeliveryServices
 from tocsin.daemon.effective import Additions, effective
+from tocsin.daemon.privacy import clean_matcher, clean_rule
 from tocsin.errors import (
     ConfigError,
     ConflictError,
@@ -93,6 +94,7 @@ class Services(DeliveryServices):
 
     async def move_alert(self, ref, to_state, *, actor, comment) -> AlertDetail:
         parts = self._parts
+        actor, comment = self._redact(actor), self._redact(comment)
         try:
             alert = await parts.store.move(ref, to_state, actor=actor, comment=comment)
         except ValueError as error:
@@ -108,6 +110,7 @@ class Services(DeliveryServices):
         return await self._detail(alert)
 
     async def reopen_alert(self, ref, *, actor, comment) -> AlertDetail:
+        actor, comment = self._redact(actor), self._redact(comment)
         alert = await self._parts.store.reopen(ref, actor=actor, comment=comment)
         log.info(
             "alert reopened",
@@ -152,6 +155,11 @@ class Services(DeliveryServices):
 
         return AlertDetail(alert=alert, history=history, escalation=steps)
 
+    def _redact(self, text: str) -> str:
+        """Return what a person typed with the personal data detected in it
+        replaced, before it is stored or logged."""
+        return self._daemon.redactor.text(text)
+
     # Silences
 
     async def list_silences(self, *, state=None):
@@ -169,6 +177,9 @@ class Services(DeliveryServices):
                 parse_matcher(text)
             except ValueError as error:
                 raise InvalidValueError(str(error), f"matchers[{index}]") from None
+        redactor = self._daemon.redactor
+        matchers = [clean_matcher(redactor, text) for text in matchers]
+        created_by, comment = self._redact(created_by), self._redact(comment)
         try:
             silence = await self._parts.silences.add(
                 matchers,
@@ -216,6 +227,8 @@ class Services(DeliveryServices):
     async def add_rule(self, rule: RuleConfig, *, created_by: str) -> RuleEntry:
         if any(r.name == rule.name for r in self._daemon.running.rules):
             raise ConflictError(f"a rule named {rule.name!r} exists")
+        rule = clean_rule(self._daemon.redactor, rule)
+        created_by = self._redact(created_by)
         additions = self._daemon.additions
         changed = msgspec.structs.replace(additions, rules=(*additions.rules, rule))
         self._check(changed)
@@ -266,6 +279,7 @@ class Services(DeliveryServices):
     ) -> IntegrationEntry:
         if any(c.name == channel.name for c in self._daemon.running.channels):
             raise ConflictError(f"an integration named {channel.name!r} exists")
+        created_by = self._redact(created_by)
         additions = self._daemon.additions
         changed = msgspec.structs.replace(
             additions, channels=(*additions.channels, channel)
@@ -335,6 +349,11 @@ class Services(DeliveryServices):
                     parse_matcher(text)
                 except ValueError as error:
                     raise InvalidValueError(str(error), f"matchers[{index}]") from None
+            matchers = [
+                clean_matcher(self._daemon.redactor, text) for text in value.matchers
+            ]
+            value = msgspec.structs.replace(value, matchers=matchers)
+            changed = msgspec.structs.replace(additions, **{kind: value})
         self._check(changed)
         await self._parts.catalog.put_setting(kind, _encode(value))
         await self._daemon.apply_additions(changed, "api")
