@@ -2,16 +2,18 @@
 
 Pruning deletes in small batches, each its own short transaction, and yields
 to the event loop between them, so the engine's and delivery's writes wait
-for one batch at most, never for the whole prune. What goes, oldest first:
+for one batch at most, never for the whole prune. What goes:
 
-- the attempts of a notification that is finished (delivered, dead or
-  skipped); a pending one keeps every attempt, which its backoff counts;
+- the attempts of a finished notification (delivered, dead or skipped) of
+  an alert that is no longer open; a pending one keeps every attempt, which
+  its backoff counts;
 - finished notifications of an alert that is no longer open, once their
   attempts are gone (their transition is then free to go);
 - the transitions of an alert that is no longer open, except those a
-  notification still refers to; an open alert keeps its whole history;
+  notification still refers to;
 - silence and config events.
 
+An open alert keeps its whole history, deliveries included, however old.
 The alerts themselves stay: a resolved or closed alert is what a reopened
 one, and the history of a series, are looked up by.
 """
@@ -40,7 +42,9 @@ _PRUNES = {
         "DELETE FROM delivery_attempts WHERE id IN ("
         " SELECT d.id FROM delivery_attempts AS d"
         " JOIN outbox AS o ON o.id = d.outbox_id"
-        " WHERE d.at < ?1 AND o.state <> 'pending' LIMIT ?2)"
+        " JOIN alerts AS a ON a.id = o.alert_id"
+        " WHERE d.at < ?1 AND o.state <> 'pending'"
+        f" AND a.state NOT IN ({_OPEN}) LIMIT ?2)"
     ),
     "outbox": (
         "DELETE FROM outbox WHERE id IN ("
