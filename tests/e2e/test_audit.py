@@ -4,6 +4,7 @@ after a restart, and no secret in any of it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 
@@ -12,6 +13,7 @@ import pytest
 from tests.e2e.daemon import DAEMON_HEAD, DaemonProcess
 from tests.e2e.test_lifecycle import sender, tocsin
 from tests.standins.webhook import WebhookStandin
+from tocsin.client import Client
 
 HEADER_SECRET = "Bearer audit-header-secret-42"
 
@@ -74,6 +76,10 @@ async def test_the_audit_tells_what_happened_without_a_secret(tmp_path, daemon, 
     expired = await tocsin(daemon, "silence", "expire", silence_id)
     reloaded = await tocsin(daemon, "reload")
     assert [added[0], expired[0], reloaded[0]] == [0, 0, 0]
+    # An integration added through the API, its URL a secret.
+    added_url = hook.url + "/added"
+    with Client(socket=str(tmp_path / "state" / "api.sock")) as client:
+        await asyncio.to_thread(client.add_webhook_integration, "added", url=added_url)
 
     # A clean stop records every attempt made; the log outlives the process.
     assert await daemon.stop(signal.SIGTERM) == 0
@@ -94,9 +100,15 @@ async def test_the_audit_tells_what_happened_without_a_secret(tmp_path, daemon, 
     assert fired["alert"] == deliveries[0]["alert"]
     silences = [(e["action"], e["subject"]) for e in entries if e["kind"] == "silence"]
     assert silences == [("expired", silence_id), ("created", silence_id)]
-    [reload] = [e for e in entries if e["kind"] == "config"]
+    integration, reload = [e for e in entries if e["kind"] == "config"]
     assert (reload["action"], reload["actor"]) == ("reloaded", "api")
     assert reload["detail"]["kept"] == ["latency"]
+    assert (integration["action"], integration["subject"]) == (
+        "integration_added",
+        "added",
+    )
+    assert integration["actor"].startswith("api:")
+    assert integration["detail"]["integration"]["url"] == "********"
     assert [e["at"] for e in entries] == sorted(
         (e["at"] for e in entries), reverse=True
     )
@@ -109,6 +121,6 @@ async def test_the_audit_tells_what_happened_without_a_secret(tmp_path, daemon, 
     ]
     # No secret anywhere: not the URL, not the header, not in the log.
     everything = json.dumps(entries) + table[1]
-    for secret in (daemon.url, "secret-token-0123456789", HEADER_SECRET):
+    for secret in (daemon.url, added_url, "secret-token-0123456789", HEADER_SECRET):
         assert secret not in everything
         assert not [line for line in daemon.raw_stderr if secret in line]
