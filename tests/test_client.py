@@ -231,6 +231,24 @@ async def test_dead_letters_are_listed_with_filters(client):
     assert [d["id"] for d in newest] == [2]
 
 
+async def test_the_audit_log_is_read_with_filters(client, served):
+    page = await run(client.audit)
+    configs = await run(
+        client.audit, since=NOW - 60, alert="uid-1", kind="config", limit=5
+    )
+
+    assert [e["kind"] for e in page["entries"]] == ["delivery", "silence"]
+    assert page["next_cursor"] is None
+    assert configs == {"entries": [], "next_cursor": None}
+    [_, (query, alert)] = served.backend.audit_queries
+    assert (query.since, query.kind, query.limit, alert) == (
+        NOW - 60,
+        "config",
+        5,
+        "uid-1",
+    )
+
+
 async def test_an_integration_test_returns_its_result(client, served):
     result = await run(client.test_integration, "log")
     with pytest.raises(TocsinAPIError) as unknown:

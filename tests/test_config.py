@@ -382,6 +382,16 @@ SITE = (
             '[api]\ntcp = "localhost:70000"\ntoken_env = "T"\n',
             "bad.toml: api.tcp: no such port: 70000",
         ),
+        (
+            '[audit]\nretention = "forever"\n',
+            "bad.toml: audit.retention: invalid duration 'forever'"
+            " (write it like 30s, 5m, 1h or 1d)",
+        ),
+        (
+            "[audit]\nrecord_payloads = 1\n",
+            "bad.toml: audit.record_payloads: Expected `bool`, got `int`",
+        ),
+        ("[audit]\nkeep = true\n", "bad.toml: audit.keep: unknown key"),
     ],
 )
 def test_a_bad_config_is_one_line_naming_file_and_key(text, expected):

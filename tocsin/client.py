@@ -341,6 +341,43 @@ class Client:
 
         return answer["dead_letters"]
 
+    def audit(
+        self,
+        *,
+        since: float | str | None = None,
+        until: float | str | None = None,
+        alert: int | str | None = None,
+        channel: str | None = None,
+        outcome: str | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Return one page of the audit log, newest first.
+
+        :param since: only entries at or after this time: POSIX seconds or
+            an RFC 3339 time; ``until`` likewise.
+        :param alert: only this alert's deliveries and transitions (id or uid).
+        :param kind: ``delivery``, ``transition``, ``silence`` or ``config``.
+        :param cursor: a page's ``next_cursor``, to read the next page.
+        :return: ``{"entries": [...], "next_cursor": ...}``; ``next_cursor``
+            is ``None`` after the last page.
+        """
+        asked = {
+            "since": since,
+            "until": until,
+            "alert": alert,
+            "channel": channel,
+            "outcome": outcome,
+            "kind": kind,
+            "limit": limit,
+            "cursor": cursor,
+        }
+        params = {name: value for name, value in asked.items() if value is not None}
+        answer = self.request("GET", f"{_API}/audit", params=params or None)
+
+        return {"entries": answer["entries"], "next_cursor": answer["next_cursor"]}
+
     # Noise control.
 
     def configure_deduplication(self, **settings: Any) -> dict[str, Any]:

@@ -113,6 +113,15 @@ class AlertsConfig(Strict):
     internal_channels: list[Name] = []
 
 
+class AuditConfig(Strict):
+    #: How long the audit log keeps deliveries, transitions of alerts no
+    #: longer open, and events; ``0`` keeps everything.
+    retention: Duration = Duration(30 * 86400.0)
+    #: Keep the body each delivery attempt sent over HTTP, its secrets
+    #: redacted; headers are never kept.
+    record_payloads: bool = False
+
+
 #: Where the Datadog API key is read from when the file names no source.
 DEFAULT_API_KEY_ENV = "DD_API_KEY"
 
@@ -523,6 +532,7 @@ class Config(Strict):
     escalations: list[EscalationConfig] = []
     dedup: DedupConfig = DedupConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    audit: AuditConfig = AuditConfig()
 
     @property
     def database_path(self) -> Path:

@@ -29,6 +29,7 @@ from tocsin.errors import (
     UnknownSilenceError,
 )
 from tocsin.schema import DedupConfig, LogChannelConfig, RuleConfig
+from tocsin.state.audit import AuditEntry, AuditPage, AuditQuery
 from tocsin.state.models import Alert, AlertSpec, Silence, Transition
 from tocsin.state.outbox import DeadLetter
 
@@ -114,6 +115,10 @@ class FakeBackend:
             dead_letter(2, "hook", "server_error", dead_at=NOW - 10),
             dead_letter(1, "log", "expired", dead_at=NOW - 60),
         ]
+        #: (method, actor) of each change whose actor the API passes.
+        self.actors: list[tuple[str, str]] = []
+        #: Every audit query asked, with the alert reference it named.
+        self.audit_queries: list[tuple[AuditQuery, str | None]] = []
         self.fire(spec("drift", model="fraud-a", team="ml"))
         self.fire(spec("latency", model="ranker", team="search"))
 
@@ -213,7 +218,8 @@ class FakeBackend:
         self.silences[silence.id] = silence
         return silence
 
-    async def expire_silence(self, silence_id):
+    async def expire_silence(self, silence_id, *, actor="api"):
+        self.actors.append(("expire_silence", actor))
         silence = await self.get_silence(silence_id)
         now = self.clock.time()
         ended = msgspec.structs.replace(silence, ends_at=now, updated_at=now)
@@ -238,7 +244,8 @@ class FakeBackend:
         self.rules.append(entry)
         return entry
 
-    async def delete_rule(self, name):
+    async def delete_rule(self, name, *, actor="api"):
+        self.actors.append(("delete_rule", actor))
         self.rules = self._delete(self.rules, name, lambda e: e.rule.name, "rule")
 
     async def list_integrations(self):
@@ -256,7 +263,8 @@ class FakeBackend:
         self.channels.append(entry)
         return entry
 
-    async def delete_integration(self, name):
+    async def delete_integration(self, name, *, actor="api"):
+        self.actors.append(("delete_integration", actor))
         self.channels = self._delete(
             self.channels, name, lambda e: e.channel.name, "channel"
         )
@@ -285,7 +293,8 @@ class FakeBackend:
     async def get_settings(self, kind):
         return self.settings[kind]
 
-    async def put_settings(self, kind, value):
+    async def put_settings(self, kind, value, *, actor="api"):
+        self.actors.append(("put_settings", actor))
         if kind == "digest":
             known = {entry.channel.name for entry in self.channels}
             for index, channel in enumerate(value.channels):
@@ -295,6 +304,40 @@ class FakeBackend:
                     )
         self.settings[kind] = value
         return value
+
+    async def audit(self, query, *, alert=None):
+        self.audit_queries.append((query, alert))
+        if alert is not None:
+            self._find(alert)
+        entries = [
+            AuditEntry(
+                kind="delivery",
+                at=NOW - 5,
+                cursor=f"{NOW - 5!r}:0:7",
+                action="retry",
+                alert="uid-1",
+                alert_id=1,
+                rule="drift",
+                channel="hook",
+                event="trigger",
+                attempt=1,
+                status=503,
+                reason="server_error",
+                error="channel hook: HTTP 503",
+                duration_ms=12.5,
+            ),
+            AuditEntry(
+                kind="silence",
+                at=NOW - 60,
+                cursor=f"{NOW - 60!r}:2:3",
+                actor="api:alice",
+                action="created",
+                subject="s1",
+                detail={"matchers": ['team="ml"']},
+            ),
+        ]
+        entries = [e for e in entries if query.kind in (None, e.kind)]
+        return AuditPage(entries=entries[: query.limit], next_cursor=None)
 
     async def routes(self):
         child = {

@@ -27,6 +27,7 @@ TABLES = {
     "api_integrations",
     "api_settings",
     "inbound_events",
+    "audit_events",
 }
 
 

@@ -49,6 +49,7 @@ from typing import NamedTuple
 from tocsin.channels.attempt import bounded_send
 from tocsin.channels.base import Channel
 from tocsin.channels.pacing import SlidingWindow
+from tocsin.channels.sent import capture
 from tocsin.clock import Clock
 from tocsin.errors import DeliveryError, StateError
 from tocsin.logs import RateLimiter, redact
@@ -90,6 +91,7 @@ class Dispatcher:
         clock: Clock,
         *,
         rng: random.Random | None = None,
+        record_payloads: bool = False,
     ) -> None:
         self.delivered = 0
         self.retried = 0
@@ -104,6 +106,8 @@ class Dispatcher:
         self._channels: dict[str, Channel] = {}
         self._clock = clock
         self._rng = rng or random.Random()
+        # Whether each attempt's record keeps the body it sent (see sent.py).
+        self._record_payloads = record_payloads
         self._wakeups: dict[str, asyncio.Event] = {}
         self._in_flight: dict[str, dict[int, Notification]] = {}
         self._unrecorded: dict[str, deque[_Attempt]] = {}
@@ -376,7 +380,8 @@ class Dispatcher:
         status: int | None = None
         failure: DeliveryError | None = None
         try:
-            status = await bounded_send(channel, notification)
+            with capture(self._record_payloads) as sent:
+                status = await bounded_send(channel, notification)
         except DeliveryError as error:
             failure = error
         except Exception as error:
@@ -404,6 +409,7 @@ class Dispatcher:
                 extra=_context(channel.name, notification, status=status),
             )
             fields = {"status": status, "duration_ms": duration_ms, "at": ended}
+            fields["payload"] = sent.payload()
             return _Attempt(notification, "delivered", fields)
 
         # A failure: retry later, or give up.
@@ -414,6 +420,7 @@ class Dispatcher:
         }
         context = _context(channel.name, notification, **record, elapsed_ms=duration_ms)
         fields = {**record, "duration_ms": duration_ms, "at": ended}
+        fields["payload"] = sent.payload()
         if failure.retryable and attempt < channel.max_attempts:
             delay = self.retry_delay(channel, attempt, failure.retry_after)
             self.retried += 1

@@ -25,6 +25,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from tocsin import __version__
+from tocsin.channels.sent import note as note_sent
 from tocsin.clock import Clock
 from tocsin.errors import DeliveryError
 
@@ -194,6 +195,8 @@ class HttpTarget:
             status, with what it means for a retry.
         """
         sent = {"Content-Type": content_type, "User-Agent": USER_AGENT, **headers}
+        # For the audit log: the body as it leaves, never the headers.
+        note_sent(body)
         try:
             async with self._session.request(
                 method,

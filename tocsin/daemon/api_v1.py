@@ -1,5 +1,6 @@
 """The handlers of ``/api/v1``: alerts, silences, rules, integrations (and a
-test of each), dead letters, settings, routes, groups and status.
+test of each), dead letters, the audit log, settings, routes, groups and
+status.
 
 Each handler reads and checks its request (:mod:`tocsin.daemon.api_values`),
 asks the :class:`~tocsin.daemon.backend.Backend`, and answers one JSON object
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from tocsin import __version__
 from tocsin.clock import Clock
+from tocsin.daemon import api_audit
 from tocsin.daemon import api_values as values
 from tocsin.daemon.backend import SETTINGS_TYPES, Backend
 from tocsin.errors import InvalidValueError, NotFoundError
@@ -123,6 +125,7 @@ class V1:
         router.add_delete(PREFIX + "/integrations/{name}", self._delete_integration)
         router.add_post(PREFIX + "/integrations/{name}/test", self._test_integration)
         router.add_get(PREFIX + "/deadletters", self._dead_letters, **get)
+        router.add_get(PREFIX + "/audit", self._audit, **get)
         router.add_get(PREFIX + "/settings/{kind}", self._settings, **get)
         router.add_put(PREFIX + "/settings/{kind}", self._put_settings)
         router.add_get(PREFIX + "/routes", self._routes, **get)
@@ -218,7 +221,9 @@ class V1:
         return ok({"silence": values.silence_json(silence, self._clock.time())})
 
     async def _expire_silence(self, request: web.Request) -> web.Response:
-        silence = await self._backend.expire_silence(request.match_info["id"])
+        silence = await self._backend.expire_silence(
+            request.match_info["id"], actor=values.actor(request)
+        )
 
         return ok({"silence": values.silence_json(silence, self._clock.time())})
 
@@ -234,7 +239,9 @@ class V1:
         return ok({"rule": values.rule_json(entry)}, 201)
 
     async def _delete_rule(self, request: web.Request) -> web.Response:
-        await self._backend.delete_rule(request.match_info["name"])
+        await self._backend.delete_rule(
+            request.match_info["name"], actor=values.actor(request)
+        )
 
         return ok()
 
@@ -252,7 +259,9 @@ class V1:
         return ok({"integration": values.integration_json(entry)}, 201)
 
     async def _delete_integration(self, request: web.Request) -> web.Response:
-        await self._backend.delete_integration(request.match_info["name"])
+        await self._backend.delete_integration(
+            request.match_info["name"], actor=values.actor(request)
+        )
 
         return ok()
 
@@ -271,6 +280,12 @@ class V1:
 
         return ok({"dead_letters": [values.dead_letter_json(d) for d in letters]})
 
+    async def _audit(self, request: web.Request) -> web.Response:
+        query, alert = api_audit.audit_query(request.query)
+        page = await self._backend.audit(query, alert=alert)
+
+        return ok(api_audit.audit_json(page))
+
     async def _settings(self, request: web.Request) -> web.Response:
         kind = _settings_kind(request)
         settings = await self._backend.get_settings(kind)
@@ -280,7 +295,9 @@ class V1:
     async def _put_settings(self, request: web.Request) -> web.Response:
         kind = _settings_kind(request)
         asked = values.decode(await _body(request), SETTINGS_TYPES[kind], kind)
-        settings = await self._backend.put_settings(kind, asked)
+        settings = await self._backend.put_settings(
+            kind, asked, actor=values.actor(request)
+        )
 
         return ok({"kind": kind, "settings": values.builtins(settings)})
 

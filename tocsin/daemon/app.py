@@ -21,6 +21,7 @@ from tocsin.clock import Clock, SystemClock
 from tocsin.config import Config
 from tocsin.daemon import api
 from tocsin.daemon.alerting import AlertPipeline, restore
+from tocsin.daemon.audit_parts import AuditParts
 from tocsin.daemon.effective import Additions
 from tocsin.daemon.hooks import Hooks
 from tocsin.daemon.ingest import IngestRouter, IngestStats
@@ -74,7 +75,7 @@ class ShutdownBudget:
         return max(0.0, self._ends - self._clock.monotonic()) * share
 
 
-class Daemon(ListenerParts, NotificationParts):
+class Daemon(ListenerParts, NotificationParts, AuditParts):
     """One Tocsin process.
 
     :param config: the checked configuration.
@@ -152,6 +153,7 @@ class Daemon(ListenerParts, NotificationParts):
             # systemd waits for READY=1 after RELOADING=1, whatever came of it.
             self.supervision.reloaded(error)
         self.config = self._reloader.config
+        await self._record_reload(source, outcome)
 
         return outcome
 
@@ -301,6 +303,7 @@ class Daemon(ListenerParts, NotificationParts):
         parts.silences = SilenceStore(database, clock)
         parts.escalations = EscalationStore(database, clock)
         parts.catalog = Catalog(database, clock)
+        await self._start_audit(stack, database)
 
         # Tocsin's own metrics read the parts as they join; the loop's lag is
         # measured from here on.
@@ -326,7 +329,9 @@ class Daemon(ListenerParts, NotificationParts):
             log.info("restored open alerts", extra={"count": restored})
 
         # Delivery: pending notifications from before a restart go out now.
-        dispatcher = Dispatcher(outbox, channels, clock)
+        dispatcher = Dispatcher(
+            outbox, channels, clock, record_payloads=config.audit.record_payloads
+        )
         dispatcher.start()
         stack.push_async_callback(self._stop_delivery, dispatcher, channels)
         parts.dispatcher = dispatcher

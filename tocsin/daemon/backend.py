@@ -26,6 +26,7 @@ import msgspec
 
 from tocsin.errors import LifecycleError
 from tocsin.schema import ChannelConfig, DedupConfig, Duration, Matcher, RuleConfig
+from tocsin.state.audit import AuditPage, AuditQuery
 from tocsin.state.lifecycle import MANUAL_MOVES, path_to
 from tocsin.state.models import Alert, AlertState, Silence, Transition
 from tocsin.state.outbox import DeadLetter
@@ -237,8 +238,10 @@ class Backend(Protocol):
         """
         ...
 
-    async def expire_silence(self, silence_id: str) -> Silence:
+    async def expire_silence(self, silence_id: str, *, actor: str = "api") -> Silence:
         """End a silence now; return it as it ends.
+
+        :param actor: who ends it (``api:alice``), for the audit log.
 
         :raises UnknownSilenceError: if there is none with that id.
         """
@@ -257,8 +260,10 @@ class Backend(Protocol):
         """
         ...
 
-    async def delete_rule(self, name: str) -> None:
+    async def delete_rule(self, name: str, *, actor: str = "api") -> None:
         """Stop running and forget a rule added through the API.
+
+        :param actor: who removes it, for the audit log.
 
         :raises NotFoundError: if no rule has that name.
         :raises ConflictError: if the rule comes from the config file.
@@ -280,8 +285,10 @@ class Backend(Protocol):
         """
         ...
 
-    async def delete_integration(self, name: str) -> None:
+    async def delete_integration(self, name: str, *, actor: str = "api") -> None:
         """Forget a channel added through the API.
+
+        :param actor: who removes it, for the audit log.
 
         :raises NotFoundError: if no channel has that name.
         :raises ConflictError: if the channel comes from the config file, or
@@ -312,11 +319,23 @@ class Backend(Protocol):
         """Return the settings of ``kind`` as they apply now."""
         ...
 
-    async def put_settings(self, kind: SettingsKind, value: Settings) -> Settings:
+    async def put_settings(
+        self, kind: SettingsKind, value: Settings, *, actor: str = "api"
+    ) -> Settings:
         """Store and apply the settings of ``kind``; return them as they apply.
+
+        :param actor: who changes them, for the audit log.
 
         :raises InvalidValueError: if a matcher does not parse or a channel
             does not exist.
+        """
+        ...
+
+    async def audit(self, query: AuditQuery, *, alert: str | None = None) -> AuditPage:
+        """Return the audit log's entries that match ``query``, newest first.
+
+        :param alert: only this alert's (an id or a uid).
+        :raises UnknownAlertError: if ``alert`` names no alert.
         """
         ...
 

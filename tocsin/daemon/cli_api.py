@@ -2,7 +2,8 @@
 
 ``alerts``, ``show``, ``ack``, ``investigate``, ``escalate``, ``resolve``,
 ``close``, ``silence add|list|expire``, ``integrations list|test``,
-``deadletters`` and ``status`` call the API through
+``deadletters``, ``audit`` (:mod:`tocsin.daemon.cli_audit`) and ``status``
+call the API through
 :class:`tocsin.client.Client`. They find the daemon as ``tocsin reload`` does,
 from ``-c tocsin.toml``, or at ``--socket``, or from ``$TOCSIN_API`` (a socket
 path, or the ``http://`` URL of the TCP listener, whose token is read from
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tocsin.client import Client, TocsinAPIError, TocsinUnreachableError
+from tocsin.daemon import cli_audit
 from tocsin.errors import ConfigError
 
 #: Exit status when the daemon refused the request.
@@ -41,7 +43,16 @@ MOVES = {
 }
 #: Every command this module adds.
 COMMANDS = frozenset(
-    {"alerts", "show", "silence", "integrations", "deadletters", "status", *MOVES}
+    {
+        "alerts",
+        "show",
+        "silence",
+        "integrations",
+        "deadletters",
+        "audit",
+        "status",
+        *MOVES,
+    }
 )
 
 
@@ -113,6 +124,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )
     dead.add_argument("--channel", help="only those of this channel")
     dead.add_argument("--limit", type=int, help="most listed")
+
+    cli_audit.add_parser(commands, common)
 
     commands.add_parser("status", parents=[common], help="how the daemon is doing")
 
@@ -211,6 +224,9 @@ def _run(client: Client, arguments: argparse.Namespace) -> str:
     if command == "deadletters":
         letters = client.list_dead_letters(arguments.channel, arguments.limit)
         return _dump(letters) if arguments.json else _dead_letters_table(letters)
+    if command == "audit":
+        page, text = cli_audit.run(client, arguments)
+        return _dump(page) if arguments.json else text
 
     return _silence(client, arguments)
 

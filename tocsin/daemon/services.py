@@ -22,6 +22,7 @@ from tocsin.channels.policy import NoisePolicy
 from tocsin.channels.routing import group_labels
 from tocsin.config import ChannelConfig, Config, RuleConfig
 from tocsin.daemon import backend
+from tocsin.daemon.api_values import masked
 from tocsin.daemon.backend import (
     SETTINGS_TYPES,
     AlertDetail,
@@ -198,9 +199,9 @@ class Services(DeliveryServices):
 
         return silence
 
-    async def expire_silence(self, silence_id):
-        silence = await self._parts.silences.expire(silence_id)
-        log.info("silence expired", extra={"detail": silence_id})
+    async def expire_silence(self, silence_id, *, actor="api"):
+        silence = await self._parts.silences.expire(silence_id, actor=actor)
+        log.info("silence expired", extra={"detail": silence_id, "reason": actor})
         await self._daemon.silences_changed()
 
         return silence
@@ -243,12 +244,12 @@ class Services(DeliveryServices):
             created_by=created_by,
         )
 
-    async def delete_rule(self, name: str) -> None:
+    async def delete_rule(self, name: str, *, actor: str = "api") -> None:
         if any(rule.name == name for rule in self._daemon.config.rules):
             raise ConflictError(
                 f"rule {name!r} comes from the config file; remove it there"
             )
-        if not await self._parts.catalog.delete_rule(name):
+        if not await self._parts.catalog.delete_rule(name, actor=actor):
             raise NotFoundError(f"no rule {name}")
         additions = self._daemon.additions
         rules = tuple(rule for rule in additions.rules if rule.name != name)
@@ -294,13 +295,14 @@ class Services(DeliveryServices):
             type(channel).__struct_config__.tag,
             _encode(channel),
             created_by,
+            shown=masked(channel),
         )
         self._parts.dispatcher.add_channel(channel.name, built)
         await self._daemon.apply_additions(changed, "api")
 
         return IntegrationEntry(channel=channel, source="api", created_by=created_by)
 
-    async def delete_integration(self, name: str) -> None:
+    async def delete_integration(self, name: str, *, actor: str = "api") -> None:
         if any(channel.name == name for channel in self._daemon.config.channels):
             raise ConflictError(
                 f"integration {name!r} comes from the config file; remove it there"
@@ -318,10 +320,21 @@ class Services(DeliveryServices):
             raise ConflictError(
                 f"integration {name!r} is still used: {error}"
             ) from None
-        await self._parts.catalog.delete_integration(name)
+        await self._parts.catalog.delete_integration(name, actor=actor)
         # TODO: its delivery worker runs until the next restart; nothing new
         # is routed to it, and rows already queued for it still go out.
         await self._daemon.apply_additions(changed, "api")
+
+    # The audit log
+
+    async def audit(self, query, *, alert=None):
+        if alert is not None:
+            found = await self._parts.store.get_by_ref(alert)
+            if found is None:
+                raise UnknownAlertError(alert)
+            query = msgspec.structs.replace(query, alert_id=found.id)
+
+        return await self._parts.audit.query(query)
 
     # Settings
 
@@ -340,7 +353,7 @@ class Services(DeliveryServices):
             return running.dedup
         return additions.digest or DigestSettings()
 
-    async def put_settings(self, kind, value):
+    async def put_settings(self, kind, value, *, actor="api"):
         additions = self._daemon.additions
         changed = msgspec.structs.replace(additions, **{kind: value})
         if isinstance(value, DigestSettings):
@@ -355,7 +368,7 @@ class Services(DeliveryServices):
             value = msgspec.structs.replace(value, matchers=matchers)
             changed = msgspec.structs.replace(additions, **{kind: value})
         self._check(changed)
-        await self._parts.catalog.put_setting(kind, _encode(value))
+        await self._parts.catalog.put_setting(kind, _encode(value), actor=actor)
         await self._daemon.apply_additions(changed, "api")
 
         return await self.get_settings(kind)

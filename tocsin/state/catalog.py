@@ -4,18 +4,22 @@ What the config file says is read from the file; what an operator adds while
 Tocsin runs is kept here, so that it survives a restart. Each entry is stored
 as the JSON object the API accepted: the catalog does not interpret it, the
 daemon checks it again when it loads it, as it checks the file.
+
+Every change is recorded in the audit log in its own transaction, an
+integration as its caller described it, with its secrets masked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 
 from tocsin.clock import Clock
 from tocsin.errors import ConflictError
-from tocsin.state.db import Database
+from tocsin.state.audit import write_event
+from tocsin.state.db import Database, Transaction
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
@@ -62,7 +66,9 @@ class Catalog:
         )
         params = (name, _encode(body), entry.created_at, created_by)
         taken = f"a rule named {name!r} already exists"
-        await self._insert("api_rules", name, sql, params, taken)
+        async with self._db.transaction() as tx:
+            await _insert(tx, "api_rules", name, sql, params, taken)
+            await self._audit(tx, "rule_added", created_by, name, {"rule": body})
 
         return entry
 
@@ -81,20 +87,33 @@ class Catalog:
         )
         return None if row is None else _rule(row)
 
-    async def delete_rule(self, name: str) -> bool:
-        """Remove the rule called ``name``; return whether there was one."""
+    async def delete_rule(self, name: str, *, actor: str = "api") -> bool:
+        """Remove the rule called ``name``; return whether there was one.
+
+        :param actor: who removes it, for the audit log.
+        """
         async with self._db.transaction() as tx:
             deleted = await tx.execute("DELETE FROM api_rules WHERE name = ?", (name,))
+            if deleted:
+                await self._audit(tx, "rule_removed", actor, name)
 
         return deleted > 0
 
     async def add_integration(
-        self, name: str, type: str, body: dict[str, Any], created_by: str
+        self,
+        name: str,
+        type: str,
+        body: dict[str, Any],
+        created_by: str,
+        *,
+        shown: Mapping[str, Any] | None = None,
     ) -> CatalogEntry:
         """Store an integration (a channel) under ``name``; return it as stored.
 
         :param type: the channel type (``webhook``), kept apart to list
             integrations without decoding them.
+        :param shown: the integration as the audit log keeps it, its secrets
+            masked; without it the audit log keeps its name and type only.
         :raises ConflictError: if the catalog already has one of that name.
         :raises StateError: if the database cannot be written.
         """
@@ -111,7 +130,10 @@ class Catalog:
         )
         params = (name, type, _encode(body), entry.created_at, created_by)
         taken = f"an integration named {name!r} already exists"
-        await self._insert("api_integrations", name, sql, params, taken)
+        detail = {"type": type, "integration": dict(shown or {})}
+        async with self._db.transaction() as tx:
+            await _insert(tx, "api_integrations", name, sql, params, taken)
+            await self._audit(tx, "integration_added", created_by, name, detail)
 
         return entry
 
@@ -132,21 +154,30 @@ class Catalog:
         )
         return None if row is None else _integration(row)
 
-    async def delete_integration(self, name: str) -> bool:
-        """Remove the integration called ``name``; return whether there was one."""
+    async def delete_integration(self, name: str, *, actor: str = "api") -> bool:
+        """Remove the integration called ``name``; return whether there was one.
+
+        :param actor: who removes it, for the audit log.
+        """
         async with self._db.transaction() as tx:
             deleted = await tx.execute(
                 "DELETE FROM api_integrations WHERE name = ?", (name,)
             )
+            if deleted:
+                await self._audit(tx, "integration_removed", actor, name)
 
         return deleted > 0
 
-    async def put_setting(self, kind: str, body: dict[str, Any]) -> None:
+    async def put_setting(
+        self, kind: str, body: dict[str, Any], *, actor: str = "api"
+    ) -> None:
         """Store the settings of ``kind`` (``grouping``), replacing any before.
 
+        :param actor: who changes them, for the audit log.
         :raises StateError: if the database cannot be written.
         """
         async with self._db.transaction() as tx:
+            await self._audit(tx, "settings_changed", actor, kind, {"settings": body})
             await tx.execute(
                 "INSERT INTO api_settings (kind, body, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (kind) DO UPDATE"
@@ -168,15 +199,33 @@ class Catalog:
         )
         return {kind: _decode(body) for kind, body in rows}
 
-    async def _insert(
-        self, table: str, name: str, sql: str, params: Sequence[Any], taken: str
+    async def _audit(
+        self,
+        tx: Transaction,
+        action: str,
+        actor: str,
+        subject: str,
+        detail: Mapping[str, Any] | None = None,
     ) -> None:
-        # The transaction holds the write lock from its start: no other writer
-        # can take the name between the look-up and the insert.
-        async with self._db.transaction() as tx:
-            if await tx.fetchone(f"SELECT 1 FROM {table} WHERE name = ?", (name,)):
-                raise ConflictError(taken)
-            await tx.insert(sql, params)
+        await write_event(
+            tx,
+            at=self._clock.time(),
+            kind="config",
+            action=action,
+            actor=actor,
+            subject=subject,
+            detail=detail,
+        )
+
+
+async def _insert(
+    tx: Transaction, table: str, name: str, sql: str, params: Sequence[Any], taken: str
+) -> None:
+    # The transaction holds the write lock from its start: no other writer
+    # can take the name between the look-up and the insert.
+    if await tx.fetchone(f"SELECT 1 FROM {table} WHERE name = ?", (name,)):
+        raise ConflictError(taken)
+    await tx.insert(sql, params)
 
 
 def _rule(row: Sequence) -> CatalogEntry:

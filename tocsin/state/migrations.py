@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import aiosqlite
 
 from tocsin.errors import StateError
+from tocsin.state.audit_schema import V10 as _V10
 
 _V1 = """
 CREATE TABLE alerts (
@@ -482,7 +483,8 @@ ALTER TABLE outbox ADD COLUMN dead_reason TEXT;
 """
 
 #: Every migration, oldest first; the schema version is the list's length.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
+#: Version 10, the audit log, is in :mod:`tocsin.state.audit_schema`.
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10)
 
 
 def statements(script: str) -> list[str]:

@@ -453,6 +453,7 @@ class Outbox:
         error: str | None = None,
         next_attempt_at: float | None = None,
         at: float | None = None,
+        payload: str | None = None,
     ) -> None:
         now = self._clock.time() if at is None else at
         attempt = notification.attempts + 1
@@ -485,7 +486,8 @@ class Outbox:
             return
         await tx.execute(
             "INSERT INTO delivery_attempts (outbox_id, attempt, at, outcome,"
-            " status, reason, error, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " status, reason, error, duration_ms, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 notification.id,
                 attempt,
@@ -495,5 +497,6 @@ class Outbox:
                 reason,
                 error,
                 duration_ms,
+                payload,
             ),
         )

@@ -23,6 +23,7 @@ import msgspec.structs
 
 from tocsin.clock import Clock
 from tocsin.errors import SilenceExpiredError, UnknownSilenceError
+from tocsin.state.audit import write_event
 from tocsin.state.db import Database
 from tocsin.state.models import Silence
 
@@ -48,6 +49,17 @@ def _silence(row: Sequence[Any]) -> Silence:
         created_at=created,
         updated_at=updated,
     )
+
+
+def _described(silence: Silence) -> dict[str, Any]:
+    """Return what the audit log keeps of a silence."""
+    return {
+        "matchers": list(silence.matchers),
+        "starts_at": silence.starts_at,
+        "ends_at": silence.ends_at,
+        "created_by": silence.created_by,
+        "comment": silence.comment,
+    }
 
 
 class SilenceStore:
@@ -102,6 +114,15 @@ class SilenceStore:
                     now,
                 ),
             )
+            await write_event(
+                tx,
+                at=now,
+                kind="silence",
+                action="created",
+                actor=created_by,
+                subject=silence.id,
+                detail=_described(silence),
+            )
 
         return silence
 
@@ -112,11 +133,13 @@ class SilenceStore:
         )
         return None if row is None else _silence(row)
 
-    async def expire(self, silence_id: str) -> Silence:
+    async def expire(self, silence_id: str, *, actor: str = "api") -> Silence:
         """End a silence now and return it.
 
         A silence that has not started yet ends before it ever starts: both
         its start and its end become now.
+
+        :param actor: who ends it, for the audit log.
 
         :raises UnknownSilenceError: if no silence has that id.
         :raises SilenceExpiredError: if the silence has already ended.
@@ -142,6 +165,15 @@ class SilenceStore:
                 "UPDATE silences SET starts_at = ?, ends_at = ?, updated_at = ?"
                 " WHERE id = ?",
                 (silence.starts_at, now, now, silence_id),
+            )
+            await write_event(
+                tx,
+                at=now,
+                kind="silence",
+                action="expired",
+                actor=actor,
+                subject=silence_id,
+                detail=_described(silence),
             )
 
         return silence
