@@ -113,6 +113,21 @@ class AlertsConfig(Strict):
     internal_channels: list[Name] = []
 
 
+class HealthConfig(Strict):
+    """When an integration counts as degraded or failing, and when Tocsin
+    raises its own alerts about one (see :mod:`tocsin.channels.health`)."""
+
+    #: Failed attempts within ``window`` that raise
+    #: ``tocsin.integration_failing``; as many failures in a row, with no
+    #: success between them, make an integration ``failing``.
+    failures: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
+    #: How far back failures, dead letters and a stalled backlog are looked for.
+    #: Not ``0``.
+    window: Duration = Duration(600.0)
+    #: Pending notifications from which an integration counts as ``degraded``.
+    backlog: Annotated[int, msgspec.Meta(ge=1)] = 100
+
+
 #: Where the Datadog API key is read from when the file names no source.
 DEFAULT_API_KEY_ENV = "DD_API_KEY"
 
@@ -504,6 +519,7 @@ class Config(Strict):
     inhibit: list[InhibitConfig] = []
     escalations: list[EscalationConfig] = []
     dedup: DedupConfig = DedupConfig()
+    health: HealthConfig = HealthConfig()
 
     @property
     def database_path(self) -> Path:
