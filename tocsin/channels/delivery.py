@@ -48,6 +48,7 @@ from typing import NamedTuple
 
 from tocsin.channels.attempt import bounded_send
 from tocsin.channels.base import Channel
+from tocsin.channels.health import DeliveryWatch
 from tocsin.channels.pacing import SlidingWindow
 from tocsin.clock import Clock
 from tocsin.errors import DeliveryError, StateError
@@ -81,6 +82,7 @@ class Dispatcher:
 
     :param channels: the channels by name; rows for any other name stay queued.
     :param rng: source of jitter; tests pass a seeded one.
+    :param watch: told of every outcome once it is recorded.
     """
 
     def __init__(
@@ -90,7 +92,9 @@ class Dispatcher:
         clock: Clock,
         *,
         rng: random.Random | None = None,
+        watch: DeliveryWatch | None = None,
     ) -> None:
+        self.watch = watch or DeliveryWatch()
         self.delivered = 0
         self.retried = 0
         self.dead_lettered = 0
@@ -144,6 +148,10 @@ class Dispatcher:
         self._pacing[name] = SlidingWindow(
             channel.rate_limit, channel.rate_period, self._clock
         )
+
+    def in_flight(self, name: str) -> int:
+        """Return how many attempts to the channel ``name`` are being made."""
+        return len(self._in_flight.get(name, ()))
 
     def channel(self, name: str) -> Channel | None:
         """Return the channel called ``name``, or ``None``."""
@@ -333,6 +341,10 @@ class Dispatcher:
         # A dead letter is told once it is one on disk, where the API and
         # ``tocsin deadletters`` read it.
         for attempt in unrecorded:
+            fields = attempt.fields
+            self.watch.attempted(
+                channel, attempt.outcome, fields["at"], fields.get("reason")
+            )
             if attempt.error_line is not None:
                 message, context = attempt.error_line
                 log.error(message, extra=context)
@@ -441,6 +453,7 @@ class Dispatcher:
         await self._outbox.expired(notification, reason=EXPIRED, at=now)
         self.expired += 1
         self.dead_lettered += 1
+        self.watch.expired(channel.name, now)
         age = now - notification.created_at
         context = _context(
             channel.name, notification, reason=EXPIRED, age_s=round(age, 3)
