@@ -17,6 +17,7 @@ from tocsin.channels.base import ChannelContext
 from tocsin.channels.build import build_channels
 from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer
 from tocsin.channels.delivery import Dispatcher
+from tocsin.channels.health import DeliveryWatch
 from tocsin.clock import Clock, SystemClock
 from tocsin.config import Config
 from tocsin.daemon import api
@@ -25,6 +26,7 @@ from tocsin.daemon.effective import Additions
 from tocsin.daemon.hooks import Hooks
 from tocsin.daemon.ingest import IngestRouter, IngestStats
 from tocsin.daemon.listener_parts import ListenerParts
+from tocsin.daemon.meta_alerts import IntegrationWatcher
 from tocsin.daemon.notifications import NotificationParts
 from tocsin.daemon.reload import Reloader, ReloadOutcome
 from tocsin.daemon.services import Services
@@ -289,7 +291,8 @@ class Daemon(ListenerParts, NotificationParts):
             log.info("restored open alerts", extra={"count": restored})
 
         # Delivery: pending notifications from before a restart go out now.
-        dispatcher = Dispatcher(outbox, channels, clock)
+        watch = DeliveryWatch(float(running.health.window))
+        dispatcher = Dispatcher(outbox, channels, clock, watch=watch)
         dispatcher.start()
         stack.push_async_callback(self._stop_delivery, dispatcher, channels)
         parts.dispatcher = dispatcher
@@ -310,10 +313,26 @@ class Daemon(ListenerParts, NotificationParts):
             internal_channels=running.alerts.internal_channels,
             on_changed=self._alert_changed,
             reopen_window=float(running.alerts.reopen_window),
+            health=running.health,
         )
         pipeline_task = asyncio.create_task(pipeline.run(), name="alert-pipeline")
         stack.push_async_callback(self._stop_pipeline, pipeline, pipeline_task)
         router = IngestRouter(engine, buffer, pipeline.submit)
+
+        # Tocsin's own alerts about its integrations, from the outcomes
+        # delivery notes; those of earlier runs stay open until they clear.
+        watcher = IntegrationWatcher(
+            watch,
+            running.health,
+            pipeline.submit,
+            clock,
+            configured=lambda: [c.name for c in self.running.channels],
+            internal_channels=lambda: self.running.alerts.internal_channels,
+        )
+        watcher.restore(await store.open_alerts(), clock.time())
+        parts.watcher = watcher
+        watching = asyncio.create_task(watcher.run(), name="integration-watch")
+        stack.push_async_callback(_cancel, watching)
 
         background = asyncio.create_task(
             self._tick(engine, pipeline, store), name="rule-tick"

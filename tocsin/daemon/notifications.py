@@ -20,6 +20,7 @@ from tocsin.channels.policy import NoisePolicy
 from tocsin.config import Config
 from tocsin.daemon.alerting import series_limit_rule
 from tocsin.daemon.effective import Additions, effective
+from tocsin.daemon.meta_alerts import meta_rules
 from tocsin.daemon.services import decode_additions, escalation_of
 from tocsin.errors import ConfigError
 from tocsin.secrets import channel_secrets
@@ -149,6 +150,7 @@ class NotificationParts:
         rules = {rule.name: rule for rule in running.rules}
         internal = series_limit_rule(running.alerts.internal_channels)
         rules[internal.name] = internal
+        rules.update(meta_rules(running.alerts.internal_channels, running.health))
         policy = NoisePolicy.from_config(running, rules=rules, silences=silences)
         self._escalation_of = escalation_of(running, policy)
 
@@ -158,6 +160,14 @@ class NotificationParts:
         """Route, silence and group by ``running`` from now on (a reload)."""
         self.running = running
         parts = self.parts
+        watcher = getattr(parts, "watcher", None)
+        if watcher is not None:
+            watcher.configure(running.health)
+            pipeline = parts.pipeline
+            pipeline.health = running.health
+            pipeline.meta_rules = meta_rules(
+                running.alerts.internal_channels, running.health
+            )
         policy = self._policy(running, [s for s, _ in parts.policy._silences])
         parts.policy = policy
         parts.notifier.reconfigure(policy, running.dedup)
