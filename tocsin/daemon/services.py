@@ -33,6 +33,7 @@ from tocsin.daemon.backend import (
     Status,
 )
 from tocsin.daemon.delivery_services import DeliveryServices
+from tocsin.daemon.health_services import HealthServices
 from tocsin.daemon.effective import Additions, effective
 from tocsin.errors import (
     ConfigError,
@@ -62,7 +63,7 @@ def _encode(value: object) -> Any:
     return msgspec.to_builtins(value, enc_hook=_duration)
 
 
-class Services(DeliveryServices):
+class Services(DeliveryServices, HealthServices):
     """Everything the API reads or changes, over the daemon's running parts.
 
     :param daemon: the running :class:`~tocsin.daemon.app.Daemon`; its
@@ -259,7 +260,12 @@ class Services(DeliveryServices):
                         created_by=stored.created_by,
                     )
                 )
-        return entries
+        healths = await self.health_of(entry.channel.name for entry in entries)
+
+        return [
+            msgspec.structs.replace(entry, health=healths[entry.channel.name])
+            for entry in entries
+        ]
 
     async def add_integration(
         self, channel: ChannelConfig, *, created_by: str
