@@ -46,6 +46,7 @@ CHANNEL_RULES = (INTEGRATION_FAILING_RULE, DEAD_LETTERS_RULE)
 
 Status = Literal["healthy", "degraded", "failing"]
 
+
 class IntegrationHealth(msgspec.Struct, frozen=True, kw_only=True):
     """One integration's health, as the API shows it."""
 
@@ -114,8 +115,7 @@ def classify(
         and now - figures.oldest_pending_at > window
     )
     delivered_lately = (
-        figures.last_success_at is not None
-        and now - figures.last_success_at <= window
+        figures.last_success_at is not None and now - figures.last_success_at <= window
     )
     if in_a_row:
         return "failing", f"last {settings.failures} attempts failed"

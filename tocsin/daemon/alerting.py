@@ -14,15 +14,15 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from tocsin.clock import Clock
 from tocsin.channels.health import CHANNEL_RULES
+from tocsin.clock import Clock
 from tocsin.config import ChannelConfig, RuleConfig
 from tocsin.daemon.meta_alerts import destinations, meta_rules
-from tocsin.schema import HealthConfig
 from tocsin.errors import StateError
 from tocsin.logs import RateLimiter
 from tocsin.rules.conditions import format_duration
 from tocsin.rules.decisions import SERIES_LIMIT_RULE, Decision
+from tocsin.schema import HealthConfig
 from tocsin.state.models import Alert, AlertSpec
 from tocsin.templates import TemplateProblem, context, render
 

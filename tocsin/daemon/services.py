@@ -33,8 +33,8 @@ from tocsin.daemon.backend import (
     Status,
 )
 from tocsin.daemon.delivery_services import DeliveryServices
-from tocsin.daemon.health_services import HealthServices
 from tocsin.daemon.effective import Additions, effective
+from tocsin.daemon.health_services import HealthServices
 from tocsin.errors import (
     ConfigError,
     ConflictError,

@@ -131,9 +131,7 @@ class DeliveryHealth:
     async def _first_attempt_since(self, since: float) -> int:
         """Return the lowest id of an attempt that ended at ``since`` or later
         (one past the last id when none did)."""
-        row = await self._db.fetchone(
-            "SELECT MIN(id), MAX(id) FROM delivery_attempts"
-        )
+        row = await self._db.fetchone("SELECT MIN(id), MAX(id) FROM delivery_attempts")
         if row is None or row[0] is None:
             return 0
         low, high = row[0], row[1] + 1
