@@ -126,6 +126,9 @@ class HealthConfig(Strict):
     window: Duration = Duration(600.0)
     #: Pending notifications from which an integration counts as ``degraded``.
     backlog: Annotated[int, msgspec.Meta(ge=1)] = 100
+    #: Export intervals without an accepted request, after a failed one,
+    #: that raise ``tocsin.export_behind``.
+    export_intervals: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 3
 
 
 #: Where the Datadog API key is read from when the file names no source.

@@ -12,12 +12,14 @@ from tests.daemon.test_alerting import CHANNELS, RULES, T0, run_pipeline
 from tocsin import config
 from tocsin.channels.health import (
     DEAD_LETTERS_RULE,
+    EXPORT_BEHIND_RULE,
     INTEGRATION_FAILING_RULE,
     DeliveryWatch,
 )
 from tocsin.channels.policy import NoisePolicy
 from tocsin.clock import ManualClock
 from tocsin.daemon.alerting import AlertPipeline, alert_spec, restore
+from tocsin.daemon.export_watch import ExportWatcher
 from tocsin.daemon.meta_alerts import IntegrationWatcher, meta_rules
 from tocsin.rules.engine import RuleEngine
 from tocsin.schema import HealthConfig
@@ -266,3 +268,64 @@ def test_an_alert_with_nowhere_to_go_is_an_error_line(clock, caplog):
         "Tocsin's own alert fired and has no channel to go to"
     )
     assert (record.rule, record.channel) == (INTEGRATION_FAILING_RULE, "hook")
+
+
+class Stats:
+    """The exporter's counters, as a test sets them."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.dropped = 0
+        self.last_success: float | None = None
+        self.last_error: str | None = None
+
+
+def test_export_behind_fires_after_intervals_of_failures_and_resolves(clock):
+    stats = Stats()
+    export = ExportWatcher(stats, 60.0, SETTINGS, clock)
+    watcher, _ = watcher_of(clock)
+    watcher.export = export
+
+    stats.failures, stats.last_error = 1, "rate_limited"
+    assert watcher.evaluate(clock.time()) == []
+    clock.advance(179)
+    assert watcher.evaluate(clock.time()) == []
+    clock.advance(1)
+    [fired] = watcher.evaluate(clock.time())
+    assert (fired.action, fired.rule, fired.labels) == ("fire", EXPORT_BEHIND_RULE, {})
+    assert fired.reason == "no export accepted for 3m, the last error rate_limited"
+
+    stats.last_success = clock.time()
+    [resolved] = watcher.evaluate(clock.time())
+    assert (resolved.action, resolved.reason) == ("resolve", "exports accepted again")
+
+
+def test_export_behind_fires_on_dropped_series_for_one_window(clock):
+    stats = Stats()
+    export = ExportWatcher(stats, 60.0, SETTINGS, clock)
+
+    stats.dropped, stats.last_success = 40, clock.time()
+    [fired] = export.evaluate(clock.time())
+    assert fired.reason == "40 series dropped within 10m"
+    clock.advance(600)
+    assert export.evaluate(clock.time()) == []
+    clock.advance(1)
+    assert [d.action for d in export.evaluate(clock.time())] == ["resolve"]
+
+
+def test_export_behind_goes_to_the_internal_channels_only(clock):
+    running = config.parse(ROUTED.format(internal='["pager"]'))
+    rules = meta_rules(running.alerts.internal_channels, SETTINGS)
+    policy = NoisePolicy.from_config(running, rules=rules)
+    decision_ = ExportWatcher(Stats(), 60.0, SETTINGS, clock)._decision(
+        "fire", clock.time(), "behind"
+    )
+    alert = Alert(
+        id=1,
+        uid="u",
+        state="triggered",
+        spec=alert_spec(rules[EXPORT_BEHIND_RULE], decision_),
+        value=0.0,
+    )
+
+    assert [route.channels for route in policy.routes(alert)] == [("pager",)]

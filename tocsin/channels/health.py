@@ -43,6 +43,13 @@ DEAD_LETTERS_RULE = "tocsin.dead_letters"
 #: Tocsin's own alerts that are about one integration, named by their
 #: ``channel`` label: they never go to that integration.
 CHANNEL_RULES = (INTEGRATION_FAILING_RULE, DEAD_LETTERS_RULE)
+#: Tocsin's own alert: the Datadog export has had no request accepted for
+#: ``health.export_intervals`` intervals since one failed, or dropped series
+#: within ``health.window``.
+EXPORT_BEHIND_RULE = "tocsin.export_behind"
+#: Every alert about Tocsin's own delivery and export: each goes to
+#: ``alerts.internal_channels`` only, less the integration it is about.
+DELIVERY_RULES = (*CHANNEL_RULES, EXPORT_BEHIND_RULE)
 
 Status = Literal["healthy", "degraded", "failing"]
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from tocsin.channels.health import CHANNEL_RULES
+from tocsin.channels.health import DELIVERY_RULES
 from tocsin.clock import Clock
 from tocsin.config import ChannelConfig, RuleConfig
 from tocsin.daemon.meta_alerts import destinations, meta_rules
@@ -317,7 +317,7 @@ class AlertPipeline:
     ) -> Sequence[str]:
         """Return the channels a transition queues to by itself: none when
         the notifier decides, and never the integration an alert is about."""
-        if rule.name in CHANNEL_RULES:
+        if rule.name in DELIVERY_RULES:
             channels = [c for c in channels if c in destinations(rule, decision.labels)]
         return () if self.on_changed is not None else channels
 
@@ -520,8 +520,8 @@ async def restore(
                 severity=spec.severity,
             )
             continue
-        if spec.rule in CHANNEL_RULES:
-            # The integration watcher restores them, and resolves them.
+        if spec.rule in DELIVERY_RULES:
+            # The delivery and export watchers restore them, and resolve them.
             continue
         if spec.rule not in rules:
             await _retire(store, alert, now, channels or {})

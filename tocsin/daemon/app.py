@@ -26,7 +26,6 @@ from tocsin.daemon.effective import Additions
 from tocsin.daemon.hooks import Hooks
 from tocsin.daemon.ingest import IngestRouter, IngestStats
 from tocsin.daemon.listener_parts import ListenerParts
-from tocsin.daemon.meta_alerts import IntegrationWatcher
 from tocsin.daemon.notifications import NotificationParts
 from tocsin.daemon.reload import Reloader, ReloadOutcome
 from tocsin.daemon.services import Services
@@ -319,20 +318,8 @@ class Daemon(ListenerParts, NotificationParts):
         stack.push_async_callback(self._stop_pipeline, pipeline, pipeline_task)
         router = IngestRouter(engine, buffer, pipeline.submit)
 
-        # Tocsin's own alerts about its integrations, from the outcomes
-        # delivery notes; those of earlier runs stay open until they clear.
-        watcher = IntegrationWatcher(
-            watch,
-            running.health,
-            pipeline.submit,
-            clock,
-            configured=lambda: [c.name for c in self.running.channels],
-            internal_channels=lambda: self.running.alerts.internal_channels,
-        )
-        watcher.restore(await store.open_alerts(), clock.time())
-        parts.watcher = watcher
-        watching = asyncio.create_task(watcher.run(), name="integration-watch")
-        stack.push_async_callback(_cancel, watching)
+        # Tocsin's own alerts about its integrations and its export.
+        await self._start_watch(stack, watch, pipeline)
 
         background = asyncio.create_task(
             self._tick(engine, pipeline, store), name="rule-tick"
@@ -389,6 +376,7 @@ class Daemon(ListenerParts, NotificationParts):
 
     async def _start_export(self, stack, session, key):
         settings = self.config.export.datadog
+        self.parts.exporter = None
         if key is None:
             if settings.api_key_file:
                 detail = "the api_key_file is empty"
@@ -403,6 +391,7 @@ class Daemon(ListenerParts, NotificationParts):
             settings, key, buffer, clock=self.clock, session=session
         )
         task = asyncio.create_task(exporter.run(), name="datadog-export")
+        self.parts.exporter = exporter
 
         async def stop_export() -> None:
             # Let a send in progress finish: its series already left the buffer.

@@ -11,12 +11,16 @@
     fires when a notification of the integration was dead-lettered within
     ``health.window``; resolves once a whole window passes without one.
 
-Each alert has a ``channel`` label, the integration it is about, and goes
-through the pipeline like any rule's: stored with its transitions, restored
-after a restart and resolved when its condition clears. It goes to
-``alerts.internal_channels`` less that integration (see
-:meth:`tocsin.channels.policy.NoisePolicy.routes`); when that leaves none,
-it is stored and logged as an ERROR line, and sent nowhere.
+With the Datadog export on, it also asks the
+:class:`~tocsin.daemon.export_watch.ExportWatcher` about
+``tocsin.export_behind``.
+
+Each alert about an integration has a ``channel`` label, the integration it
+is about. Each goes through the pipeline like any rule's: stored with its
+transitions, restored after a restart and resolved when its condition
+clears. It goes to ``alerts.internal_channels`` less that integration (see
+:meth:`tocsin.channels.policy.NoisePolicy.routes`); when that leaves none, it
+is stored and logged as an ERROR line, and sent nowhere.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from tocsin.channels.health import (
     CHANNEL_RULES,
     DEAD_LETTERS_RULE,
+    EXPORT_BEHIND_RULE,
     INTEGRATION_FAILING_RULE,
     DeliveryWatch,
 )
 from tocsin.clock import Clock
 from tocsin.config import RuleConfig
+from tocsin.daemon.export_watch import ExportWatcher, export_rule
 from tocsin.rules.conditions import format_duration
 from tocsin.rules.decisions import Decision
 from tocsin.rules.runtime import key_of
@@ -56,8 +62,10 @@ def meta_rules(
     :param settings: ``[health]``, whose window the alerts' texts name.
     """
     channels = list(internal_channels)
-    window = (settings or HealthConfig()).window
+    settings = settings or HealthConfig()
+    window = settings.window
     return {
+        EXPORT_BEHIND_RULE: export_rule(channels, settings),
         INTEGRATION_FAILING_RULE: RuleConfig(
             name=INTEGRATION_FAILING_RULE,
             metric="tocsin.delivery.failures",
@@ -105,6 +113,7 @@ class IntegrationWatcher:
     :param submit: takes the decisions (the pipeline's ``submit``).
     :param configured: returns the names of the configured integrations.
     :param internal_channels: returns ``alerts.internal_channels``.
+    :param export: decides ``tocsin.export_behind``, when the export is on.
     """
 
     def __init__(
@@ -116,8 +125,10 @@ class IntegrationWatcher:
         *,
         configured: Callable[[], Collection[str]],
         internal_channels: Callable[[], Sequence[str]],
+        export: ExportWatcher | None = None,
     ) -> None:
         self.watch = watch
+        self.export = export
         self.settings = settings
         self._submit = submit
         self._clock = clock
@@ -133,9 +144,14 @@ class IntegrationWatcher:
         """Decide by ``settings`` from now on (a reload)."""
         self.settings = settings
         self.watch.window = float(settings.window)
+        if self.export is not None:
+            self.export.settings = settings
 
     def restore(self, alerts: Iterable[Alert], now: float) -> None:
         """Take the open alerts of earlier runs as firing."""
+        alerts = list(alerts)
+        if self.export is not None:
+            self.export.restore(alerts, now)
         for alert in alerts:
             spec = alert.spec
             channel = spec.labels.get("channel")
@@ -155,6 +171,8 @@ class IntegrationWatcher:
             present = channel in configured
             decisions.extend(self._failing(channel, present, now))
             decisions.extend(self._dead_letters(channel, present, now))
+        if self.export is not None:
+            decisions.extend(self.export.evaluate(now))
         for decision in decisions:
             self._tell(decision)
 
@@ -243,8 +261,10 @@ class IntegrationWatcher:
 
     def _tell(self, decision: Decision) -> None:
         """Log a decision; an alert that can go nowhere is an ERROR line."""
-        channel = decision.labels["channel"]
-        context = {"rule": decision.rule, "channel": channel, "reason": decision.reason}
+        channel = decision.labels.get("channel")
+        context = {"rule": decision.rule, "reason": decision.reason}
+        if channel is not None:
+            context["channel"] = channel
         if decision.action == "resolve":
             log.info("Tocsin's own alert resolved", extra=context)
             return
