@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from tests.channels.test_delivery import SEED, reference_delays, settle, webhook
@@ -201,7 +202,10 @@ async def test_an_hour_down_reads_failing_raises_one_alert_and_recovers(
         await dispatcher.run_once(due)
         decisions += watcher.evaluate(clock.time())
         [figures] = (await reader.figures(["ops"], clock.time(), 600.0)).values()
-        statuses.append(integration_health(figures, settings, clock.time()).status)
+        health = integration_health(figures, settings, clock.time())
+        statuses.append(health.status)
+        # The URL holds the webhook's secret; its health never does.
+        assert b"secret-token" not in msgspec.json.encode(health)
 
     # Bounded: the schedule's attempts through the hour, the last delivered.
     fewest, most = (attempts_to_outlast(3600.0, s) for s in (1.0, 1 - JITTER))
