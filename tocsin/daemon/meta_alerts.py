@@ -13,7 +13,9 @@
 
 With the Datadog export on, it also asks the
 :class:`~tocsin.daemon.export_watch.ExportWatcher` about
-``tocsin.export_behind``.
+``tocsin.export_behind``, and it has the
+:class:`~tocsin.daemon.storage_watch.StorageWatcher` look at the state
+database (``tocsin.storage_failing``, which is sent without being stored).
 
 Each alert about an integration has a ``channel`` label, the integration it
 is about. Each goes through the pipeline like any rule's: stored with its
@@ -39,6 +41,7 @@ from tocsin.channels.health import (
 from tocsin.clock import Clock
 from tocsin.config import RuleConfig
 from tocsin.daemon.export_watch import ExportWatcher, export_rule
+from tocsin.daemon.storage_watch import StorageWatcher
 from tocsin.rules.conditions import format_duration
 from tocsin.rules.decisions import Decision
 from tocsin.rules.runtime import key_of
@@ -114,6 +117,7 @@ class IntegrationWatcher:
     :param configured: returns the names of the configured integrations.
     :param internal_channels: returns ``alerts.internal_channels``.
     :param export: decides ``tocsin.export_behind``, when the export is on.
+    :param storage: decides and sends ``tocsin.storage_failing``.
     """
 
     def __init__(
@@ -126,9 +130,11 @@ class IntegrationWatcher:
         configured: Callable[[], Collection[str]],
         internal_channels: Callable[[], Sequence[str]],
         export: ExportWatcher | None = None,
+        storage: StorageWatcher | None = None,
     ) -> None:
         self.watch = watch
         self.export = export
+        self.storage = storage
         self.settings = settings
         self._submit = submit
         self._clock = clock
@@ -146,6 +152,8 @@ class IntegrationWatcher:
         self.watch.window = float(settings.window)
         if self.export is not None:
             self.export.settings = settings
+        if self.storage is not None:
+            self.storage.settings = settings
 
     def restore(self, alerts: Iterable[Alert], now: float) -> None:
         """Take the open alerts of earlier runs as firing."""
@@ -186,6 +194,8 @@ class IntegrationWatcher:
             decisions = self.evaluate(self._clock.time())
             if decisions:
                 self._submit(decisions)
+            if self.storage is not None:
+                await self.storage.look()
             try:
                 async with asyncio.timeout(_LOOK_EVERY):
                     await changed.wait()

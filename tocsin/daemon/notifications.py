@@ -23,6 +23,7 @@ from tocsin.daemon.effective import Additions, effective
 from tocsin.daemon.export_watch import ExportWatcher
 from tocsin.daemon.meta_alerts import IntegrationWatcher, meta_rules
 from tocsin.daemon.services import decode_additions, escalation_of
+from tocsin.daemon.storage_watch import StorageWatcher
 from tocsin.errors import ConfigError
 from tocsin.secrets import channel_secrets
 from tocsin.state.catalog import Catalog
@@ -169,6 +170,13 @@ class NotificationParts:
             configured=lambda: [c.name for c in self.running.channels],
             internal_channels=lambda: self.running.alerts.internal_channels,
             export=export,
+            storage=StorageWatcher(
+                parts.database,
+                running.health,
+                clock,
+                channel=parts.dispatcher.channel,
+                internal_channels=lambda: self.running.alerts.internal_channels,
+            ),
         )
         watcher.restore(await parts.store.open_alerts(), clock.time())
         parts.watcher = watcher
