@@ -329,3 +329,25 @@ def test_export_behind_goes_to_the_internal_channels_only(clock):
     )
 
     assert [route.channels for route in policy.routes(alert)] == [("pager",)]
+
+
+def test_an_export_alert_of_an_earlier_run_resolves_when_the_export_is_off(clock):
+    watcher, _ = watcher_of(clock)
+    behind = ExportWatcher(Stats(), 60.0, SETTINGS, clock)._decision(
+        "fire", clock.time(), "behind"
+    )
+    rules = meta_rules([], SETTINGS)
+    alert = Alert(
+        id=1,
+        uid="u",
+        state="triggered",
+        spec=alert_spec(rules[EXPORT_BEHIND_RULE], behind),
+        value=0.0,
+    )
+    watcher.restore([alert], clock.time())
+
+    [resolved] = watcher.evaluate(clock.time())
+
+    assert (resolved.action, resolved.rule) == ("resolve", EXPORT_BEHIND_RULE)
+    assert resolved.reason == "the Datadog export is off"
+    assert watcher.evaluate(clock.time()) == []

@@ -110,6 +110,23 @@ def destinations(rule: RuleConfig, labels: dict[str, str]) -> list[str]:
     return [name for name in rule.channels if name != subject]
 
 
+def _export_off(alert: Alert, now: float) -> Decision:
+    """Return the resolve of an export alert of an earlier run, the export
+    being off now."""
+    return Decision(
+        action="resolve",
+        rule=EXPORT_BEHIND_RULE,
+        series=alert.spec.series,
+        labels={},
+        value=None,
+        threshold=None,
+        samples=0,
+        at=now,
+        since=now,
+        reason="the Datadog export is off",
+    )
+
+
 class IntegrationWatcher:
     """Decide Tocsin's alerts about its integrations.
 
@@ -145,6 +162,8 @@ class IntegrationWatcher:
         #: Dead-letter alerts restored at start-up, kept open for one window
         #: from then: the dead letters before the restart are not in memory.
         self._held_until: dict[str, float] = {}
+        #: An open export alert of an earlier run, the export being off now.
+        self._export_off: list[Alert] = []
 
     def configure(self, settings: HealthConfig) -> None:
         """Decide by ``settings`` from now on (a reload)."""
@@ -160,6 +179,10 @@ class IntegrationWatcher:
         alerts = list(alerts)
         if self.export is not None:
             self.export.restore(alerts, now)
+        else:
+            # The export is off now: its alert of an earlier run can only
+            # resolve here.
+            self._export_off = [a for a in alerts if a.spec.rule == EXPORT_BEHIND_RULE]
         for alert in alerts:
             spec = alert.spec
             channel = spec.labels.get("channel")
@@ -181,6 +204,9 @@ class IntegrationWatcher:
             decisions.extend(self._dead_letters(channel, present, now))
         if self.export is not None:
             decisions.extend(self.export.evaluate(now))
+        for alert in self._export_off:
+            decisions.append(_export_off(alert, now))
+        self._export_off = []
         for decision in decisions:
             self._tell(decision)
 
