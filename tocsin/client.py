@@ -302,6 +302,19 @@ class Client:
         """Return every channel, secrets masked."""
         return self.request("GET", f"{_API}/integrations")["integrations"]
 
+    def integration_health(self, name: str) -> dict[str, Any]:
+        """Return how the channel ``name`` delivers.
+
+        :return: its ``status`` (``healthy``, ``degraded``, ``failing``) and
+            ``detail``, ``last_success_at``, ``last_error_at``,
+            ``last_error_reason``, ``last_error_status``, ``failures_24h``,
+            ``dead_letters_24h``, ``latency_p50_ms``, ``latency_p95_ms``,
+            ``backlog``, ``oldest_pending_s`` and ``in_flight``.
+        :raises TocsinAPIError: if there is no such channel (404).
+        """
+        path = f"{_API}/integrations/{segment(name)}/health"
+        return self.request("GET", path)["health"]
+
     def delete_integration(self, name: str) -> None:
         """Remove a channel added through the API."""
         self.request("DELETE", f"{_API}/integrations/{segment(name)}")

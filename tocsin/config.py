@@ -286,6 +286,8 @@ def _check(config: Config, source: str) -> None:
             )
     check_routing(config, source)
     check_privacy(config.privacy, source)
+    if not config.health.window > 0:
+        raise ConfigError(source, "must be longer than 0", "health.window")
 
     ingest = config.ingest
     if ingest.unix_dgram and ingest.unix_dgram == ingest.unix_stream:

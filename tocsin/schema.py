@@ -114,12 +114,32 @@ class AlertsConfig(Strict):
 
 
 class AuditConfig(Strict):
+    """What the audit log keeps, and for how long."""
+
     #: How long the audit log keeps deliveries, transitions of alerts no
     #: longer open, and events; ``0`` keeps everything.
     retention: Duration = Duration(30 * 86400.0)
     #: Keep the body each delivery attempt sent over HTTP, its secrets
     #: redacted; headers are never kept.
     record_payloads: bool = False
+
+
+class HealthConfig(Strict):
+    """When an integration counts as degraded or failing, and when Tocsin
+    raises its own alerts about one (see :mod:`tocsin.channels.health`)."""
+
+    #: Failed attempts within ``window`` that raise
+    #: ``tocsin.integration_failing``; as many failures in a row, with no
+    #: success between them, make an integration ``failing``.
+    failures: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
+    #: How far back failures, dead letters and a stalled backlog are looked for.
+    #: Not ``0``.
+    window: Duration = Duration(600.0)
+    #: Pending notifications from which an integration counts as ``degraded``.
+    backlog: Annotated[int, msgspec.Meta(ge=1)] = 100
+    #: Export intervals without an accepted request, after a failed one,
+    #: that raise ``tocsin.export_behind``.
+    export_intervals: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 3
 
 
 #: Where the Datadog API key is read from when the file names no source.
@@ -533,6 +553,7 @@ class Config(Strict):
     dedup: DedupConfig = DedupConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     audit: AuditConfig = AuditConfig()
+    health: HealthConfig = HealthConfig()
 
     @property
     def database_path(self) -> Path:

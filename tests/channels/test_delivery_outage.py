@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from tests.channels.test_delivery import SEED, reference_delays, settle, webhook
 from tests.standins.webhook import Reply
 from tests.state.test_alerts import T0, make_spec
 from tocsin.channels.delivery import JITTER, Dispatcher
+from tocsin.channels.health import (
+    INTEGRATION_FAILING_RULE,
+    DeliveryWatch,
+    integration_health,
+)
+from tocsin.daemon.meta_alerts import IntegrationWatcher
+from tocsin.schema import HealthConfig
+from tocsin.state.health import DeliveryHealth
 
 #: The receiver's answer time and the client's timeout, both scaled by 0.1.
 SLOW_ANSWER = 0.7
@@ -158,3 +167,58 @@ async def test_a_short_outage_is_retried_until_it_ends(
     audit = await outbox.attempts(row[0])
     assert [a.status for a in audit] == [None] + [503] * outage + [200]
     assert await outbox.pending_count() == 0
+
+
+async def test_an_hour_down_reads_failing_raises_one_alert_and_recovers(
+    hook, session, clock, db, store, outbox
+):
+    # Down for an hour on the manual clock, then back.
+    outage_ends = T0 + 3600.0
+    hook.responder = lambda: Reply(503 if clock.time() < outage_ends else 200)
+    channel = webhook(
+        "ops", hook, session, clock, backoff=BACKOFF, max_backoff=MAX_BACKOFF
+    )
+    channel.max_attempts = 100
+    settings = HealthConfig(failures=5, window=600.0)
+    watch = DeliveryWatch(float(settings.window))
+    dispatcher = Dispatcher(
+        outbox, {"ops": channel}, clock, rng=random.Random(SEED), watch=watch
+    )
+    watcher = IntegrationWatcher(
+        watch,
+        settings,
+        print,
+        clock,
+        configured=lambda: ["ops", "pager"],
+        internal_channels=lambda: ["ops", "pager"],
+    )
+    await store.fire(make_spec(), ["ops"])
+    reader = DeliveryHealth(db)
+
+    decisions, statuses = [], []
+    await dispatcher.run_once(clock.time())
+    while (due := await outbox.next_due("ops")) is not None:
+        clock.set(due)
+        await dispatcher.run_once(due)
+        decisions += watcher.evaluate(clock.time())
+        [figures] = (await reader.figures(["ops"], clock.time(), 600.0)).values()
+        health = integration_health(figures, settings, clock.time())
+        statuses.append(health.status)
+        # The URL holds the webhook's secret; its health never does.
+        assert b"secret-token" not in msgspec.json.encode(health)
+
+    # Bounded: the schedule's attempts through the hour, the last delivered.
+    fewest, most = (attempts_to_outlast(3600.0, s) for s in (1.0, 1 - JITTER))
+    assert fewest <= len(hook.requests) <= most
+    assert hook.requests[-1].status == 200
+    # Failing through the outage, and no longer once it delivered.
+    assert statuses[3:-1] == ["failing"] * (len(statuses) - 4)
+    assert statuses[-1] != "failing"
+    [figures] = (await reader.figures(["ops"], clock.time(), 600.0)).values()
+    assert figures.backlog == 0
+    assert figures.last_success_at >= outage_ends
+    # One alert about it, and its resolve when it delivered again.
+    assert [(d.action, d.rule, d.labels) for d in decisions] == [
+        ("fire", INTEGRATION_FAILING_RULE, {"channel": "ops"}),
+        ("resolve", INTEGRATION_FAILING_RULE, {"channel": "ops"}),
+    ]

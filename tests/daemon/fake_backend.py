@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from tocsin.channels.health import IntegrationHealth
 from tocsin.clock import ManualClock
 from tocsin.daemon import api
 from tocsin.daemon.backend import (
@@ -85,6 +86,23 @@ def dead_letter(id_: int, channel: str, reason: str, *, dead_at: float) -> DeadL
     )
 
 
+#: The health of an integration that has delivered without a failure.
+HEALTHY = IntegrationHealth(
+    status="healthy",
+    detail="",
+    last_success_at=NOW - 30,
+    last_error_at=None,
+    last_error_reason=None,
+    last_error_status=None,
+    failures_24h=0,
+    dead_letters_24h=0,
+    latency_p50_ms=12.0,
+    latency_p95_ms=40.0,
+    backlog=0,
+    oldest_pending_s=None,
+)
+
+
 class FakeBackend:
     """Keeps alerts, silences, rules, channels and settings in dicts."""
 
@@ -111,6 +129,8 @@ class FakeBackend:
         #: What a test of each integration gives; a success when not listed.
         self.test_results: dict[str, IntegrationTest] = {}
         self.tested: list[str] = []
+        #: Each integration's health; healthy when not listed.
+        self.healths: dict[str, IntegrationHealth] = {}
         self.letters = [
             dead_letter(2, "hook", "server_error", dead_at=NOW - 10),
             dead_letter(1, "log", "expired", dead_at=NOW - 60),
@@ -249,7 +269,18 @@ class FakeBackend:
         self.rules = self._delete(self.rules, name, lambda e: e.rule.name, "rule")
 
     async def list_integrations(self):
-        return list(self.channels)
+        return [
+            msgspec.structs.replace(e, health=self._health(e.channel.name))
+            for e in self.channels
+        ]
+
+    async def integration_health(self, name):
+        if not any(entry.channel.name == name for entry in self.channels):
+            raise NotFoundError(f"no integration {name}")
+        return self._health(name)
+
+    def _health(self, name):
+        return self.healths.get(name, HEALTHY)
 
     async def add_integration(self, channel, *, created_by):
         if any(entry.channel.name == channel.name for entry in self.channels):

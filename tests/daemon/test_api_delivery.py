@@ -115,7 +115,11 @@ async def test_integrations_list_is_a_table_or_json(served_api, capsys):
     status, out, err = await tocsin(served_api, capsys, "integrations", "list")
 
     assert (status, err) == (0, "")
-    assert out.splitlines() == ["NAME  TYPE  SOURCE", "log   log   config"]
+    assert out.splitlines() == [
+        "NAME  TYPE  SOURCE  STATUS   LAST SUCCESS          FAILURES 24H  BACKLOG"
+        "  LAST ERROR",
+        "log   log   config  healthy  2025-06-15 15:06:10Z  0             0        -",
+    ]
 
     status, out, _ = await tocsin(served_api, capsys, "integrations", "list", "--json")
 

@@ -71,6 +71,20 @@ SCENARIO = [
     ),
     (
         "get",
+        "/api/v1/integrations/{name}/health",
+        "/api/v1/integrations/hook/health",
+        None,
+        200,
+    ),
+    (
+        "get",
+        "/api/v1/integrations/{name}/health",
+        "/api/v1/integrations/x/health",
+        None,
+        404,
+    ),
+    (
+        "get",
         "/api/v1/deadletters",
         "/api/v1/deadletters?channel=hook&limit=5",
         None,

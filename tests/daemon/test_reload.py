@@ -312,6 +312,7 @@ async def test_sections_only_a_restart_applies_are_kept_and_named(setup, caplog)
         ('[api]\nsocket = "./other.sock"\n', ["api"]),
         ('[export.datadog]\ninterval = "5s"\n', ["export"]),
         ('[alerts]\nclose_after = "1m"\n', []),
+        ("[health]\nfailures = 2\n", []),
     ],
 )
 def test_restart_sections(change, sections):
@@ -432,6 +433,18 @@ async def test_a_daemon_keeps_its_config_when_sighup_brings_a_bad_file(running, 
     assert failed.levelno == logging.ERROR
     assert failed.reason == "SIGHUP"
     assert failed.detail == "rules[0].threshold"
+
+
+async def test_a_daemon_watches_its_integrations_by_the_reloaded_health(running):
+    daemon, path, _ = running
+    path.write_text('[health]\nfailures = 2\nwindow = "1m"\n' + path.read_text())
+
+    outcome = await daemon.reload("api")
+
+    assert outcome.error is None
+    watcher = daemon.parts.watcher
+    assert (watcher.settings.failures, watcher.watch.window) == (2, 60.0)
+    assert daemon.parts.pipeline.health.failures == 2
 
 
 async def test_a_daemon_refuses_changed_channels(running):

@@ -131,10 +131,14 @@ async def test_the_commands_list_and_test_integrations(daemon, hooks):
 
     assert listed == (
         0,
-        "NAME      TYPE     SOURCE\n"
-        "good      webhook  config\n"
-        "down      webhook  config\n"
-        "refusing  webhook  config\n",
+        "NAME      TYPE     SOURCE  STATUS   LAST SUCCESS  FAILURES 24H  BACKLOG"
+        "  LAST ERROR\n"
+        "good      webhook  config  healthy  -             0             0"
+        "        -\n"
+        "down      webhook  config  healthy  -             0             0"
+        "        -\n"
+        "refusing  webhook  config  healthy  -             0             0"
+        "        -\n",
         "",
     )
     assert good[0] == 0

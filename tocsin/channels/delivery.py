@@ -48,6 +48,7 @@ from typing import NamedTuple
 
 from tocsin.channels.attempt import bounded_send
 from tocsin.channels.base import Channel
+from tocsin.channels.health import DeliveryWatch
 from tocsin.channels.pacing import SlidingWindow
 from tocsin.channels.sent import capture
 from tocsin.clock import Clock
@@ -82,6 +83,7 @@ class Dispatcher:
 
     :param channels: the channels by name; rows for any other name stay queued.
     :param rng: source of jitter; tests pass a seeded one.
+    :param watch: told of every outcome once it is recorded.
     """
 
     def __init__(
@@ -92,7 +94,9 @@ class Dispatcher:
         *,
         rng: random.Random | None = None,
         record_payloads: bool = False,
+        watch: DeliveryWatch | None = None,
     ) -> None:
+        self.watch = watch or DeliveryWatch()
         self.delivered = 0
         self.retried = 0
         self.dead_lettered = 0
@@ -157,6 +161,10 @@ class Dispatcher:
     def channel_names(self) -> list[str]:
         """Return the name of every channel delivered to."""
         return list(self._channels)
+
+    def in_flight(self, name: str) -> int:
+        """Return how many attempts to the channel ``name`` are being made."""
+        return len(self._in_flight.get(name, ()))
 
     def channel(self, name: str) -> Channel | None:
         """Return the channel called ``name``, or ``None``."""
@@ -346,6 +354,10 @@ class Dispatcher:
         # A dead letter is told once it is one on disk, where the API and
         # ``tocsin deadletters`` read it.
         for attempt in unrecorded:
+            fields = attempt.fields
+            self.watch.attempted(
+                channel, attempt.outcome, fields["at"], fields.get("reason")
+            )
             if attempt.error_line is not None:
                 message, context = attempt.error_line
                 log.error(message, extra=context)
@@ -466,6 +478,7 @@ class Dispatcher:
         self.expired += 1
         self.dead_lettered += 1
         self._count(channel.name, "expired")
+        self.watch.expired(channel.name, now)
         age = now - notification.created_at
         context = _context(
             channel.name, notification, reason=EXPIRED, age_s=round(age, 3)

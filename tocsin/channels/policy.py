@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
+from tocsin.channels.health import DELIVERY_RULES
 from tocsin.channels.inhibition import Inhibitor
 from tocsin.channels.matchers import Matchers, parse_matcher
 from tocsin.channels.routing import RouteSettings, RoutingTree, routing_labels
@@ -76,9 +77,27 @@ class NoisePolicy:
         ]
 
     def routes(self, alert: Alert) -> list[RouteSettings]:
-        """Return the routes an alert takes, its rule's channels applied."""
+        """Return the routes an alert takes, its rule's channels applied.
+
+        Tocsin's alerts about its delivery and export take only the first
+        route, with their rule's channels (``alerts.internal_channels``)
+        less the integration they are about and no escalation, or none when
+        no channel is left: an integration is never told of its own
+        failure, whatever the routes or escalations say.
+        """
         matched = self.tree.match(routing_labels(alert))
         rule = self.rules.get(alert.spec.rule)
+        if alert.spec.rule in DELIVERY_RULES:
+            subject = alert.spec.labels.get("channel")
+            channels = tuple(
+                name for name in (rule.channels if rule else ()) if name != subject
+            )
+            if not channels or not matched:
+                return []
+            only = msgspec.structs.replace(
+                matched[0], channels=channels, escalation=None
+            )
+            return [only]
         if rule is None or not rule.channels or not matched:
             return matched
         first = msgspec.structs.replace(matched[0], channels=tuple(rule.channels))

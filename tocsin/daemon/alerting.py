@@ -14,12 +14,15 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
+from tocsin.channels.health import DELIVERY_RULES
 from tocsin.clock import Clock
 from tocsin.config import ChannelConfig, RuleConfig
+from tocsin.daemon.meta_alerts import destinations, meta_rules
 from tocsin.errors import StateError
 from tocsin.logs import RateLimiter
 from tocsin.rules.conditions import format_duration
 from tocsin.rules.decisions import SERIES_LIMIT_RULE, Decision
+from tocsin.schema import HealthConfig
 from tocsin.state.models import Alert, AlertSpec
 from tocsin.templates import TemplateProblem, context, render
 
@@ -166,6 +169,7 @@ class AlertPipeline:
         :func:`series_limit_rule`).
     :param on_changed: awaited with each alert a decision changed.
     :param reopen_window: ``alerts.reopen_window``, in seconds.
+    :param health: ``[health]``, for Tocsin's alerts about its integrations.
     """
 
     def __init__(
@@ -179,6 +183,7 @@ class AlertPipeline:
         internal_channels: Sequence[str] = (),
         on_changed: Callable[[Alert], Awaitable[None]] | None = None,
         reopen_window: float = 0.0,
+        health: HealthConfig | None = None,
     ) -> None:
         self.rules = rules
         #: Told of every alert a decision changed; with it, the notifier
@@ -189,6 +194,8 @@ class AlertPipeline:
         self.reopen_window = reopen_window
         self.channels = channels
         self.internal_rule = series_limit_rule(internal_channels)
+        self.health = health or HealthConfig()
+        self.meta_rules = meta_rules(internal_channels, self.health)
         self.store = store
         self.on_written = on_written
         self.clock = clock
@@ -219,11 +226,14 @@ class AlertPipeline:
             self.channels = channels
         if internal_channels is not None:
             self.internal_rule = series_limit_rule(internal_channels)
+            self.meta_rules = meta_rules(internal_channels, self.health)
 
     def rule(self, name: str) -> RuleConfig | None:
         """Return the rule a decision names, built-in ones included."""
         if name == SERIES_LIMIT_RULE:
             return self.internal_rule
+        if name in self.meta_rules:
+            return self.meta_rules[name]
         return self.rules.get(name)
 
     def submit(self, decisions: Sequence[Decision]) -> None:
@@ -302,9 +312,13 @@ class AlertPipeline:
         else:
             await self._note(decision)
 
-    def _direct(self, channels: Sequence[str]) -> Sequence[str]:
+    def _direct(
+        self, channels: Sequence[str], rule: RuleConfig, decision: Decision
+    ) -> Sequence[str]:
         """Return the channels a transition queues to by itself: none when
-        the notifier decides."""
+        the notifier decides, and never the integration an alert is about."""
+        if rule.name in DELIVERY_RULES:
+            channels = [c for c in channels if c in destinations(rule, decision.labels)]
         return () if self.on_changed is not None else channels
 
     async def _changed(self, alert: Alert) -> None:
@@ -318,7 +332,7 @@ class AlertPipeline:
         )
         alert = await self.store.fire(
             alert_spec(rule, decision),
-            self._direct(rule.channels),
+            self._direct(rule.channels, rule, decision),
             reopen_window=float(window),
         )
         if alert is None:
@@ -351,7 +365,7 @@ class AlertPipeline:
             at=decision.at,
             value=decision.value,
             reason=decision.reason,
-            channels=self._direct(channels),
+            channels=self._direct(channels, rule, decision),
         )
         if alert is None:
             log.debug("no open alert to resolve", extra=_context(decision))
@@ -396,7 +410,7 @@ class AlertPipeline:
             value=decision.value,
             threshold=threshold,
             reason=decision.reason,
-            channels=self._direct(rule.channels),
+            channels=self._direct(rule.channels, rule, decision),
             range=range_,
             texts=(spec.summary, spec.description),
         )
@@ -505,6 +519,9 @@ async def restore(
                 fired_at=spec.fired_at,
                 severity=spec.severity,
             )
+            continue
+        if spec.rule in DELIVERY_RULES:
+            # The delivery and export watchers restore them, and resolve them.
             continue
         if spec.rule not in rules:
             await _retire(store, alert, now, channels or {})

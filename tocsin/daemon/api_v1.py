@@ -124,6 +124,9 @@ class V1:
         router.add_post(PREFIX + "/integrations", self._add_integration)
         router.add_delete(PREFIX + "/integrations/{name}", self._delete_integration)
         router.add_post(PREFIX + "/integrations/{name}/test", self._test_integration)
+        router.add_get(
+            PREFIX + "/integrations/{name}/health", self._integration_health, **get
+        )
         router.add_get(PREFIX + "/deadletters", self._dead_letters, **get)
         router.add_get(PREFIX + "/audit", self._audit, **get)
         router.add_get(PREFIX + "/settings/{kind}", self._settings, **get)
@@ -271,6 +274,11 @@ class V1:
         result = await self._backend.test_integration(request.match_info["name"])
 
         return ok({"result": values.builtins(result)})
+
+    async def _integration_health(self, request: web.Request) -> web.Response:
+        health = await self._backend.integration_health(request.match_info["name"])
+
+        return ok({"health": values.builtins(health)})
 
     async def _dead_letters(self, request: web.Request) -> web.Response:
         query = request.query

@@ -284,6 +284,7 @@ def integration_json(entry: IntegrationEntry) -> dict[str, Any]:
         "created_at": entry.created_at,
         "created_by": entry.created_by,
         "settings": masked(entry.channel),
+        **({} if entry.health is None else {"health": builtins(entry.health)}),
     }
 
 

@@ -17,6 +17,7 @@ from tocsin.channels.base import ChannelContext
 from tocsin.channels.build import build_channels
 from tocsin.channels.datadog_metrics import DatadogExporter, ExportBuffer
 from tocsin.channels.delivery import Dispatcher
+from tocsin.channels.health import DeliveryWatch
 from tocsin.clock import Clock, SystemClock
 from tocsin.config import Config
 from tocsin.daemon import api
@@ -329,8 +330,13 @@ class Daemon(ListenerParts, NotificationParts, AuditParts):
             log.info("restored open alerts", extra={"count": restored})
 
         # Delivery: pending notifications from before a restart go out now.
+        watch = DeliveryWatch(float(running.health.window))
         dispatcher = Dispatcher(
-            outbox, channels, clock, record_payloads=config.audit.record_payloads
+            outbox,
+            channels,
+            clock,
+            record_payloads=config.audit.record_payloads,
+            watch=watch,
         )
         dispatcher.start()
         stack.push_async_callback(self._stop_delivery, dispatcher, channels)
@@ -352,10 +358,14 @@ class Daemon(ListenerParts, NotificationParts, AuditParts):
             internal_channels=running.alerts.internal_channels,
             on_changed=self._alert_changed,
             reopen_window=float(running.alerts.reopen_window),
+            health=running.health,
         )
         pipeline_task = asyncio.create_task(pipeline.run(), name="alert-pipeline")
         stack.push_async_callback(self._stop_pipeline, pipeline, pipeline_task)
         router = IngestRouter(engine, buffer, pipeline.submit, self.redactor)
+
+        # Tocsin's own alerts about its integrations and its export.
+        await self._start_watch(stack, watch, pipeline)
 
         background = asyncio.create_task(
             self._tick(engine, pipeline, store), name="rule-tick"
@@ -416,6 +426,7 @@ class Daemon(ListenerParts, NotificationParts, AuditParts):
 
     async def _start_export(self, stack, session, key):
         settings = self.config.export.datadog
+        self.parts.exporter = None
         if key is None:
             if settings.api_key_file:
                 detail = "the api_key_file is empty"

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from tocsin.channels.health import IntegrationHealth
 from tocsin.errors import LifecycleError
 from tocsin.schema import ChannelConfig, DedupConfig, Duration, Matcher, RuleConfig
 from tocsin.state.audit import AuditPage, AuditQuery
@@ -118,6 +119,9 @@ class IntegrationEntry(msgspec.Struct, frozen=True, kw_only=True):
     source: Source
     created_at: float | None = None
     created_by: str = ""
+    #: How it delivers, when the answer lists integrations (see
+    #: :mod:`tocsin.channels.health`).
+    health: IntegrationHealth | None = None
 
 
 class IntegrationTest(msgspec.Struct, frozen=True, kw_only=True):
@@ -293,6 +297,13 @@ class Backend(Protocol):
         :raises NotFoundError: if no channel has that name.
         :raises ConflictError: if the channel comes from the config file, or
             a rule still names it.
+        """
+        ...
+
+    async def integration_health(self, name: str) -> IntegrationHealth:
+        """Return how the integration ``name`` delivers.
+
+        :raises NotFoundError: if no integration has that name.
         """
         ...
 

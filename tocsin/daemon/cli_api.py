@@ -112,7 +112,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         dest="integrations_command", required=True
     )
     integrations.add_parser(
-        "list", parents=[common], help="list the channels and where each comes from"
+        "list",
+        parents=[common],
+        help="list the channels, where each comes from and how it delivers",
     )
     test = integrations.add_parser(
         "test", parents=[common], help="send a channel one test notification now"
@@ -236,8 +238,9 @@ def _integrations(client: Client, arguments: argparse.Namespace) -> str:
         entries = client.list_integrations()
         if arguments.json:
             return _dump(entries)
-        rows = [(e["name"], e["type"], e["source"]) for e in entries]
-        return table(("NAME", "TYPE", "SOURCE"), rows) if rows else "no integrations"
+        rows = [(e["name"], e["type"], e["source"], *_health(e)) for e in entries]
+        header = ("NAME", "TYPE", "SOURCE", *_HEALTH_COLUMNS)
+        return table(header, rows) if rows else "no integrations"
     result = client.test_integration(arguments.name)
     if arguments.json:
         output = _dump(result)
@@ -256,6 +259,28 @@ def _integrations(client: Client, arguments: argparse.Namespace) -> str:
         raise _NotDelivered(output)
 
     return output
+
+
+#: The health columns of ``tocsin integrations list``.
+_HEALTH_COLUMNS = ("STATUS", "LAST SUCCESS", "FAILURES 24H", "BACKLOG", "LAST ERROR")
+
+
+def _health(entry: dict) -> tuple[object, ...]:
+    """Return an integration's health columns."""
+    health = entry.get("health")
+    if health is None:
+        return ("-",) * len(_HEALTH_COLUMNS)
+    error = health["last_error_reason"] or "-"
+    if health["last_error_status"] is not None:
+        error = f"{error} ({health['last_error_status']})"
+
+    return (
+        health["status"],
+        _time(health["last_success_at"]),
+        health["failures_24h"],
+        health["backlog"],
+        error,
+    )
 
 
 def _silence(client: Client, arguments: argparse.Namespace) -> str:

@@ -1,10 +1,10 @@
 """The daemon's notification parts, and what the API added at run time.
 
 :class:`NotificationParts` is the part of :class:`~tocsin.daemon.app.Daemon`
-that starts the notifier and the escalator, tells them of every changed alert,
-applies silences at once, and lays the rules, integrations and settings added
-through the API over the file's configuration (see
-:mod:`tocsin.daemon.effective`).
+that starts the notifier, the escalator and the watch on Tocsin's own delivery
+and export, tells them of every changed alert, applies silences at once, and
+lays the rules, integrations and settings added through the API over the
+file's configuration (see :mod:`tocsin.daemon.effective`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ from tocsin.channels.policy import NoisePolicy
 from tocsin.config import Config
 from tocsin.daemon.alerting import series_limit_rule
 from tocsin.daemon.effective import Additions, effective
+from tocsin.daemon.export_watch import ExportWatcher
+from tocsin.daemon.meta_alerts import IntegrationWatcher, meta_rules
 from tocsin.daemon.services import decode_additions, escalation_of
+from tocsin.daemon.storage_watch import StorageWatcher
 from tocsin.errors import ConfigError
 from tocsin.secrets import channel_secrets
 from tocsin.state.catalog import Catalog
@@ -145,10 +148,52 @@ class NotificationParts:
             if alert.state == "triggered":
                 await escalator.ensure(alert, self._escalation_of(alert))
 
+    async def _start_watch(self, stack, watch, pipeline) -> None:
+        """Start deciding Tocsin's own alerts about its integrations, from
+        the outcomes delivery notes in ``watch``, and about the export.
+
+        Those of earlier runs stay open until their condition clears.
+        """
+        parts, clock, running = self.parts, self.clock, self.running
+        exporter = parts.exporter
+        export = exporter and ExportWatcher(
+            exporter.stats,
+            float(self.config.export.datadog.interval),
+            running.health,
+            clock,
+        )
+        watcher = IntegrationWatcher(
+            watch,
+            running.health,
+            pipeline.submit,
+            clock,
+            configured=lambda: [c.name for c in self.running.channels],
+            internal_channels=lambda: self.running.alerts.internal_channels,
+            export=export,
+            storage=StorageWatcher(
+                parts.database,
+                running.health,
+                clock,
+                channel=parts.dispatcher.channel,
+                internal_channels=lambda: self.running.alerts.internal_channels,
+            ),
+        )
+        watcher.restore(await parts.store.open_alerts(), clock.time())
+        parts.watcher = watcher
+        task = asyncio.create_task(watcher.run(), name="integration-watch")
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        stack.push_async_callback(stop)
+
     def _policy(self, running: Config, silences) -> NoisePolicy:
         rules = {rule.name: rule for rule in running.rules}
         internal = series_limit_rule(running.alerts.internal_channels)
         rules[internal.name] = internal
+        rules.update(meta_rules(running.alerts.internal_channels, running.health))
         policy = NoisePolicy.from_config(running, rules=rules, silences=silences)
         self._escalation_of = escalation_of(running, policy)
 
@@ -158,6 +203,14 @@ class NotificationParts:
         """Route, silence and group by ``running`` from now on (a reload)."""
         self.running = running
         parts = self.parts
+        watcher = getattr(parts, "watcher", None)
+        if watcher is not None:
+            watcher.configure(running.health)
+            pipeline = parts.pipeline
+            pipeline.health = running.health
+            pipeline.meta_rules = meta_rules(
+                running.alerts.internal_channels, running.health
+            )
         policy = self._policy(running, [s for s, _ in parts.policy._silences])
         parts.policy = policy
         parts.notifier.reconfigure(policy, running.dedup)

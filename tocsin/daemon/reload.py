@@ -33,6 +33,7 @@ _RELOADED = (
     "inhibit",
     "escalations",
     "dedup",
+    "health",
 )
 
 

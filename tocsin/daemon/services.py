@@ -35,6 +35,7 @@ from tocsin.daemon.backend import (
 )
 from tocsin.daemon.delivery_services import DeliveryServices
 from tocsin.daemon.effective import Additions, effective
+from tocsin.daemon.health_services import HealthServices
 from tocsin.daemon.privacy import clean_matcher, clean_rule
 from tocsin.errors import (
     ConfigError,
@@ -64,7 +65,7 @@ def _encode(value: object) -> Any:
     return msgspec.to_builtins(value, enc_hook=_duration)
 
 
-class Services(DeliveryServices):
+class Services(DeliveryServices, HealthServices):
     """Everything the API reads or changes, over the daemon's running parts.
 
     :param daemon: the running :class:`~tocsin.daemon.app.Daemon`; its
@@ -273,7 +274,12 @@ class Services(DeliveryServices):
                         created_by=stored.created_by,
                     )
                 )
-        return entries
+        healths = await self.health_of(entry.channel.name for entry in entries)
+
+        return [
+            msgspec.structs.replace(entry, health=healths[entry.channel.name])
+            for entry in entries
+        ]
 
     async def add_integration(
         self, channel: ChannelConfig, *, created_by: str
