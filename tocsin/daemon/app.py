@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -34,6 +33,7 @@ from tocsin.daemon.self_metrics import SelfMetrics
 from tocsin.daemon.self_metrics_export import SelfMetricsExport
 from tocsin.daemon.services import Services
 from tocsin.daemon.systemd import StatusFigures, Supervision
+from tocsin.daemon.tasks import cancel
 from tocsin.errors import ActivationError, ConfigError, ListenerError, StateError
 from tocsin.redaction import Redactor
 from tocsin.rules.engine import RuleEngine
@@ -310,7 +310,7 @@ class Daemon(ListenerParts, NotificationParts, AuditParts):
         # measured from here on.
         loop_lag = LoopLag()
         lag_task = asyncio.create_task(loop_lag.run(), name="loop-lag")
-        stack.push_async_callback(_cancel, lag_task)
+        stack.push_async_callback(cancel, lag_task)
         self.metrics = SelfMetrics(
             parts, self.stats, clock=clock, loop_lag=loop_lag, started_at=started_at
         )
@@ -370,7 +370,7 @@ class Daemon(ListenerParts, NotificationParts, AuditParts):
         background = asyncio.create_task(
             self._tick(engine, pipeline, store), name="rule-tick"
         )
-        stack.push_async_callback(_cancel, background)
+        stack.push_async_callback(cancel, background)
 
         self._listeners = await self._open_listeners(router, bindings)
         stack.push_async_callback(self._close_listeners)
@@ -422,7 +422,7 @@ class Daemon(ListenerParts, NotificationParts, AuditParts):
         # A reload changes nothing before its file is read and checked, so
         # one cut short there leaves the rules as they were.
         for task in list(self._reload_tasks):
-            await _cancel(task)
+            await cancel(task)
 
     async def _start_export(self, stack, session, key):
         settings = self.config.export.datadog
@@ -538,9 +538,3 @@ def _report_dropped(totals: dict[str, int], before: dict[str, int]) -> dict[str,
         # bad values, or series beyond a limit.
         log.warning("the rules left samples out", extra={"detail": dropped})
     return totals
-
-
-async def _cancel(task: asyncio.Task) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

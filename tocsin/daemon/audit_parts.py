@@ -11,11 +11,11 @@ background, by the daemon's clock.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from contextlib import AsyncExitStack
 
 from tocsin.daemon.reload import ReloadOutcome
+from tocsin.daemon.tasks import cancel
 from tocsin.errors import StateError
 from tocsin.state.audit import AuditLog
 from tocsin.state.audit_retention import Retention
@@ -40,13 +40,7 @@ class AuditParts:
             log.info("audit log kept whole", extra={"detail": "retention is 0"})
             return
         task = asyncio.create_task(self._prune(retention), name="audit-retention")
-
-        async def stop() -> None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-        stack.push_async_callback(stop)
+        stack.push_async_callback(cancel, task)
 
     async def _prune(self, retention: Retention) -> None:
         """Prune now and then every :data:`PRUNE_EVERY` seconds of the

@@ -10,7 +10,6 @@ file's configuration (see :mod:`tocsin.daemon.effective`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from tocsin.channels.build import build_channels
@@ -24,6 +23,7 @@ from tocsin.daemon.export_watch import ExportWatcher
 from tocsin.daemon.meta_alerts import IntegrationWatcher, meta_rules
 from tocsin.daemon.services import decode_additions, escalation_of
 from tocsin.daemon.storage_watch import StorageWatcher
+from tocsin.daemon.tasks import cancel
 from tocsin.errors import ConfigError
 from tocsin.secrets import channel_secrets
 from tocsin.state.catalog import Catalog
@@ -138,9 +138,7 @@ class NotificationParts:
             notifier.stop()
             escalator.stop()
             for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel(task)
 
         stack.push_async_callback(stop)
         # Alerts that fired before a restart keep (or get) their steps.
@@ -181,13 +179,7 @@ class NotificationParts:
         watcher.restore(await parts.store.open_alerts(), clock.time())
         parts.watcher = watcher
         task = asyncio.create_task(watcher.run(), name="integration-watch")
-
-        async def stop() -> None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-        stack.push_async_callback(stop)
+        stack.push_async_callback(cancel, task)
 
     def _policy(self, running: Config, silences) -> NoisePolicy:
         rules = {rule.name: rule for rule in running.rules}

@@ -22,13 +22,13 @@ process acts on it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 
+from tocsin.daemon.tasks import cancel
 from tocsin.errors import ActivationError
 
 log = logging.getLogger(__name__)
@@ -343,9 +343,7 @@ class Supervision:
         """Stop the pings and the status updates; safe to call twice."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)
 
     def _spawn(self, coroutine, name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=name))
