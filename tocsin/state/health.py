@@ -1,12 +1,8 @@
 """What the state database tells of each integration's deliveries.
 
-The audit of attempts (``delivery_attempts``) has no index on time. Its ids
-grow with time, though: an attempt is recorded right after it ends, so the
-first attempt of a period is found by bisecting the ids, and every query
-reads only the attempts of the last :data:`HORIZON`, however long the audit.
-An attempt whose record the database refused for a while is written later
-than it ended and may sit among later ids: near the start of the period such
-a one can be missed, which moves a count by one at the edge and no more.
+Every query reads only the attempts of the last :data:`HORIZON`, found by the
+audit's index on the time an attempt ended (``delivery_attempts_at``),
+however long the audit.
 """
 
 from __future__ import annotations
@@ -30,20 +26,20 @@ SELECT o.channel,
        SUM(d.outcome = 'dead'),
        MAX(CASE WHEN d.outcome = 'delivered' THEN d.at END)
 FROM delivery_attempts AS d JOIN outbox AS o ON o.id = d.outbox_id
-WHERE d.id >= :first AND d.at >= :since
+WHERE d.at >= :since
 GROUP BY o.channel
 """
 _LAST_ERROR = """
 SELECT d.at, d.reason, d.status
 FROM delivery_attempts AS d JOIN outbox AS o ON o.id = d.outbox_id
-WHERE d.id >= :first AND o.channel = :channel AND d.outcome != 'delivered'
-ORDER BY d.id DESC LIMIT 1
+WHERE d.at >= :since AND o.channel = :channel AND d.outcome != 'delivered'
+ORDER BY d.at DESC, d.id DESC LIMIT 1
 """
 _RECENT = """
 SELECT d.outcome, d.duration_ms
 FROM delivery_attempts AS d JOIN outbox AS o ON o.id = d.outbox_id
-WHERE d.id >= :first AND o.channel = :channel
-ORDER BY d.id DESC LIMIT :limit
+WHERE d.at >= :since AND o.channel = :channel
+ORDER BY d.at DESC, d.id DESC LIMIT :limit
 """
 # On the index of pending rows (outbox_due): never more than the backlog.
 _BACKLOG = """
@@ -94,11 +90,10 @@ class DeliveryHealth:
         """
         names = list(channels)
         since = now - HORIZON
-        first = await self._first_attempt_since(since)
         counts = {
             row[0]: row[1:]
             for row in await self._db.fetchall(
-                _SINCE, {"first": first, "since": since, "window": now - window}
+                _SINCE, {"since": since, "window": now - window}
             )
         }
         backlog = {row[0]: row[1:] for row in await self._db.fetchall(_BACKLOG)}
@@ -107,10 +102,10 @@ class DeliveryHealth:
             failures, in_window, dead, success = counts.get(name, (0, 0, 0, None))
             pending, oldest = backlog.get(name, (0, None))
             recent = await self._db.fetchall(
-                _RECENT, {"first": first, "channel": name, "limit": RECENT}
+                _RECENT, {"since": since, "channel": name, "limit": RECENT}
             )
             error = await self._db.fetchone(
-                _LAST_ERROR, {"first": first, "channel": name}
+                _LAST_ERROR, {"since": since, "channel": name}
             )
             found[name] = DeliveryFigures(
                 recent_outcomes=tuple(row[0] for row in recent),
@@ -127,26 +122,3 @@ class DeliveryHealth:
             )
 
         return found
-
-    async def _first_attempt_since(self, since: float) -> int:
-        """Return the lowest id of an attempt that ended at ``since`` or later
-        (one past the last id when none did)."""
-        row = await self._db.fetchone("SELECT MIN(id), MAX(id) FROM delivery_attempts")
-        if row is None or row[0] is None:
-            return 0
-        low, high = row[0], row[1] + 1
-        # Invariant: attempts below ``low`` ended before ``since``; the one
-        # at or after ``high`` (if any) did not.
-        while low < high:
-            middle = (low + high) // 2
-            # Ids may have gaps (a rolled-back write): the next one counts.
-            at = await self._db.fetchone(
-                "SELECT at FROM delivery_attempts WHERE id >= ? ORDER BY id LIMIT 1",
-                (middle,),
-            )
-            if at is not None and at[0] < since:
-                low = middle + 1
-            else:
-                high = middle
-
-        return low
