@@ -140,11 +140,12 @@ class Redactor:
         self.fields = frozenset(field.casefold() for field in fields)
         self.detectors = tuple(name for name in DETECTORS if name in set(detectors))
         self.marker = marker
+        # Each pattern with its replacement function, made once, not per value.
         self._patterns = [
-            pattern
+            (pattern, self._replacer(test))
             for name, patterns in _PATTERNS.items()
             if name in self.detectors
-            for pattern in patterns
+            for pattern, test in patterns
         ]
         # Tags repeat: the same tag string always gives the same answer.
         self._cache: dict[str, str] = {}
@@ -159,8 +160,8 @@ class Redactor:
         """Return ``text`` with every detected piece replaced by the marker."""
         if not text or _CANDIDATE.search(text) is None:
             return text
-        for pattern, test in self._patterns:
-            text = pattern.sub(self._replacer(test), text)
+        for pattern, replace in self._patterns:
+            text = pattern.sub(replace, text)
 
         return text
 

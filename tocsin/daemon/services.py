@@ -360,8 +360,6 @@ class Services(DeliveryServices, HealthServices):
         return additions.digest or DigestSettings()
 
     async def put_settings(self, kind, value, *, actor="api"):
-        additions = self._daemon.additions
-        changed = msgspec.structs.replace(additions, **{kind: value})
         if isinstance(value, DigestSettings):
             for index, text in enumerate(value.matchers):
                 try:
@@ -372,7 +370,7 @@ class Services(DeliveryServices, HealthServices):
                 clean_matcher(self._daemon.redactor, text) for text in value.matchers
             ]
             value = msgspec.structs.replace(value, matchers=matchers)
-            changed = msgspec.structs.replace(additions, **{kind: value})
+        changed = msgspec.structs.replace(self._daemon.additions, **{kind: value})
         self._check(changed)
         await self._parts.catalog.put_setting(kind, _encode(value), actor=actor)
         await self._daemon.apply_additions(changed, "api")

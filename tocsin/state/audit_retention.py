@@ -81,10 +81,7 @@ class Pruned(msgspec.Struct, kw_only=True):
     def total(self) -> int:
         """Return how many rows were deleted in all."""
         return (
-            self.delivery_attempts
-            + self.outbox
-            + self.transitions
-            + (self.audit_events)
+            self.delivery_attempts + self.outbox + self.transitions + self.audit_events
         )
 
 
