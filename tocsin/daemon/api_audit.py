@@ -14,12 +14,11 @@ from typing import Any
 from tocsin.daemon import api_values as values
 from tocsin.errors import InvalidValueError
 from tocsin.state.audit import AUDIT_KINDS, AuditPage, AuditQuery, parse_cursor
+from tocsin.state.outbox import OUTCOMES
 
 #: Entries answered when the request says no ``limit``, and the most it may ask.
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-#: The outcomes of a delivery attempt.
-OUTCOMES = ("delivered", "retry", "dead")
 
 
 def audit_query(query: Mapping[str, str]) -> tuple[AuditQuery, str | None]:

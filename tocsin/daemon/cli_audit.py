@@ -13,10 +13,8 @@ from typing import Any
 
 from tocsin.client import Client
 from tocsin.schema import Duration
-
-#: What the ``--kind`` option takes.
-KINDS = ("delivery", "transition", "silence", "config")
-OUTCOMES = ("delivered", "retry", "dead")
+from tocsin.state.audit import AUDIT_KINDS
+from tocsin.state.outbox import OUTCOMES
 
 
 def add_parser(
@@ -33,7 +31,7 @@ def add_parser(
     audit.add_argument("--alert", help="only this alert's (its id or uid)")
     audit.add_argument("--channel", help="only deliveries to this channel")
     audit.add_argument("--outcome", choices=OUTCOMES, help="only deliveries so ended")
-    audit.add_argument("--kind", choices=KINDS, help="only entries of this kind")
+    audit.add_argument("--kind", choices=AUDIT_KINDS, help="only entries of this kind")
     audit.add_argument("--limit", type=int, help="most listed (default 100)")
     audit.add_argument("--cursor", help="read on from a page's next cursor")
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 import msgspec.structs
@@ -35,6 +35,8 @@ from tocsin.state.db import Database, Transaction
 from tocsin.state.models import OPEN_STATES, Alert, Notification, NotificationEvent
 
 Outcome = Literal["delivered", "retry", "dead"]
+#: How a delivery attempt may end.
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 _decode_range = msgspec.json.Decoder(list[float]).decode
 _encode_json = msgspec.json.Encoder().encode
