@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 import msgspec
@@ -52,6 +52,14 @@ EXPORT_BEHIND_RULE = "tocsin.export_behind"
 DELIVERY_RULES = (*CHANNEL_RULES, EXPORT_BEHIND_RULE)
 
 Status = Literal["healthy", "degraded", "failing"]
+
+
+def destinations(channels: Iterable[str], labels: Mapping[str, str]) -> list[str]:
+    """Return where one of Tocsin's alerts about an integration may go:
+    ``channels`` less the integration its ``channel`` label names, which is
+    never told of its own failure."""
+    subject = labels.get("channel")
+    return [name for name in channels if name != subject]
 
 
 class IntegrationHealth(msgspec.Struct, frozen=True, kw_only=True):

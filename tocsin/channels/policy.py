@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
-from tocsin.channels.health import DELIVERY_RULES
+from tocsin.channels.health import DELIVERY_RULES, destinations
 from tocsin.channels.inhibition import Inhibitor
 from tocsin.channels.matchers import Matchers, parse_matcher
 from tocsin.channels.routing import RouteSettings, RoutingTree, routing_labels
@@ -88,9 +88,8 @@ class NoisePolicy:
         matched = self.tree.match(routing_labels(alert))
         rule = self.rules.get(alert.spec.rule)
         if alert.spec.rule in DELIVERY_RULES:
-            subject = alert.spec.labels.get("channel")
             channels = tuple(
-                name for name in (rule.channels if rule else ()) if name != subject
+                destinations(rule.channels if rule else (), alert.spec.labels)
             )
             if not channels or not matched:
                 return []

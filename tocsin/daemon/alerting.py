@@ -14,10 +14,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from tocsin.channels.health import DELIVERY_RULES
+from tocsin.channels.health import DELIVERY_RULES, destinations
 from tocsin.clock import Clock
 from tocsin.config import ChannelConfig, RuleConfig
-from tocsin.daemon.meta_alerts import destinations, meta_rules
+from tocsin.daemon.meta_alerts import meta_rules
 from tocsin.errors import StateError
 from tocsin.logs import RateLimiter
 from tocsin.rules.conditions import format_duration
@@ -318,7 +318,8 @@ class AlertPipeline:
         """Return the channels a transition queues to by itself: none when
         the notifier decides, and never the integration an alert is about."""
         if rule.name in DELIVERY_RULES:
-            channels = [c for c in channels if c in destinations(rule, decision.labels)]
+            allowed = destinations(rule.channels, decision.labels)
+            channels = [c for c in channels if c in allowed]
         return () if self.on_changed is not None else channels
 
     async def _changed(self, alert: Alert) -> None:

@@ -37,6 +37,7 @@ from tocsin.channels.health import (
     EXPORT_BEHIND_RULE,
     INTEGRATION_FAILING_RULE,
     DeliveryWatch,
+    destinations,
 )
 from tocsin.clock import Clock
 from tocsin.config import RuleConfig
@@ -101,13 +102,6 @@ def meta_rules(
             ),
         ),
     }
-
-
-def destinations(rule: RuleConfig, labels: dict[str, str]) -> list[str]:
-    """Return where an alert of one of :data:`CHANNEL_RULES` may go: its
-    rule's channels less the integration it is about."""
-    subject = labels.get("channel")
-    return [name for name in rule.channels if name != subject]
 
 
 def _export_off(alert: Alert, now: float) -> Decision:
@@ -304,7 +298,7 @@ class IntegrationWatcher:
         if decision.action == "resolve":
             log.info("Tocsin's own alert resolved", extra=context)
             return
-        others = [name for name in self._internal() if name != channel]
+        others = destinations(self._internal(), decision.labels)
         if others:
             # WARNING: the alert itself goes out to people; this line is
             # the daemon's own record of it.
