@@ -21,7 +21,6 @@ import re
 import socket
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import msgspec
 import msgspec.inspect
@@ -29,7 +28,7 @@ import msgspec.inspect
 from tocsin.channel_checks import (
     check_channel,
     is_host_name,
-    is_ip_address,
+    url_problem,
 )
 from tocsin.datadog_names import NAME_LIMIT, metric_name
 from tocsin.errors import ConfigError
@@ -354,30 +353,20 @@ def _check_api_tcp(api: ApiConfig, source: str) -> None:
 
 #: One label of a host name: letters, digits and hyphens, no hyphen at either end.
 def _check_base_url(url: str, source: str) -> None:
-    """Check that ``export.datadog.base_url`` is an http(s) URL with a host.
+    """Check that ``export.datadog.base_url`` is an http(s) URL with a host,
+    as a channel's URL is checked (:func:`~tocsin.channel_checks.url_problem`).
 
     The exporter appends ``/api/v2/series`` to it, so a query or a fragment
-    would swallow that path. :func:`urlsplit` silently drops tabs and newlines,
-    so any whitespace or control character is refused before it runs.
+    would swallow that path.
     """
     key = "export.datadog.base_url"
-    expected = (
-        f"expected an http(s) URL with a host, like https://api.datadoghq.eu, "
-        f"got {url!r}"
-    )
-    if not url.isprintable() or " " in url:
-        raise ConfigError(source, expected, key)
-    try:
-        parts = urlsplit(url)
-        # Only reading the port checks it: urlsplit alone accepts ``:99999``.
-        _ = parts.port
-    except ValueError:
-        raise ConfigError(source, expected, key) from None
-    host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not (
-        is_host_name(host) or is_ip_address(host)
-    ):
-        raise ConfigError(source, expected, key)
+    if url_problem(url) is not None:
+        raise ConfigError(
+            source,
+            f"expected an http(s) URL with a host, like https://api.datadoghq.eu, "
+            f"got {url!r}",
+            key,
+        )
     if "?" in url or "#" in url:
         raise ConfigError(
             source,
