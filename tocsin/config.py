@@ -351,7 +351,6 @@ def _check_api_tcp(api: ApiConfig, source: str) -> None:
         )
 
 
-#: One label of a host name: letters, digits and hyphens, no hyphen at either end.
 def _check_base_url(url: str, source: str) -> None:
     """Check that ``export.datadog.base_url`` is an http(s) URL with a host,
     as a channel's URL is checked (:func:`~tocsin.channel_checks.url_problem`).
